@@ -1,0 +1,462 @@
+//! The embedded event log: segment files in the data directory, fsync'd group commit.
+//!
+//! Layout under the log directory:
+//! - `segments/<base offset, 20 digits>.log`: frames `[len u32 LE][crc32 u32 LE][payload]`;
+//! - `consumers/<name>.pos`: the last committed position of a durable consumer (replaced
+//!   atomically);
+//! - `LOCK`: held by the one process that writes the log.
+//!
+//! One writer thread owns the active segment. Appends queue on a channel; the writer drains
+//! everything queued, writes it in one go and calls `fdatasync` once for the whole group, then
+//! answers every request of the group. Concurrent requests thus share one fsync and throughput
+//! does not collapse to one fsync per request. Consumers only ever see records that are durable.
+//! At start-up a torn tail (a crash mid-write) is detected by length and checksum and cut off;
+//! such a record was never acknowledged.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use livora_common::{ByteSize, ClientId, ConfigError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{Delivery, EventLog, LogConsumer, LogError, Position, check_consumer_name};
+
+const FRAME_HEADER: usize = 8;
+/// The largest record the embedded log accepts (a sanity bound against corrupt lengths).
+const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
+/// How many bytes one group commit gathers at most before it writes.
+const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
+
+/// Configuration of the embedded log (`[event_log.embedded]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbeddedLogConfig {
+    /// Directory of the log. Default: `<data_dir>/log`.
+    pub dir: Option<PathBuf>,
+    /// A segment is closed and a new one started past this size. Default `64MiB`.
+    pub segment_bytes: ByteSize,
+    /// A closed segment is deleted once every consumer has committed past it and it is older
+    /// than this. Default `7d`.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for EmbeddedLogConfig {
+    fn default() -> Self {
+        Self { dir: None, segment_bytes: ByteSize::mib(64), retention: Duration::from_secs(7 * 86_400) }
+    }
+}
+
+impl EmbeddedLogConfig {
+    /// Checks the values, naming the key at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.segment_bytes.0 < 1024 * 1024 {
+            return Err(ConfigError::invalid("event_log.embedded.segment_bytes", "must be at least 1MiB"));
+        }
+        Ok(())
+    }
+}
+
+struct AppendRequest {
+    payload: Bytes,
+    reply: oneshot::Sender<Result<Position, LogError>>,
+}
+
+/// The embedded, file-backed event log.
+pub struct EmbeddedLog {
+    dir: PathBuf,
+    tx: mpsc::Sender<AppendRequest>,
+    /// The position one past the last durable record.
+    durable: watch::Receiver<Position>,
+    _lock: File,
+}
+
+impl EmbeddedLog {
+    /// Opens (or creates) the log in `dir`, recovering from a crash if needed, and starts the
+    /// writer thread. Fails if another process holds the log.
+    pub fn open(dir: &Path, config: &EmbeddedLogConfig) -> Result<Self, LogError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| LogError::Io { path, source }
+        };
+        let segments_dir = dir.join("segments");
+        fs::create_dir_all(&segments_dir).map_err(io(&segments_dir))?;
+        fs::create_dir_all(dir.join("consumers")).map_err(io(dir))?;
+        let lock_path = dir.join("LOCK");
+        let lock = File::create(&lock_path).map_err(io(&lock_path))?;
+        lock.try_lock().map_err(|_| LogError::Io {
+            path: lock_path.clone(),
+            source: std::io::Error::new(ErrorKind::WouldBlock, "the log is in use by another livora process"),
+        })?;
+
+        let segments = list_segments(&segments_dir)?;
+        let (base, file, len, next) = match segments.last() {
+            Some(&base) => {
+                let path = segment_path(&segments_dir, base);
+                let (count, valid_len) = scan_segment(&path)?;
+                let file = OpenOptions::new().read(true).append(true).open(&path).map_err(io(&path))?;
+                let actual = file.metadata().map_err(io(&path))?.len();
+                if actual != valid_len {
+                    tracing::warn!(segment = %path.display(), cut_bytes = actual - valid_len, "cutting a torn tail off the event log");
+                    file.set_len(valid_len).map_err(io(&path))?;
+                    file.sync_all().map_err(io(&path))?;
+                }
+                (base, file, valid_len, base + count)
+            }
+            None => {
+                let path = segment_path(&segments_dir, 0);
+                let file = create_segment(&path, &segments_dir)?;
+                (0, file, 0, 0)
+            }
+        };
+
+        let (tx, rx) = mpsc::channel(8192);
+        let (durable_tx, durable) = watch::channel(next);
+        let writer = Writer {
+            segments_dir,
+            consumers_dir: dir.join("consumers"),
+            config: config.clone(),
+            file,
+            base,
+            len,
+            next,
+            durable: durable_tx,
+        };
+        std::thread::Builder::new()
+            .name("livora-log-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(io(dir))?;
+        Ok(Self { dir: dir.to_owned(), tx, durable, _lock: lock })
+    }
+
+    /// The position one past the last durable record (the number of records ever appended).
+    pub fn end(&self) -> Position {
+        *self.durable.borrow()
+    }
+}
+
+#[async_trait]
+impl EventLog for EmbeddedLog {
+    async fn append(&self, _client: &ClientId, record: Bytes) -> Result<Position, LogError> {
+        if record.len() > MAX_RECORD_BYTES {
+            return Err(LogError::TooLarge { size: record.len(), limit: MAX_RECORD_BYTES });
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(AppendRequest { payload: record, reply }).await.map_err(|_| LogError::Closed)?;
+        rx.await.map_err(|_| LogError::Closed)?
+    }
+
+    async fn consumer(&self, name: &str) -> Result<Box<dyn LogConsumer>, LogError> {
+        check_consumer_name(name)?;
+        let pos_file = self.dir.join("consumers").join(format!("{name}.pos"));
+        let next = match fs::read_to_string(&pos_file) {
+            Ok(s) => s.trim().parse::<Position>().map(|p| p + 1).map_err(|e| LogError::Io {
+                path: pos_file.clone(),
+                source: std::io::Error::new(ErrorKind::InvalidData, e),
+            })?,
+            Err(e) if e.kind() == ErrorKind::NotFound => 0,
+            Err(source) => return Err(LogError::Io { path: pos_file, source }),
+        };
+        Ok(Box::new(EmbeddedConsumer {
+            reader: Some(Reader::new(self.dir.join("segments"), next)),
+            pos_file,
+            durable: self.durable.clone(),
+        }))
+    }
+
+    fn backend(&self) -> &'static str {
+        "embedded"
+    }
+}
+
+struct Writer {
+    segments_dir: PathBuf,
+    consumers_dir: PathBuf,
+    config: EmbeddedLogConfig,
+    file: File,
+    base: Position,
+    len: u64,
+    next: Position,
+    durable: watch::Sender<Position>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<AppendRequest>) {
+        let mut group = Vec::new();
+        let mut buf = Vec::with_capacity(MAX_GROUP_BYTES);
+        while let Some(first) = rx.blocking_recv() {
+            let mut bytes = first.payload.len();
+            group.push(first);
+            while bytes < MAX_GROUP_BYTES {
+                let Ok(req) = rx.try_recv() else { break };
+                bytes += req.payload.len();
+                group.push(req);
+            }
+            let result = self.commit_group(&group, &mut buf);
+            let failed = result.is_err();
+            for (i, req) in group.drain(..).enumerate() {
+                let answer = match &result {
+                    Ok(first) => Ok(first + i as Position),
+                    Err(e) => Err(LogError::Io {
+                        path: self.segments_dir.clone(),
+                        source: std::io::Error::new(e.kind(), e.to_string()),
+                    }),
+                };
+                let _ = req.reply.send(answer);
+            }
+            if failed {
+                // After a failed write or fsync the state of the file is unknown: stop taking
+                // appends rather than risk acknowledging data that is not durable.
+                tracing::error!("event log writer stopped after an i/o error; restart to recover");
+                return;
+            }
+        }
+    }
+
+    /// Writes and syncs one group; returns the position of its first record.
+    fn commit_group(&mut self, group: &[AppendRequest], buf: &mut Vec<u8>) -> std::io::Result<Position> {
+        if self.len > 0 && self.len >= self.config.segment_bytes.0 {
+            self.roll()?;
+        }
+        buf.clear();
+        for req in group {
+            let len = u32::try_from(req.payload.len()).map_err(|_| ErrorKind::InvalidInput)?;
+            buf.extend_from_slice(&len.to_le_bytes());
+            buf.extend_from_slice(&crc32fast::hash(&req.payload).to_le_bytes());
+            buf.extend_from_slice(&req.payload);
+        }
+        let written = self.file.write_all(buf).and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            // Best effort: cut what may have been partly written so that a restart sees a clean tail.
+            let _ = self.file.set_len(self.len);
+            return Err(e);
+        }
+        self.len += buf.len() as u64;
+        let first = self.next;
+        self.next += group.len() as Position;
+        self.durable.send_replace(self.next);
+        Ok(first)
+    }
+
+    fn roll(&mut self) -> std::io::Result<()> {
+        let path = segment_path(&self.segments_dir, self.next);
+        self.file = create_segment(&path, &self.segments_dir).map_err(|e| std::io::Error::other(e.to_string()))?;
+        self.base = self.next;
+        self.len = 0;
+        if let Err(e) = self.delete_consumed_segments() {
+            tracing::warn!(error = %e, "event log retention failed; will retry at the next roll");
+        }
+        Ok(())
+    }
+
+    /// Deletes closed segments that every consumer has committed past and that are older than
+    /// the retention.
+    fn delete_consumed_segments(&self) -> std::io::Result<()> {
+        let mut min_next = Position::MAX;
+        for entry in fs::read_dir(&self.consumers_dir)? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "pos") {
+                let committed = fs::read_to_string(&path)?.trim().parse::<Position>().unwrap_or(0);
+                min_next = min_next.min(committed + 1);
+            }
+        }
+        if min_next == Position::MAX {
+            return Ok(()); // no consumer yet: keep everything
+        }
+        let segments = list_segments(&self.segments_dir).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let cutoff = SystemTime::now() - self.config.retention;
+        for pair in segments.windows(2) {
+            let (base, next_base) = (pair[0], pair[1]);
+            if next_base > min_next || next_base > self.base {
+                break;
+            }
+            let path = segment_path(&self.segments_dir, base);
+            if fs::metadata(&path)?.modified()? < cutoff {
+                fs::remove_file(&path)?;
+                tracing::info!(segment = %path.display(), "deleted consumed event log segment");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn segment_path(dir: &Path, base: Position) -> PathBuf {
+    dir.join(format!("{base:020}.log"))
+}
+
+fn create_segment(path: &Path, dir: &Path) -> Result<File, LogError> {
+    let io = |source| LogError::Io { path: path.to_owned(), source };
+    let file = OpenOptions::new().create(true).read(true).append(true).open(path).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    Ok(file)
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<Position>, LogError> {
+    let io = |source| LogError::Io { path: dir.to_owned(), source };
+    let mut bases = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io)? {
+        let name = entry.map_err(io)?.file_name();
+        let name = name.to_string_lossy();
+        if let Some(base) = name.strip_suffix(".log").and_then(|b| b.parse().ok()) {
+            bases.push(base);
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+/// Counts the intact frames of a segment; returns (records, bytes up to the end of the last one).
+fn scan_segment(path: &Path) -> Result<(u64, u64), LogError> {
+    let file = File::open(path).map_err(|source| LogError::Io { path: path.to_owned(), source })?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let (mut count, mut offset) = (0, 0);
+    let mut payload = Vec::new();
+    while let Some(len) = read_frame(&mut reader, &mut payload) {
+        count += 1;
+        offset += (FRAME_HEADER + len) as u64;
+    }
+    Ok((count, offset))
+}
+
+/// Reads the next intact frame into `payload` and returns its length; `None` at the end of the
+/// file or at a torn or corrupt frame.
+fn read_frame(reader: &mut impl Read, payload: &mut Vec<u8>) -> Option<usize> {
+    let mut header = [0u8; FRAME_HEADER];
+    reader.read_exact(&mut header).ok()?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if len > MAX_RECORD_BYTES {
+        return None;
+    }
+    payload.resize(len, 0);
+    reader.read_exact(payload).ok()?;
+    (crc32fast::hash(payload) == crc).then_some(len)
+}
+
+/// Sequential reader over the segments, positioned at `next`.
+struct Reader {
+    segments_dir: PathBuf,
+    next: Position,
+    current: Option<(Position, BufReader<File>)>,
+}
+
+impl Reader {
+    fn new(segments_dir: PathBuf, next: Position) -> Self {
+        Self { segments_dir, next, current: None }
+    }
+
+    /// Reads records from `self.next` up to (excluding) `end`, at most `max`.
+    fn read(&mut self, end: Position, max: usize) -> Result<Vec<Delivery>, LogError> {
+        let mut out = Vec::new();
+        while self.next < end && out.len() < max {
+            if self.current.is_none() {
+                self.open_at(self.next)?;
+            }
+            let Some((_, reader)) = self.current.as_mut() else { break };
+            let mut payload = Vec::new();
+            match read_frame(reader, &mut payload) {
+                Some(_) => {
+                    out.push(Delivery { position: self.next, payload: Bytes::from(payload) });
+                    self.next += 1;
+                }
+                // End of this segment: the record at `next` starts the following segment.
+                None => self.open_at(self.next)?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Opens the segment holding `pos` and skips to it.
+    fn open_at(&mut self, pos: Position) -> Result<(), LogError> {
+        let bases = list_segments(&self.segments_dir)?;
+        let Some(&base) = bases.iter().rev().find(|&&b| b <= pos) else {
+            return Err(LogError::Io {
+                path: self.segments_dir.clone(),
+                source: std::io::Error::new(ErrorKind::NotFound, format!("position {pos} was deleted by retention")),
+            });
+        };
+        if matches!(self.current, Some((b, _)) if b == base) {
+            // Already at the end of the newest segment holding `pos`: the record is not there.
+            return Err(LogError::Io {
+                path: segment_path(&self.segments_dir, base),
+                source: std::io::Error::new(ErrorKind::UnexpectedEof, format!("record {pos} is missing")),
+            });
+        }
+        let path = segment_path(&self.segments_dir, base);
+        let file = File::open(&path).map_err(|source| LogError::Io { path: path.clone(), source })?;
+        let mut reader = BufReader::with_capacity(256 * 1024, file);
+        reader.seek(SeekFrom::Start(0)).map_err(|source| LogError::Io { path: path.clone(), source })?;
+        let mut scratch = Vec::new();
+        for _ in base..pos {
+            if read_frame(&mut reader, &mut scratch).is_none() {
+                return Err(LogError::Io {
+                    path,
+                    source: std::io::Error::new(ErrorKind::UnexpectedEof, format!("record {pos} is missing")),
+                });
+            }
+        }
+        self.current = Some((base, reader));
+        Ok(())
+    }
+}
+
+struct EmbeddedConsumer {
+    /// Taken while a blocking read runs.
+    reader: Option<Reader>,
+    pos_file: PathBuf,
+    durable: watch::Receiver<Position>,
+}
+
+#[async_trait]
+impl LogConsumer for EmbeddedConsumer {
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, LogError> {
+        let next = self.reader.as_ref().map_or(0, |r| r.next);
+        if *self.durable.borrow_and_update() <= next {
+            let changed = tokio::time::timeout(wait, self.durable.wait_for(|&end| end > next)).await;
+            match changed {
+                Err(_elapsed) => return Ok(Vec::new()),
+                Ok(Err(_closed)) => return Err(LogError::Closed),
+                Ok(Ok(_)) => {}
+            }
+        }
+        let end = *self.durable.borrow();
+        let mut reader = self.reader.take().ok_or(LogError::Closed)?;
+        let (reader, result) = tokio::task::spawn_blocking(move || {
+            let result = reader.read(end, max);
+            (reader, result)
+        })
+        .await
+        .map_err(|_| LogError::Closed)?;
+        self.reader = Some(reader);
+        result
+    }
+
+    async fn commit(&mut self, position: Position) -> Result<(), LogError> {
+        let path = self.pos_file.clone();
+        tokio::task::spawn_blocking(move || write_atomically(&path, format!("{position}\n").as_bytes()))
+            .await
+            .map_err(|_| LogError::Closed)?
+    }
+}
+
+/// Replaces `path` with `contents` so that a crash leaves either the old or the new file.
+pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), LogError> {
+    let io = |source| LogError::Io { path: path.to_owned(), source };
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp).map_err(io)?;
+    file.write_all(contents).and_then(|()| file.sync_all()).map_err(io)?;
+    fs::rename(&tmp, path).map_err(io)?;
+    if let Some(parent) = path.parent() {
+        File::open(parent).and_then(|d| d.sync_all()).map_err(io)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
