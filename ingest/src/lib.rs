@@ -6,4 +6,18 @@
 //! [`lake`] writer consumes the log into Parquet partitions and keeps what can never be written
 //! in a quarantine table.
 
+pub mod auth;
+pub mod config;
+pub mod enrich;
+pub mod error;
+pub mod lake;
 pub mod log;
+pub mod metrics;
+pub mod rate_limit;
+pub mod server;
+pub mod validate;
+
+pub use auth::ClientStore;
+pub use error::IngestError;
+pub use log::{EventLog, LogConsumer};
+pub use server::Collector;

@@ -10,6 +10,7 @@
 //! [`nats`] (NATS JetStream, one stream, one subject per client).
 
 pub mod embedded;
+pub mod nats;
 
 mod record;
 

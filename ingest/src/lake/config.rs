@@ -1,0 +1,94 @@
+//! Configuration of the raw lake (`[lake]`).
+
+use std::time::Duration;
+
+use livora_common::{ByteSize, ConfigError};
+use serde::{Deserialize, Serialize};
+
+/// Where and how the lake writer writes (`[lake]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LakeConfig {
+    /// The offline root: a local directory (`/var/lib/livora/lake`, `file:///…`) or an S3 URL
+    /// (`s3://bucket/prefix`). Default: `<data_dir>/lake`.
+    pub root: Option<String>,
+    /// Parquet compression: `zstd` (default) or `snappy`.
+    pub compression: Compression,
+    /// A partition's buffer is written as a file once it holds this much (estimated,
+    /// uncompressed). Default `64MiB`.
+    pub roll_bytes: ByteSize,
+    /// A partition's buffer is written at the latest this long after its first event.
+    /// Default `60s`.
+    #[serde(with = "humantime_serde")]
+    pub roll_interval: Duration,
+    /// Everything buffered is written when the buffers together exceed this. Default `256MiB`.
+    pub max_buffer_bytes: ByteSize,
+    /// How long an `event_id` is remembered to drop redeliveries and resent duplicates.
+    /// Default `24h`.
+    #[serde(with = "humantime_serde")]
+    pub dedupe_window: Duration,
+    /// S3 settings, used when `root` is an `s3://` URL. Credentials come from the usual
+    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` environment variables.
+    pub s3: S3Config,
+}
+
+impl Default for LakeConfig {
+    fn default() -> Self {
+        Self {
+            root: None,
+            compression: Compression::Zstd,
+            roll_bytes: ByteSize::mib(64),
+            roll_interval: Duration::from_secs(60),
+            max_buffer_bytes: ByteSize::mib(256),
+            dedupe_window: Duration::from_secs(24 * 3600),
+            s3: S3Config::default(),
+        }
+    }
+}
+
+/// Parquet compression codecs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// Zstandard (level 3): smaller files.
+    #[default]
+    Zstd,
+    /// Snappy: faster to write and read.
+    Snappy,
+}
+
+/// S3 settings (`[lake.s3]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    /// A custom endpoint (MinIO, moto, …). Default: AWS.
+    pub endpoint: Option<String>,
+    /// The region. Default: `AWS_REGION`/`AWS_DEFAULT_REGION`, else `us-east-1`.
+    pub region: Option<String>,
+    /// Allow plain HTTP endpoints (for local test servers). Default `false`.
+    pub allow_http: bool,
+}
+
+impl LakeConfig {
+    /// Checks the values, naming the key at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(root) = &self.root {
+            if root.contains("://") && !(root.starts_with("s3://") || root.starts_with("file://")) {
+                return Err(ConfigError::invalid("lake.root", "must be a local path, file:// or s3:// URL"));
+            }
+        }
+        if self.roll_bytes.0 < 1024 {
+            return Err(ConfigError::invalid("lake.roll_bytes", "must be at least 1KiB"));
+        }
+        if self.roll_interval.is_zero() {
+            return Err(ConfigError::invalid("lake.roll_interval", "must be more than 0s"));
+        }
+        if self.max_buffer_bytes < self.roll_bytes {
+            return Err(ConfigError::invalid("lake.max_buffer_bytes", "must be at least lake.roll_bytes"));
+        }
+        if self.dedupe_window.is_zero() {
+            return Err(ConfigError::invalid("lake.dedupe_window", "must be more than 0s"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,320 @@
+//! The consumer that turns the event log into Parquet files.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDate, Timelike, Utc};
+use livora_common::{ClientId, Event};
+use object_store::ObjectStore;
+use object_store::path::Path as ObjectPath;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression as ParquetCompression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use tokio::sync::watch;
+
+use super::config::{Compression, LakeConfig};
+use super::dedupe::{DedupeError, DedupeStore};
+use super::schema::{QuarantineRecord, Stage, events_batch, quarantine_batch};
+use super::{events_prefix, quarantine_prefix};
+use crate::log::{Delivery, LogConsumer, LogError, LogRecord, Position};
+use crate::metrics::Metrics;
+
+/// Why the lake writer stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    /// The event log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The dedupe store failed.
+    #[error(transparent)]
+    Dedupe(#[from] DedupeError),
+    /// Building a Parquet file failed.
+    #[error("parquet: {0}")]
+    Parquet(String),
+    /// Talking to the object store failed.
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Partition {
+    Events { client: ClientId, dt: NaiveDate, hour: u32 },
+    Quarantine { client: String, dt: NaiveDate },
+}
+
+impl Partition {
+    fn dir(&self) -> String {
+        match self {
+            Self::Events { client, dt, hour } => format!("{}/dt={dt}/hour={hour:02}", events_prefix(client.as_str())),
+            Self::Quarantine { client, dt } => format!("{}/dt={dt}", quarantine_prefix(client)),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Buffer {
+    events: Vec<Event>,
+    quarantine: Vec<QuarantineRecord>,
+    bytes: usize,
+    min_position: Option<Position>,
+    opened: Option<Instant>,
+}
+
+/// Consumes the event log into the lake.
+pub struct LakeWriter {
+    store: Arc<dyn ObjectStore>,
+    dedupe: DedupeStore,
+    config: LakeConfig,
+    buffers: HashMap<Partition, Buffer>,
+    buffered_bytes: usize,
+    last_polled: Option<Position>,
+    committed: Option<Position>,
+    metrics: Arc<Metrics>,
+}
+
+impl LakeWriter {
+    /// A writer into `store`, remembering what it wrote in `dedupe`. Resolves the file intents a
+    /// crash may have left.
+    pub async fn new(
+        store: Arc<dyn ObjectStore>,
+        dedupe: DedupeStore,
+        config: LakeConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, LakeError> {
+        for (id, intent) in dedupe.pending()? {
+            match store.head(&ObjectPath::from(intent.path.as_str())).await {
+                Ok(_) => dedupe.complete(id)?,
+                Err(object_store::Error::NotFound { .. }) => {
+                    tracing::info!(path = %intent.path, events = intent.keys.len(), "releasing the events of a file that was never written");
+                    dedupe.abandon(id)?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Self {
+            store,
+            dedupe,
+            config,
+            buffers: HashMap::new(),
+            buffered_bytes: 0,
+            last_polled: None,
+            committed: None,
+            metrics,
+        })
+    }
+
+    /// Runs until `shutdown` turns true, then writes what it holds and commits.
+    pub async fn run(mut self, mut consumer: Box<dyn LogConsumer>, mut shutdown: watch::Receiver<bool>) -> Result<(), LakeError> {
+        let mut last_expiry = Instant::now();
+        loop {
+            let deliveries = tokio::select! {
+                polled = consumer.poll(2000, Duration::from_millis(200)) => polled?,
+                _ = shutdown.wait_for(|&stop| stop) => {
+                    self.flush(|_| true).await;
+                    self.commit(consumer.as_mut()).await?;
+                    return Ok(());
+                }
+            };
+            for delivery in deliveries {
+                self.add(delivery);
+            }
+            let now = Instant::now();
+            let (roll_bytes, roll_interval) = (self.config.roll_bytes.as_usize(), self.config.roll_interval);
+            if self.buffered_bytes > self.config.max_buffer_bytes.as_usize() {
+                self.flush(|_| true).await;
+            } else {
+                self.flush(|b| b.bytes >= roll_bytes || b.opened.is_some_and(|t| now.duration_since(t) >= roll_interval))
+                    .await;
+            }
+            self.commit(consumer.as_mut()).await?;
+            if last_expiry.elapsed() > Duration::from_secs(60) {
+                last_expiry = Instant::now();
+                let expired = self.dedupe.expire(self.config.dedupe_window)?;
+                tracing::debug!(expired, "expired dedupe keys");
+            }
+        }
+    }
+
+    /// Writes everything buffered now (for tests and shutdown).
+    pub async fn flush_all(&mut self) {
+        self.flush(|_| true).await;
+    }
+
+    fn add(&mut self, delivery: Delivery) {
+        let Delivery { position, payload } = delivery;
+        self.last_polled = Some(position);
+        match LogRecord::decode(&payload) {
+            Ok(LogRecord::Events(events)) => {
+                for event in events {
+                    let size = estimate(&event);
+                    let key = Partition::Events {
+                        client: event.client_id.clone(),
+                        dt: event.timestamp.date_naive(),
+                        hour: event.timestamp.hour(),
+                    };
+                    let buffer = self.buffer(key, position);
+                    buffer.bytes += size;
+                    buffer.events.push(event);
+                    self.buffered_bytes += size;
+                }
+            }
+            Ok(LogRecord::Rejected(r)) => {
+                let problems = serde_json::to_string(&r.problems).unwrap_or_default();
+                let reason = r.problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+                let record = QuarantineRecord {
+                    received_at_micros: r.received_at.timestamp_micros(),
+                    stage: Stage::Validation,
+                    reason,
+                    problems,
+                    event_id: None,
+                    payload: r.payload,
+                    log_position: position,
+                };
+                self.quarantine(r.client_id.as_str(), r.received_at, record, position);
+            }
+            Err(e) => {
+                tracing::warn!(position, error = %e, "quarantining an undecodable log record");
+                self.metrics.lake_undecodable.inc();
+                let now = Utc::now();
+                let record = QuarantineRecord {
+                    received_at_micros: now.timestamp_micros(),
+                    stage: Stage::Decode,
+                    reason: e.to_string(),
+                    problems: "[]".into(),
+                    event_id: None,
+                    payload: String::from_utf8_lossy(&payload).into_owned(),
+                    log_position: position,
+                };
+                self.quarantine("_unknown", now, record, position);
+            }
+        }
+    }
+
+    fn quarantine(&mut self, client: &str, at: DateTime<Utc>, record: QuarantineRecord, position: Position) {
+        let size = record.payload.len() + record.problems.len() + 64;
+        let key = Partition::Quarantine { client: client.to_owned(), dt: at.date_naive() };
+        let buffer = self.buffer(key, position);
+        buffer.bytes += size;
+        buffer.quarantine.push(record);
+        self.buffered_bytes += size;
+    }
+
+    fn buffer(&mut self, key: Partition, position: Position) -> &mut Buffer {
+        let buffer = self.buffers.entry(key).or_default();
+        buffer.min_position.get_or_insert(position);
+        buffer.opened.get_or_insert_with(Instant::now);
+        buffer
+    }
+
+    /// Writes the buffers that `due` selects, retrying each until it succeeds.
+    async fn flush(&mut self, due: impl Fn(&Buffer) -> bool) {
+        let keys: Vec<Partition> = self.buffers.iter().filter(|(_, b)| due(b)).map(|(k, _)| k.clone()).collect();
+        for key in keys {
+            let Some(buffer) = self.buffers.remove(&key) else { continue };
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match self.write(&key, &buffer).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        self.metrics.lake_write_failures.inc();
+                        tracing::error!(partition = %key.dir(), error = %e, retry_in = ?backoff, "lake write failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+            self.buffered_bytes -= buffer.bytes;
+        }
+    }
+
+    /// Writes one buffer as one file, claiming its event ids first (see [`super::dedupe`]).
+    async fn write(&self, key: &Partition, buffer: &Buffer) -> Result<(), LakeError> {
+        let path = format!("{}/part-{}.parquet", key.dir(), uuid::Uuid::now_v7());
+        let (intent, bytes, rows) = match key {
+            Partition::Events { client, .. } => {
+                let keys: Vec<(&str, u128)> = buffer.events.iter().map(|e| (client.as_str(), e.event_id.as_u128())).collect();
+                let (intent, fresh) = self.dedupe.claim(&path, &keys)?;
+                let unique: Vec<Event> =
+                    buffer.events.iter().zip(&fresh).filter(|(_, f)| **f).map(|(e, _)| e.clone()).collect();
+                let duplicates = buffer.events.len() - unique.len();
+                self.metrics.lake_duplicates.inc_by(duplicates as u64);
+                if unique.is_empty() {
+                    self.dedupe.complete(intent)?;
+                    return Ok(());
+                }
+                let batch = events_batch(&unique).map_err(|e| LakeError::Parquet(e.to_string()))?;
+                (intent, self.encode(&batch)?, unique.len())
+            }
+            Partition::Quarantine { client, .. } => {
+                // Quarantine records dedupe on their log position under a key space no client id
+                // can take (client ids never start with '~').
+                let space = format!("~q:{client}");
+                let keys: Vec<(&str, u128)> =
+                    buffer.quarantine.iter().map(|r| (space.as_str(), u128::from(r.log_position))).collect();
+                let (intent, fresh) = self.dedupe.claim(&path, &keys)?;
+                let unique: Vec<QuarantineRecord> =
+                    buffer.quarantine.iter().zip(&fresh).filter(|(_, f)| **f).map(|(r, _)| r.clone()).collect();
+                if unique.is_empty() {
+                    self.dedupe.complete(intent)?;
+                    return Ok(());
+                }
+                let batch = quarantine_batch(&unique).map_err(|e| LakeError::Parquet(e.to_string()))?;
+                (intent, self.encode(&batch)?, unique.len())
+            }
+        };
+        let put = self.store.put(&ObjectPath::from(path.as_str()), Bytes::from(bytes).into()).await;
+        if let Err(e) = put {
+            self.dedupe.abandon(intent)?;
+            return Err(e.into());
+        }
+        self.dedupe.complete(intent)?;
+        match key {
+            Partition::Events { .. } => self.metrics.lake_events_written.inc_by(rows as u64),
+            Partition::Quarantine { .. } => self.metrics.lake_quarantined.inc_by(rows as u64),
+        };
+        self.metrics.lake_files_written.inc();
+        tracing::debug!(%path, rows, "wrote lake file");
+        Ok(())
+    }
+
+    fn encode(&self, batch: &arrow_array::RecordBatch) -> Result<Vec<u8>, LakeError> {
+        let compression = match self.config.compression {
+            Compression::Zstd => ParquetCompression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()),
+            Compression::Snappy => ParquetCompression::SNAPPY,
+        };
+        let props = WriterProperties::builder().set_compression(compression).build();
+        let parquet = |e: parquet::errors::ParquetError| LakeError::Parquet(e.to_string());
+        let mut out = Vec::with_capacity(1 << 20);
+        let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).map_err(parquet)?;
+        writer.write(batch).map_err(parquet)?;
+        writer.close().map_err(parquet)?;
+        Ok(out)
+    }
+
+    /// Commits the log up to the last position whose events are all written.
+    async fn commit(&mut self, consumer: &mut dyn LogConsumer) -> Result<(), LakeError> {
+        let oldest_buffered = self.buffers.values().filter_map(|b| b.min_position).min();
+        let upto = match oldest_buffered {
+            Some(0) => return Ok(()),
+            Some(p) => Some(p - 1),
+            None => self.last_polled,
+        };
+        if let Some(upto) = upto {
+            if self.committed.is_none_or(|c| upto > c) {
+                consumer.commit(upto).await?;
+                self.committed = Some(upto);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A cheap estimate of an event's in-memory size, for roll and memory bounds.
+fn estimate(e: &Event) -> usize {
+    fn json(m: &serde_json::Map<String, serde_json::Value>) -> usize {
+        m.iter().map(|(k, v)| k.len() + 16 + v.as_str().map_or(16, str::len)).sum()
+    }
+    256 + e.event_type.len() + json(&e.props) + json(&e.context)
+}
