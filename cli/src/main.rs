@@ -1,1 +1,77 @@
-fn main(){}
+//! `livora`: the one binary of the platform.
+//!
+//! `livora serve` runs everything on embedded defaults with no configuration; the other
+//! commands manage clients, inspect what arrived and simulate a shop.
+
+mod clients;
+mod config;
+mod events;
+mod serve;
+mod simulate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Livora: a shop's event stream turned into fresh features and live predictions.
+#[derive(Debug, Parser)]
+#[command(name = "livora", version, about)]
+struct Cli {
+    /// A TOML configuration file (see config/livora.example.toml). Without one, everything runs
+    /// embedded under the data directory.
+    #[arg(long, short = 'c', global = true, env = "LIVORA_CONFIG")]
+    config: Option<PathBuf>,
+    /// The data directory of the embedded backends (default ./livora-data).
+    #[arg(long, global = true, env = "LIVORA_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the platform: the HTTP collector, the event log and the lake writer.
+    Serve(serve::ServeArgs),
+    /// Manages clients (tenants) and their API keys.
+    #[command(subcommand)]
+    Clients(clients::ClientsCommand),
+    /// Shows what arrived: counts, latest events, quarantined records.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
+    /// Generates realistic shop traffic and sends it to a collector or writes it to a file.
+    Simulate(simulate::SimulateArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match config::Config::load(cli.config.as_deref(), cli.data_dir.clone()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(config, args).await,
+            Command::Clients(cmd) => clients::run(&config, cmd).await,
+            Command::Events(cmd) => events::run(&config, cmd).await,
+            Command::Simulate(args) => simulate::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -111,7 +111,7 @@ impl LakeWriter {
         loop {
             let deliveries = tokio::select! {
                 polled = consumer.poll(2000, Duration::from_millis(200)) => polled?,
-                _ = shutdown.wait_for(|&stop| stop) => {
+                () = async { let _ = shutdown.wait_for(|&stop| stop).await; } => {
                     self.flush(|_| true).await;
                     self.commit(consumer.as_mut()).await?;
                     return Ok(());

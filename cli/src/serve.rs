@@ -1,0 +1,156 @@
+//! `livora serve`: the platform in one process.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use livora_common::ClientId;
+use livora_ingest::config::EventLogBackend;
+use livora_ingest::enrich::Enricher;
+use livora_ingest::lake::dedupe::DedupeStore;
+use livora_ingest::lake::{LakeWriter, store};
+use livora_ingest::log::embedded::EmbeddedLog;
+use livora_ingest::log::nats::NatsLog;
+use livora_ingest::metrics::Metrics;
+use livora_ingest::{Collector, EventLog};
+use livora_simulator::{SimConfig, Simulator};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::simulate::{Sender, default_start};
+
+/// The durable consumer name of the lake writer.
+const LAKE_CONSUMER: &str = "lake-writer";
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Listen on this address instead of `ingest.listen` (port 0 picks a free port; the address
+    /// is printed on stdout).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Create a `demo` client and feed it simulated shop traffic.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
+    livora_common::telemetry::init(config.telemetry.log_format, &config.telemetry.log_level);
+    if let Some(listen) = args.listen {
+        config.ingest.listen = listen;
+    }
+    if args.demo && config.lake.roll_interval > Duration::from_secs(10) {
+        // A newcomer should see files land quickly.
+        config.lake.roll_interval = Duration::from_secs(10);
+    }
+    let data_dir = config.data_dir();
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let metrics = Arc::new(Metrics::new());
+    let clients = Arc::new(crate::clients::open(&config).await?);
+
+    let log: Arc<dyn EventLog> = match config.event_log.backend {
+        EventLogBackend::Embedded => Arc::new(
+            EmbeddedLog::open(&config.log_dir(), &config.event_log.embedded).context("cannot open the embedded event log")?,
+        ),
+        EventLogBackend::Nats => {
+            Arc::new(NatsLog::connect(&config.event_log.nats).await.context("cannot open the NATS JetStream event log")?)
+        }
+    };
+
+    let lake_root = config.lake_root();
+    let store = store::open(&lake_root, &config.lake)?;
+    let dedupe = DedupeStore::open(&data_dir.join("lake-state").join("dedupe.redb"))?;
+    let writer = LakeWriter::new(store, dedupe, config.lake.clone(), metrics.clone()).await?;
+    let consumer = log.consumer(LAKE_CONSUMER).await?;
+    let (stop_lake, lake_stopped) = watch::channel(false);
+    let mut lake = tokio::spawn(writer.run(consumer, lake_stopped));
+
+    let enricher = Enricher::new(config.ingest.geoip_database.as_deref())?;
+    let collector = Arc::new(Collector::new(config.ingest.clone(), clients.clone(), log.clone(), enricher, metrics));
+    let listener = TcpListener::bind(config.ingest.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (ingest.listen)", config.ingest.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, log = log.backend(), lake = %lake_root, data_dir = %data_dir.display(), "livora is serving");
+    println!("listening on http://{addr}");
+
+    if args.demo {
+        let url = format!("http://{addr}");
+        let key = demo_key(&clients).await?;
+        println!("demo client `demo`, api key {key}");
+        println!("try: curl -s http://{addr}/metrics | grep events_accepted; livora events count --client demo");
+        tokio::spawn(async move {
+            if let Err(e) = feed_demo(&url, &key).await {
+                tracing::error!(error = %e, "demo traffic stopped");
+            }
+        });
+    }
+
+    let (stop_http, http_stopped) = watch::channel(false);
+    let app = collector.clone().router().into_make_service_with_connect_info::<SocketAddr>();
+    let mut http = tokio::spawn(async move {
+        let mut stopped = http_stopped;
+        axum::serve(listener, app).with_graceful_shutdown(async move { let _ = stopped.wait_for(|&s| s).await; }).await
+    });
+
+    let lake_failed = tokio::select! {
+        () = shutdown_signal() => None,
+        served = &mut http => { served??; None }
+        ended = &mut lake => Some(ended),
+    };
+    tracing::info!("shutting down");
+    collector.set_ready(false);
+    let _ = stop_http.send(true);
+    if let Some(ended) = lake_failed {
+        let _ = http.await;
+        return match ended? {
+            Ok(()) => Ok(()),
+            Err(e) => Err(e).context("the lake writer stopped"),
+        };
+    }
+    http.await??;
+    let _ = stop_lake.send(true);
+    lake.await?.context("the lake writer failed while stopping")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// The demo client's key: a new one each start (keys are never stored in clear).
+async fn demo_key(clients: &livora_ingest::ClientStore) -> Result<String> {
+    let demo = ClientId::new("demo").map_err(anyhow::Error::msg)?;
+    let key = if clients.exists(&demo).await? { clients.create_key(&demo).await? } else { clients.create_client(&demo).await? };
+    Ok(key.secret)
+}
+
+/// A week of a 300-person shop, sent at 200 events/s.
+async fn feed_demo(url: &str, key: &str) -> Result<()> {
+    let demo = ClientId::new("demo").map_err(anyhow::Error::msg)?;
+    let mut sim = Simulator::new(SimConfig { client_id: demo.clone(), users: 300, days: 7, start: default_start(7), seed: 7 });
+    let sender = Sender::new(url, &demo, key, 200.0, 50, 2)?;
+    let summary = sender.send(sim.events()).await?;
+    tracing::info!(%summary, "demo traffic sent");
+    Ok(())
+}
