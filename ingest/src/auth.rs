@@ -175,11 +175,10 @@ impl ClientStore {
     pub async fn verify(&self, secret: &str) -> Result<Option<ClientId>, ClientsError> {
         let digest = hash(secret);
         let now = Instant::now();
-        if let Some((client, at)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&digest) {
-            if now.duration_since(*at) < self.cache_ttl {
+        if let Some((client, at)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&digest)
+            && now.duration_since(*at) < self.cache_ttl {
                 return Ok(Some(client.clone()));
             }
-        }
         let row = sqlx::query("SELECT client_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
             .bind(hex::encode(digest))
             .fetch_optional(&self.pool)

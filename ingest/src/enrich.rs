@@ -132,7 +132,7 @@ mod tests {
         let bot = enrich_ua("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)");
         assert!(bot.is_bot);
         assert_eq!(bot.device_type.as_deref(), Some("bot"));
-        assert_eq!(enrich_ua("curl/8.5.0").is_bot, false);
+        assert!(!enrich_ua("curl/8.5.0").is_bot);
     }
 
     #[test]

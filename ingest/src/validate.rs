@@ -277,11 +277,10 @@ fn check_context(ctx: &Map<String, Value>, bad: &mut impl FnMut(&str, String)) {
             Some(other) => bad(&format!("context.{field}"), format!("must be a string, got {}", kind(other))),
         }
     }
-    if let Some(Value::String(ip)) = ctx.get("ip") {
-        if ip.parse::<std::net::IpAddr>().is_err() {
+    if let Some(Value::String(ip)) = ctx.get("ip")
+        && ip.parse::<std::net::IpAddr>().is_err() {
             bad("context.ip", format!("`{}` is not an IP address", truncate(ip, 64)));
         }
-    }
 }
 
 /// `event_type`: a letter, then letters, digits, `_`, `.`, `-` or `:`; at most 64 characters.

@@ -1,1 +1,229 @@
-//! x
+//! Shared fixtures of Livora's end-to-end tests.
+//!
+//! End-to-end tests drive the real `livora` binary as a user would: they live in the binary's
+//! package (`cli/tests/`), where Cargo hands them the freshly built executable
+//! (`CARGO_BIN_EXE_livora`), and use these fixtures to start and kill it, create clients, post
+//! events, read the lake back and manage NATS streams. Every fixture fails loudly with a message
+//! that says what is missing; none of them skips.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use livora_ingest::lake::LakeReader;
+use livora_ingest::lake::config::LakeConfig;
+
+/// A running `livora serve` process.
+pub struct Livora {
+    bin: PathBuf,
+    data_dir: PathBuf,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+    /// The address the collector listens on.
+    pub addr: SocketAddr,
+}
+
+impl Livora {
+    /// Starts `livora serve` on a free port with `data_dir` and extra `LIVORA__…` variables, and
+    /// waits until it listens. Its log goes to `<data_dir>/serve.log`.
+    pub fn start(bin: &Path, data_dir: &Path, env: &[(String, String)]) -> Result<Self> {
+        let mut me = Self {
+            bin: bin.to_owned(),
+            data_dir: data_dir.to_owned(),
+            env: env.to_vec(),
+            child: None,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        me.spawn()?;
+        Ok(me)
+    }
+
+    fn spawn(&mut self) -> Result<()> {
+        std::fs::create_dir_all(&self.data_dir)?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data_dir.join("serve.log"))?;
+        let mut child = Command::new(&self.bin)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .envs(self.env.iter().cloned())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.bin.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let Some(line) = lines.next() else {
+                let _ = child.wait();
+                bail!("livora serve exited before listening; its log:\n{}", self.log_tail());
+            };
+            if let Some(addr) = line?.strip_prefix("listening on http://") {
+                break addr.parse()?;
+            }
+        };
+        // Keep draining stdout so the process never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.addr = addr;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The collector's base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Kills the process with SIGKILL: no flush, no goodbye.
+    pub fn kill9(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Stops the process with SIGTERM and waits for it to flush and exit; fails if it exits
+    /// with an error.
+    pub fn stop(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else { return Ok(()) };
+        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
+        if !status.success() {
+            bail!("kill -TERM failed");
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                if !status.success() {
+                    bail!("livora serve exited with {status}; its log:\n{}", self.log_tail());
+                }
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                child.kill()?;
+                bail!("livora serve did not stop within 60 s of SIGTERM; its log:\n{}", self.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the process again on the same data directory (a new port).
+    pub fn restart(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            bail!("the process is still running");
+        }
+        self.spawn()
+    }
+
+    /// The last lines of the server's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.data_dir.join("serve.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Livora {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `livora clients create <client>` and returns the API key it prints.
+pub fn create_client(bin: &Path, data_dir: &Path, env: &[(String, String)], client: &str) -> Result<String> {
+    let out = Command::new(bin)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["clients", "create", client])
+        .envs(env.iter().cloned())
+        .output()?;
+    if !out.status.success() {
+        bail!("livora clients create failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    String::from_utf8(out.stdout)?
+        .lines()
+        .find_map(|l| l.strip_prefix("api key: ").map(str::to_owned))
+        .context("no api key printed")
+}
+
+/// Posts a body to `/v1/events`; returns the status and the body of the answer.
+pub async fn post(http: &reqwest::Client, url: &str, client: &str, key: &str, body: String) -> Result<(u16, String)> {
+    let r = http
+        .post(format!("{url}/v1/events"))
+        .bearer_auth(key)
+        .header("x-client-id", client)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    Ok((r.status().as_u16(), r.text().await?))
+}
+
+/// A reader of the lake of an embedded data directory.
+pub fn lake(data_dir: &Path) -> Result<LakeReader> {
+    let root = data_dir.join("lake");
+    Ok(LakeReader::new(livora_ingest::lake::store::open(&root.display().to_string(), &LakeConfig::default())?))
+}
+
+/// Polls `check` until it returns `Some`, or fails after `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await? {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A JetStream stream of its own for one test: unique stream name and subject prefix.
+pub struct NatsStream {
+    /// The stream name.
+    pub name: String,
+    /// The subject prefix.
+    pub prefix: String,
+}
+
+/// The NATS server the tests use.
+pub const NATS_URL: &str = "nats://127.0.0.1:4222";
+
+impl NatsStream {
+    /// Names a fresh stream and checks that NATS with JetStream answers.
+    pub async fn new() -> Result<Self> {
+        let client = async_nats::connect(NATS_URL).await.with_context(|| {
+            format!("NATS is not reachable at {NATS_URL}; start it with `nats-server -js` (see DEVELOPERS.md)")
+        })?;
+        drop(client);
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        Ok(Self { name: format!("LIVORA_TEST_{id}"), prefix: format!("livora-test.{id}") })
+    }
+
+    /// The `LIVORA__…` variables that point `livora serve` at this stream.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("LIVORA__EVENT_LOG__BACKEND".into(), "nats".into()),
+            ("LIVORA__EVENT_LOG__NATS__URL".into(), NATS_URL.into()),
+            ("LIVORA__EVENT_LOG__NATS__STREAM".into(), self.name.clone()),
+            ("LIVORA__EVENT_LOG__NATS__SUBJECT_PREFIX".into(), self.prefix.clone()),
+        ]
+    }
+
+    /// Deletes the stream.
+    pub async fn delete(self) -> Result<()> {
+        let js = async_nats::jetstream::new(async_nats::connect(NATS_URL).await?);
+        js.delete_stream(&self.name).await.map_err(|e| anyhow::anyhow!("deleting {}: {e}", self.name))?;
+        Ok(())
+    }
+}

@@ -72,11 +72,10 @@ pub struct S3Config {
 impl LakeConfig {
     /// Checks the values, naming the key at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(root) = &self.root {
-            if root.contains("://") && !(root.starts_with("s3://") || root.starts_with("file://")) {
+        if let Some(root) = &self.root
+            && root.contains("://") && !(root.starts_with("s3://") || root.starts_with("file://")) {
                 return Err(ConfigError::invalid("lake.root", "must be a local path, file:// or s3:// URL"));
             }
-        }
         if self.roll_bytes.0 < 1024 {
             return Err(ConfigError::invalid("lake.roll_bytes", "must be at least 1KiB"));
         }

@@ -82,11 +82,10 @@ impl LakeReader {
     pub async fn events(&self, client: &str, since: Option<DateTime<Utc>>) -> Result<Vec<LakeEvent>, LakeError> {
         let mut out = Vec::new();
         for path in self.files(&events_prefix(client)).await? {
-            if let (Some(since), Some(end)) = (since, partition_end(&path)) {
-                if end <= since {
+            if let (Some(since), Some(end)) = (since, partition_end(&path))
+                && end <= since {
                     continue;
                 }
-            }
             for batch in self.read(&path, &["event_id", "timestamp", "event_type"]).await? {
                 let ids = batch.column(0).as_string::<i32>();
                 let times = batch.column(1).as_primitive::<TimestampMicrosecondType>();

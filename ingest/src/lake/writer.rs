@@ -301,12 +301,11 @@ impl LakeWriter {
             Some(p) => Some(p - 1),
             None => self.last_polled,
         };
-        if let Some(upto) = upto {
-            if self.committed.is_none_or(|c| upto > c) {
+        if let Some(upto) = upto
+            && self.committed.is_none_or(|c| upto > c) {
                 consumer.commit(upto).await?;
                 self.committed = Some(upto);
             }
-        }
         Ok(())
     }
 }
