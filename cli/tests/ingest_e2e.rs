@@ -27,7 +27,8 @@ fn base_env() -> Vec<(String, String)> {
 }
 
 fn shop_events(n: usize) -> Vec<Value> {
-    let start = (Utc::now() - Days::days(3)).date_naive().and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or_else(Utc::now);
+    let start =
+        (Utc::now() - Days::days(3)).date_naive().and_hms_opt(0, 0, 0).map(|t| t.and_utc()).unwrap_or_else(Utc::now);
     let client = ClientId::new("shop").expect("valid id");
     let mut sim = Simulator::new(SimConfig { client_id: client, users: 2000, days: 3, start, seed: 2026 });
     let events: Vec<Value> = sim.events().take(n).collect();
@@ -101,13 +102,26 @@ async fn scenario(data_dir: &Path, env: Vec<(String, String)>) -> Result<()> {
     let in_lake: Vec<String> = reader.events("shop", None).await?.into_iter().map(|e| e.event_id).collect();
     let unique: HashSet<String> = in_lake.iter().cloned().collect();
     ensure!(in_lake.len() == unique.len(), "{} duplicate rows in the lake", in_lake.len() - unique.len());
-    ensure!(unique == expected, "lake differs: {} missing, {} extra", expected.difference(&unique).count(), unique.difference(&expected).count());
+    ensure!(
+        unique == expected,
+        "lake differs: {} missing, {} extra",
+        expected.difference(&unique).count(),
+        unique.difference(&expected).count()
+    );
     ensure!(reader.events("other", None).await?.is_empty(), "nothing of `other` was accepted");
 
     let quarantine = reader.quarantine("shop").await?;
-    ensure!(quarantine.len() == refused, "quarantine holds {} records, {} requests were refused", quarantine.len(), refused);
+    ensure!(
+        quarantine.len() == refused,
+        "quarantine holds {} records, {} requests were refused",
+        quarantine.len(),
+        refused
+    );
     ensure!(quarantine.iter().all(|q| q.stage == "validation"));
-    ensure!(quarantine.iter().filter(|q| q.reason.contains("timestamp: `yesterday` is not an RFC 3339 time")).count() == refused - 1);
+    ensure!(
+        quarantine.iter().filter(|q| q.reason.contains("timestamp: `yesterday` is not an RFC 3339 time")).count()
+            == refused - 1
+    );
     ensure!(quarantine.iter().any(|q| q.reason.starts_with("body: invalid JSON")));
     Ok(())
 }

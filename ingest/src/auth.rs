@@ -176,9 +176,10 @@ impl ClientStore {
         let digest = hash(secret);
         let now = Instant::now();
         if let Some((client, at)) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&digest)
-            && now.duration_since(*at) < self.cache_ttl {
-                return Ok(Some(client.clone()));
-            }
+            && now.duration_since(*at) < self.cache_ttl
+        {
+            return Ok(Some(client.clone()));
+        }
         let row = sqlx::query("SELECT client_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
             .bind(hex::encode(digest))
             .fetch_optional(&self.pool)
@@ -203,4 +204,3 @@ impl ClientStore {
 fn hash(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
-

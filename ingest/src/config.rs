@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use crate::log::embedded::EmbeddedLogConfig;
 use crate::log::nats::NatsLogConfig;
 
-
 /// The HTTP collector (`[ingest]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -92,12 +91,13 @@ impl IngestConfig {
             return Err(ConfigError::invalid("ingest.max_request_bytes", "must be at most 64MiB"));
         }
         if let Some(path) = &self.geoip_database
-            && !path.is_file() {
-                return Err(ConfigError::invalid(
-                    "ingest.geoip_database",
-                    format!("{} is not a readable file", path.display()),
-                ));
-            }
+            && !path.is_file()
+        {
+            return Err(ConfigError::invalid(
+                "ingest.geoip_database",
+                format!("{} is not a readable file", path.display()),
+            ));
+        }
         let rl = &self.rate_limit;
         if rl.events_per_second > 0 && (rl.burst as usize) < self.max_batch_events {
             return Err(ConfigError::invalid(
@@ -165,9 +165,10 @@ impl ClientsConfig {
     /// Checks the values, naming the key at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(url) = &self.url
-            && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                return Err(ConfigError::invalid("clients.url", "must start with sqlite: or postgres://"));
-            }
+            && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::invalid("clients.url", "must start with sqlite: or postgres://"));
+        }
         Ok(())
     }
 }

@@ -49,7 +49,8 @@ impl Enricher {
             Some(ip) => ip.parse().ok(),
             None => meta.ip,
         };
-        let user_agent = context.get("ua").and_then(Value::as_str).map(str::to_owned).or_else(|| meta.user_agent.clone());
+        let user_agent =
+            context.get("ua").and_then(Value::as_str).map(str::to_owned).or_else(|| meta.user_agent.clone());
         let mut out = Enrichment { ip: ip.map(|ip| ip.to_string()), ..Default::default() };
         if let Some(ua) = &user_agent {
             self.parse_user_agent(ua, &mut out);
@@ -98,8 +99,7 @@ fn lookup_geo(reader: &Reader<Vec<u8>>, ip: IpAddr, out: &mut Enrichment) {
         names.and_then(|n| n.get("en")).map(|s| (*s).to_owned())
     };
     out.geo_country = city.country.as_ref().and_then(|c| c.iso_code).map(str::to_owned);
-    out.geo_region =
-        city.subdivisions.as_ref().and_then(|s| s.first()).and_then(|s| english(s.names.as_ref()));
+    out.geo_region = city.subdivisions.as_ref().and_then(|s| s.first()).and_then(|s| english(s.names.as_ref()));
     out.geo_city = city.city.as_ref().and_then(|c| english(c.names.as_ref()));
 }
 

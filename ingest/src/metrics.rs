@@ -72,7 +72,11 @@ impl Metrics {
         registry.register("events_accepted", "Events acknowledged as durable", m.events_accepted.clone());
         registry.register("events_rejected", "Events in refused requests", m.events_rejected.clone());
         registry.register("request_duration_seconds", "Time to answer an accepted request", m.request_seconds.clone());
-        registry.register("append_duration_seconds", "Time for the log to make a batch durable", m.append_seconds.clone());
+        registry.register(
+            "append_duration_seconds",
+            "Time for the log to make a batch durable",
+            m.append_seconds.clone(),
+        );
         registry.register("lake_events_written", "Events written to the lake", m.lake_events_written.clone());
         registry.register("lake_files_written", "Parquet files written to the lake", m.lake_files_written.clone());
         registry.register("lake_duplicates", "Duplicate events dropped by the lake writer", m.lake_duplicates.clone());

@@ -152,7 +152,13 @@ impl Collector {
     }
 
     /// Keeps a refused request for the quarantine table, then returns the 400 to answer.
-    async fn reject(&self, client: ClientId, received_at: chrono::DateTime<Utc>, problems: Vec<Problem>, body: &[u8]) -> IngestError {
+    async fn reject(
+        &self,
+        client: ClientId,
+        received_at: chrono::DateTime<Utc>,
+        problems: Vec<Problem>,
+        body: &[u8],
+    ) -> IngestError {
         let keep = body.len().min(self.config.keep_rejected_bytes.as_usize());
         let rejection = Rejection {
             client_id: client.clone(),
@@ -194,10 +200,7 @@ async fn readyz(State(collector): State<Arc<Collector>>) -> Response {
 }
 
 async fn metrics(State(collector): State<Arc<Collector>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        collector.metrics.encode(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], collector.metrics.encode())
         .into_response()
 }
 
@@ -207,11 +210,7 @@ fn check_content_type(headers: &HeaderMap) -> Result<()> {
         return Err(IngestError::UnsupportedMediaType("(none)".into()));
     };
     let mime = value.split(';').next().unwrap_or("").trim();
-    if mime.eq_ignore_ascii_case("application/json") {
-        Ok(())
-    } else {
-        Err(IngestError::UnsupportedMediaType(value))
-    }
+    if mime.eq_ignore_ascii_case("application/json") { Ok(()) } else { Err(IngestError::UnsupportedMediaType(value)) }
 }
 
 async fn read_body(body: Body, limit: livora_common::ByteSize) -> Result<bytes::Bytes> {

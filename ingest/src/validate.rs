@@ -72,7 +72,10 @@ pub fn parse_batch(
 /// Splits the body into the raw text of each event.
 fn split_batch<'a>(body: &'a [u8], limits: &Limits) -> Result<Vec<&'a RawValue>, Vec<Problem>> {
     let json_error = |e: serde_json::Error| {
-        vec![Problem::request("body", format!("invalid JSON at line {} column {}: {}", e.line(), e.column(), strip_position(&e)))]
+        vec![Problem::request(
+            "body",
+            format!("invalid JSON at line {} column {}: {}", e.line(), e.column(), strip_position(&e)),
+        )]
     };
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     let items: Vec<&RawValue> = match first {
@@ -188,10 +191,9 @@ fn parse_event(
     match object.get("client_id") {
         None | Some(Value::Null) => bad("client_id", "is required".into()),
         Some(Value::String(s)) if s == client.as_str() => {}
-        Some(Value::String(s)) => bad(
-            "client_id",
-            format!("`{}` does not match the authenticated client `{client}`", truncate(s, 64)),
-        ),
+        Some(Value::String(s)) => {
+            bad("client_id", format!("`{}` does not match the authenticated client `{client}`", truncate(s, 64)))
+        }
         Some(other) => bad("client_id", format!("must be a string, got {}", kind(other))),
     }
 
@@ -278,9 +280,10 @@ fn check_context(ctx: &Map<String, Value>, bad: &mut impl FnMut(&str, String)) {
         }
     }
     if let Some(Value::String(ip)) = ctx.get("ip")
-        && ip.parse::<std::net::IpAddr>().is_err() {
-            bad("context.ip", format!("`{}` is not an IP address", truncate(ip, 64)));
-        }
+        && ip.parse::<std::net::IpAddr>().is_err()
+    {
+        bad("context.ip", format!("`{}` is not an IP address", truncate(ip, 64)));
+    }
 }
 
 /// `event_type`: a letter, then letters, digits, `_`, `.`, `-` or `:`; at most 64 characters.

@@ -47,9 +47,7 @@ where
 }
 
 async fn open(config: &NatsLogConfig) -> NatsLog {
-    NatsLog::connect(config)
-        .await
-        .expect("a nats server with jetstream must run at nats://127.0.0.1:4222")
+    NatsLog::connect(config).await.expect("a nats server with jetstream must run at nats://127.0.0.1:4222")
 }
 
 fn client(id: &str) -> ClientId {
@@ -206,10 +204,7 @@ async fn record_larger_than_the_limit_is_too_large() {
     with_stream(config, |config| async move {
         let log = open(&config).await;
         let err = log.append(&client("shop-a"), Bytes::from(vec![7u8; 1025])).await.unwrap_err();
-        assert!(
-            matches!(err, LogError::TooLarge { size: 1025, limit: 1024 }),
-            "unexpected error: {err}"
-        );
+        assert!(matches!(err, LogError::TooLarge { size: 1025, limit: 1024 }), "unexpected error: {err}");
         let at_limit = log.append(&client("shop-a"), Bytes::from(vec![7u8; 1024])).await.unwrap();
 
         // Nothing of the refused record was published.
@@ -241,10 +236,9 @@ async fn poll_on_an_empty_stream_returns_nothing() {
         let log = open(&config).await;
         let mut consumer = log.consumer("lake").await.unwrap();
         // Generous bound, only to fail instead of hanging.
-        let polled =
-            timeout(Duration::from_secs(30), consumer.poll(10, Duration::from_millis(300)))
-                .await
-                .expect("poll returns after its wait");
+        let polled = timeout(Duration::from_secs(30), consumer.poll(10, Duration::from_millis(300)))
+            .await
+            .expect("poll returns after its wait");
         assert!(polled.unwrap().is_empty());
         assert!(consumer.poll(10, Duration::ZERO).await.unwrap().is_empty());
         assert!(consumer.poll(0, Duration::from_secs(5)).await.unwrap().is_empty());
@@ -271,8 +265,7 @@ async fn reconnecting_updates_the_stream_and_keeps_records() {
 
 #[tokio::test]
 async fn connecting_to_an_absent_server_fails() {
-    let config =
-        NatsLogConfig { url: "nats://user:secret@127.0.0.1:1".to_owned(), ..unique_config() };
+    let config = NatsLogConfig { url: "nats://user:secret@127.0.0.1:1".to_owned(), ..unique_config() };
     let result = timeout(Duration::from_secs(30), NatsLog::connect(&config)).await;
     let err = result.expect("connect gives up").expect_err("no server listens on port 1");
     assert!(matches!(err, LogError::Nats(_)), "{err}");
@@ -283,35 +276,17 @@ async fn connecting_to_an_absent_server_fails() {
 fn default_config_is_valid_and_validation_names_the_key() {
     NatsLogConfig::default().validate().unwrap();
     let cases = [
-        (
-            "event_log.nats.subject_prefix",
-            NatsLogConfig { subject_prefix: "a..b".into(), ..Default::default() },
-        ),
-        (
-            "event_log.nats.subject_prefix",
-            NatsLogConfig { subject_prefix: "a.*".into(), ..Default::default() },
-        ),
-        (
-            "event_log.nats.subject_prefix",
-            NatsLogConfig { subject_prefix: "a b".into(), ..Default::default() },
-        ),
-        (
-            "event_log.nats.subject_prefix",
-            NatsLogConfig { subject_prefix: String::new(), ..Default::default() },
-        ),
+        ("event_log.nats.subject_prefix", NatsLogConfig { subject_prefix: "a..b".into(), ..Default::default() }),
+        ("event_log.nats.subject_prefix", NatsLogConfig { subject_prefix: "a.*".into(), ..Default::default() }),
+        ("event_log.nats.subject_prefix", NatsLogConfig { subject_prefix: "a b".into(), ..Default::default() }),
+        ("event_log.nats.subject_prefix", NatsLogConfig { subject_prefix: String::new(), ..Default::default() }),
         ("event_log.nats.stream", NatsLogConfig { stream: "A.B".into(), ..Default::default() }),
         ("event_log.nats.stream", NatsLogConfig { stream: String::new(), ..Default::default() }),
         ("event_log.nats.replicas", NatsLogConfig { replicas: 0, ..Default::default() }),
         ("event_log.nats.replicas", NatsLogConfig { replicas: 6, ..Default::default() }),
         ("event_log.nats.max_age", NatsLogConfig { max_age: Duration::ZERO, ..Default::default() }),
-        (
-            "event_log.nats.ack_wait",
-            NatsLogConfig { ack_wait: Duration::ZERO, ..Default::default() },
-        ),
-        (
-            "event_log.nats.max_record_bytes",
-            NatsLogConfig { max_record_bytes: 0, ..Default::default() },
-        ),
+        ("event_log.nats.ack_wait", NatsLogConfig { ack_wait: Duration::ZERO, ..Default::default() }),
+        ("event_log.nats.max_record_bytes", NatsLogConfig { max_record_bytes: 0, ..Default::default() }),
         ("event_log.nats.url", NatsLogConfig { url: String::new(), ..Default::default() }),
     ];
     for (key, config) in cases {
@@ -323,8 +298,7 @@ fn default_config_is_valid_and_validation_names_the_key() {
 #[test]
 fn config_deserializes_with_defaults_and_durations() {
     let config: NatsLogConfig =
-        serde_json::from_str(r#"{"stream": "EVENTS", "max_age": "2days", "ack_wait": "30s"}"#)
-            .unwrap();
+        serde_json::from_str(r#"{"stream": "EVENTS", "max_age": "2days", "ack_wait": "30s"}"#).unwrap();
     assert_eq!(config.stream, "EVENTS");
     assert_eq!(config.max_age, Duration::from_secs(2 * 86400));
     assert_eq!(config.ack_wait, Duration::from_secs(30));

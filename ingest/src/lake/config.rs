@@ -58,7 +58,7 @@ pub enum Compression {
 }
 
 /// S3 settings (`[lake.s3]`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct S3Config {
     /// A custom endpoint (MinIO, moto, …). Default: AWS.
@@ -67,15 +67,22 @@ pub struct S3Config {
     pub region: Option<String>,
     /// Allow plain HTTP endpoints (for local test servers). Default `false`.
     pub allow_http: bool,
+    /// The access key id. Default: `AWS_ACCESS_KEY_ID`, else the instance's role. Prefer the
+    /// environment (`LIVORA__LAKE__S3__ACCESS_KEY_ID`) to a file for secrets.
+    pub access_key_id: Option<String>,
+    /// The secret access key, given with `access_key_id`. Default: `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: Option<String>,
 }
 
 impl LakeConfig {
     /// Checks the values, naming the key at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(root) = &self.root
-            && root.contains("://") && !(root.starts_with("s3://") || root.starts_with("file://")) {
-                return Err(ConfigError::invalid("lake.root", "must be a local path, file:// or s3:// URL"));
-            }
+            && root.contains("://")
+            && !(root.starts_with("s3://") || root.starts_with("file://"))
+        {
+            return Err(ConfigError::invalid("lake.root", "must be a local path, file:// or s3:// URL"));
+        }
         if self.roll_bytes.0 < 1024 {
             return Err(ConfigError::invalid("lake.roll_bytes", "must be at least 1KiB"));
         }
@@ -85,9 +92,27 @@ impl LakeConfig {
         if self.max_buffer_bytes < self.roll_bytes {
             return Err(ConfigError::invalid("lake.max_buffer_bytes", "must be at least lake.roll_bytes"));
         }
+        if self.s3.access_key_id.is_some() != self.s3.secret_access_key.is_some() {
+            return Err(ConfigError::invalid(
+                "lake.s3.secret_access_key",
+                "lake.s3.access_key_id and lake.s3.secret_access_key are given together or not at all",
+            ));
+        }
         if self.dedupe_window.is_zero() {
             return Err(ConfigError::invalid("lake.dedupe_window", "must be more than 0s"));
         }
         Ok(())
+    }
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("allow_http", &self.allow_http)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
+            .finish()
     }
 }

@@ -31,7 +31,15 @@ macro_rules! from_redb {
         fn from(e: $t) -> Self { Self(e.to_string()) }
     })*};
 }
-from_redb!(redb::Error, redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError, serde_json::Error);
+from_redb!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    serde_json::Error
+);
 
 /// A file the writer is about to write.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,7 +150,12 @@ impl DedupeStore {
             let old: Vec<(u64, String, u128)> = by_time
                 .range::<(u64, &str, u128)>(..(cutoff, "", 0))?
                 .take(100_000)
-                .map(|e| e.map(|(k, _)| { let (t, c, id) = k.value(); (t, c.to_owned(), id) }))
+                .map(|e| {
+                    e.map(|(k, _)| {
+                        let (t, c, id) = k.value();
+                        (t, c.to_owned(), id)
+                    })
+                })
                 .collect::<Result<_, _>>()?;
             for (t, client, id) in &old {
                 by_time.remove((*t, client.as_str(), *id))?;

@@ -22,7 +22,7 @@ mod writer;
 
 pub use config::LakeConfig;
 pub use reader::LakeReader;
-pub use writer::{LakeWriter, LakeError};
+pub use writer::{LakeError, LakeWriter};
 
 /// The object path prefix of a client's raw events.
 pub fn events_prefix(client: &str) -> String {

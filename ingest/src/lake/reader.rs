@@ -3,15 +3,15 @@
 
 use std::sync::Arc;
 
+use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{TimestampMicrosecondType, UInt64Type};
-use arrow_array::RecordBatch;
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::writer::LakeError;
 use super::{events_prefix, quarantine_prefix};
@@ -83,9 +83,10 @@ impl LakeReader {
         let mut out = Vec::new();
         for path in self.files(&events_prefix(client)).await? {
             if let (Some(since), Some(end)) = (since, partition_end(&path))
-                && end <= since {
-                    continue;
-                }
+                && end <= since
+            {
+                continue;
+            }
             for batch in self.read(&path, &["event_id", "timestamp", "event_type"]).await? {
                 let ids = batch.column(0).as_string::<i32>();
                 let times = batch.column(1).as_primitive::<TimestampMicrosecondType>();
@@ -148,9 +149,7 @@ impl LakeReader {
             .collect::<Result<_, _>>()?;
         let mask = ProjectionMask::leaves(schema, indices);
         let reader = builder.with_projection(mask).build().map_err(parquet)?;
-        let batches = reader
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| LakeError::Parquet(format!("{path}: {e}")))?;
+        let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| LakeError::Parquet(format!("{path}: {e}")))?;
         // Projected columns come back in file order; put them in the order asked for.
         batches
             .into_iter()
@@ -161,10 +160,8 @@ impl LakeReader {
                     .map(|name| schema.index_of(name).map(|i| b.column(i).clone()))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| LakeError::Parquet(e.to_string()))?;
-                let fields: Vec<_> = columns
-                    .iter()
-                    .filter_map(|name| schema.field_with_name(name).ok().cloned())
-                    .collect();
+                let fields: Vec<_> =
+                    columns.iter().filter_map(|name| schema.field_with_name(name).ok().cloned()).collect();
                 RecordBatch::try_new(Arc::new(arrow_schema::Schema::new(fields)), cols)
                     .map_err(|e| LakeError::Parquet(e.to_string()))
             })

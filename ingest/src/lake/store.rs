@@ -37,6 +37,9 @@ pub fn open(root: &str, config: &LakeConfig) -> Result<Arc<dyn ObjectStore>, Ope
             .with_bucket_name(bucket)
             .with_region(region)
             .with_allow_http(config.s3.allow_http);
+        if let (Some(id), Some(secret)) = (&config.s3.access_key_id, &config.s3.secret_access_key) {
+            builder = builder.with_access_key_id(id).with_secret_access_key(secret);
+        }
         if let Some(endpoint) = &config.s3.endpoint {
             builder = builder.with_endpoint(endpoint).with_virtual_hosted_style_request(false);
         }

@@ -106,7 +106,11 @@ impl LakeWriter {
     }
 
     /// Runs until `shutdown` turns true, then writes what it holds and commits.
-    pub async fn run(mut self, mut consumer: Box<dyn LogConsumer>, mut shutdown: watch::Receiver<bool>) -> Result<(), LakeError> {
+    pub async fn run(
+        mut self,
+        mut consumer: Box<dyn LogConsumer>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), LakeError> {
         let mut last_expiry = Instant::now();
         loop {
             let deliveries = tokio::select! {
@@ -125,8 +129,10 @@ impl LakeWriter {
             if self.buffered_bytes > self.config.max_buffer_bytes.as_usize() {
                 self.flush(|_| true).await;
             } else {
-                self.flush(|b| b.bytes >= roll_bytes || b.opened.is_some_and(|t| now.duration_since(t) >= roll_interval))
-                    .await;
+                self.flush(|b| {
+                    b.bytes >= roll_bytes || b.opened.is_some_and(|t| now.duration_since(t) >= roll_interval)
+                })
+                .await;
             }
             self.commit(consumer.as_mut()).await?;
             if last_expiry.elapsed() > Duration::from_secs(60) {
@@ -232,51 +238,75 @@ impl LakeWriter {
     /// Writes one buffer as one file, claiming its event ids first (see [`super::dedupe`]).
     async fn write(&self, key: &Partition, buffer: &Buffer) -> Result<(), LakeError> {
         let path = format!("{}/part-{}.parquet", key.dir(), uuid::Uuid::now_v7());
-        let (intent, bytes, rows) = match key {
+        // Events dedupe per client on their id; quarantine records on their log position, under a
+        // key space no client id can take (client ids never start with '~').
+        let (space, ids): (String, Vec<u128>) = match key {
             Partition::Events { client, .. } => {
-                let keys: Vec<(&str, u128)> = buffer.events.iter().map(|e| (client.as_str(), e.event_id.as_u128())).collect();
-                let (intent, fresh) = self.dedupe.claim(&path, &keys)?;
-                let unique: Vec<Event> =
-                    buffer.events.iter().zip(&fresh).filter(|(_, f)| **f).map(|(e, _)| e.clone()).collect();
-                let duplicates = buffer.events.len() - unique.len();
-                self.metrics.lake_duplicates.inc_by(duplicates as u64);
-                if unique.is_empty() {
-                    self.dedupe.complete(intent)?;
-                    return Ok(());
-                }
-                let batch = events_batch(&unique).map_err(|e| LakeError::Parquet(e.to_string()))?;
-                (intent, self.encode(&batch)?, unique.len())
+                (client.to_string(), buffer.events.iter().map(|e| e.event_id.as_u128()).collect())
             }
             Partition::Quarantine { client, .. } => {
-                // Quarantine records dedupe on their log position under a key space no client id
-                // can take (client ids never start with '~').
-                let space = format!("~q:{client}");
-                let keys: Vec<(&str, u128)> =
-                    buffer.quarantine.iter().map(|r| (space.as_str(), u128::from(r.log_position))).collect();
-                let (intent, fresh) = self.dedupe.claim(&path, &keys)?;
-                let unique: Vec<QuarantineRecord> =
-                    buffer.quarantine.iter().zip(&fresh).filter(|(_, f)| **f).map(|(r, _)| r.clone()).collect();
-                if unique.is_empty() {
-                    self.dedupe.complete(intent)?;
-                    return Ok(());
-                }
-                let batch = quarantine_batch(&unique).map_err(|e| LakeError::Parquet(e.to_string()))?;
-                (intent, self.encode(&batch)?, unique.len())
+                (format!("~q:{client}"), buffer.quarantine.iter().map(|r| u128::from(r.log_position)).collect())
             }
         };
-        let put = self.store.put(&ObjectPath::from(path.as_str()), Bytes::from(bytes).into()).await;
-        if let Err(e) = put {
-            self.dedupe.abandon(intent)?;
-            return Err(e.into());
+        let keys: Vec<(&str, u128)> = ids.iter().map(|&id| (space.as_str(), id)).collect();
+        let (intent, fresh) = self.dedupe.claim(&path, &keys)?;
+        match self.write_fresh(key, buffer, &fresh, &path).await {
+            Ok(rows) => {
+                self.dedupe.complete(intent)?;
+                let duplicates = fresh.iter().filter(|&&f| !f).count() as u64;
+                match key {
+                    Partition::Events { .. } => {
+                        self.metrics.lake_events_written.inc_by(rows as u64);
+                        self.metrics.lake_duplicates.inc_by(duplicates);
+                    }
+                    Partition::Quarantine { .. } => {
+                        self.metrics.lake_quarantined.inc_by(rows as u64);
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Nothing was written: release the keys so that the retry writes these events.
+                self.dedupe.abandon(intent)?;
+                Err(e)
+            }
         }
-        self.dedupe.complete(intent)?;
-        match key {
-            Partition::Events { .. } => self.metrics.lake_events_written.inc_by(rows as u64),
-            Partition::Quarantine { .. } => self.metrics.lake_quarantined.inc_by(rows as u64),
-        };
+    }
+
+    /// Writes the rows of `buffer` that `fresh` marks as new, as one file at `path`; returns how
+    /// many (none written when all are duplicates).
+    async fn write_fresh(
+        &self,
+        key: &Partition,
+        buffer: &Buffer,
+        fresh: &[bool],
+        path: &str,
+    ) -> Result<usize, LakeError> {
+        let keep = |i: &usize| fresh[*i];
+        let batch = match key {
+            Partition::Events { .. } => {
+                let unique: Vec<Event> =
+                    (0..buffer.events.len()).filter(keep).map(|i| buffer.events[i].clone()).collect();
+                if unique.is_empty() {
+                    return Ok(0);
+                }
+                events_batch(&unique)
+            }
+            Partition::Quarantine { .. } => {
+                let unique: Vec<QuarantineRecord> =
+                    (0..buffer.quarantine.len()).filter(keep).map(|i| buffer.quarantine[i].clone()).collect();
+                if unique.is_empty() {
+                    return Ok(0);
+                }
+                quarantine_batch(&unique)
+            }
+        }
+        .map_err(|e| LakeError::Parquet(e.to_string()))?;
+        let bytes = self.encode(&batch)?;
+        self.store.put(&ObjectPath::from(path), Bytes::from(bytes).into()).await?;
         self.metrics.lake_files_written.inc();
-        tracing::debug!(%path, rows, "wrote lake file");
-        Ok(())
+        tracing::debug!(%path, rows = batch.num_rows(), "wrote lake file");
+        Ok(batch.num_rows())
     }
 
     fn encode(&self, batch: &arrow_array::RecordBatch) -> Result<Vec<u8>, LakeError> {
@@ -302,10 +332,11 @@ impl LakeWriter {
             None => self.last_polled,
         };
         if let Some(upto) = upto
-            && self.committed.is_none_or(|c| upto > c) {
-                consumer.commit(upto).await?;
-                self.committed = Some(upto);
-            }
+            && self.committed.is_none_or(|c| upto > c)
+        {
+            consumer.commit(upto).await?;
+            self.committed = Some(upto);
+        }
         Ok(())
     }
 }

@@ -127,10 +127,7 @@ impl EmbeddedLog {
             next,
             durable: durable_tx,
         };
-        std::thread::Builder::new()
-            .name("livora-log-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(io(dir))?;
+        std::thread::Builder::new().name("livora-log-writer".into()).spawn(move || writer.run(rx)).map_err(io(dir))?;
         Ok(Self { dir: dir.to_owned(), tx, durable, _lock: lock })
     }
 

@@ -91,9 +91,9 @@ impl NatsLogConfig {
             return Err(ConfigError::invalid(key("url"), "must not be empty"));
         }
         for server in self.url.split(',').map(str::trim) {
-            server.parse::<ServerAddr>().map_err(|e| {
-                ConfigError::invalid(key("url"), format!("`{}`: {e}", redact(server)))
-            })?;
+            server
+                .parse::<ServerAddr>()
+                .map_err(|e| ConfigError::invalid(key("url"), format!("`{}`: {e}", redact(server))))?;
         }
         if self.stream.is_empty()
             || self.stream.len() > 255
@@ -169,9 +169,10 @@ impl NatsLog {
         let js = jetstream::new(client.clone());
 
         let wanted = config.stream_config();
-        let stream = js.get_or_create_stream(wanted.clone()).await.map_err(|e| {
-            LogError::Nats(format!("cannot create or open stream {}: {e}", config.stream))
-        })?;
+        let stream = js
+            .get_or_create_stream(wanted.clone())
+            .await
+            .map_err(|e| LogError::Nats(format!("cannot create or open stream {}: {e}", config.stream)))?;
         let current = &stream.cached_info().config;
         if current.subjects != wanted.subjects
             || current.max_age != wanted.max_age
@@ -183,9 +184,9 @@ impl NatsLog {
                 num_replicas: wanted.num_replicas,
                 ..current.clone()
             };
-            js.update_stream(&updated).await.map_err(|e| {
-                LogError::Nats(format!("cannot update stream {}: {e}", config.stream))
-            })?;
+            js.update_stream(&updated)
+                .await
+                .map_err(|e| LogError::Nats(format!("cannot update stream {}: {e}", config.stream)))?;
             tracing::info!(stream = %config.stream, "updated the event log stream configuration");
         }
         if current.storage != stream::StorageType::File {
@@ -236,23 +237,22 @@ impl EventLog for NatsLog {
 
     async fn consumer(&self, name: &str) -> Result<Box<dyn LogConsumer>, LogError> {
         check_consumer_name(name)?;
+        let deliver_policy = self.resume_policy(name).await?;
         let config = pull::Config {
             durable_name: Some(name.to_owned()),
             description: Some("livora event log consumer".to_owned()),
-            deliver_policy: DeliverPolicy::All,
+            deliver_policy,
             ack_policy: AckPolicy::All,
             ack_wait: self.ack_wait,
             max_ack_pending: MAX_ACK_PENDING,
             ..Default::default()
         };
         // Creates the durable consumer, or updates it (e.g. a new ack_wait) when it exists.
-        let consumer: PullConsumer =
-            self.js.create_consumer_on_stream(config, &self.stream).await.map_err(|e| {
-                LogError::Nats(format!(
-                    "cannot create consumer {name} on stream {}: {e}",
-                    self.stream
-                ))
-            })?;
+        let consumer: PullConsumer = self
+            .js
+            .create_consumer_on_stream(config, &self.stream)
+            .await
+            .map_err(|e| LogError::Nats(format!("cannot create consumer {name} on stream {}: {e}", self.stream)))?;
         let committed = consumer.cached_info().ack_floor.stream_sequence;
         Ok(Box::new(NatsConsumer {
             name: name.to_owned(),
@@ -265,6 +265,37 @@ impl EventLog for NatsLog {
 
     fn backend(&self) -> &'static str {
         "nats"
+    }
+}
+
+impl NatsLog {
+    /// Where a (re)opened durable consumer starts.
+    ///
+    /// JetStream redelivers records that a consumer received but never acknowledged only once
+    /// `ack_wait` has passed — minutes, by design, since the lake writer holds records that long.
+    /// After a crash that would stall the consumer for up to `ack_wait`. A livora consumer has one
+    /// reader, so on open it resets such a consumer to start right after its acknowledged floor:
+    /// the unacknowledged records come again at once, and consumers dedupe them.
+    async fn resume_policy(&self, name: &str) -> Result<DeliverPolicy, LogError> {
+        let nats = |what: &str, e: &dyn std::fmt::Display| {
+            LogError::Nats(format!("{what} consumer {name} on stream {}: {e}", self.stream))
+        };
+        let stream = self.js.get_stream(&self.stream).await.map_err(|e| nats("cannot look up", &e))?;
+        let Ok(info) = stream.consumer_info(name).await else {
+            return Ok(DeliverPolicy::All); // a new consumer
+        };
+        if info.num_ack_pending == 0 {
+            return Ok(DeliverPolicy::All); // nothing in flight: the consumer resumes by itself
+        }
+        let start_sequence = info.ack_floor.stream_sequence + 1;
+        tracing::info!(
+            consumer = name,
+            start_sequence,
+            in_flight = info.num_ack_pending,
+            "resetting a consumer left with unacknowledged records so they are delivered again now"
+        );
+        stream.delete_consumer(name).await.map_err(|e| nats("cannot reset", &e))?;
+        Ok(DeliverPolicy::ByStartSequence { start_sequence })
     }
 }
 
@@ -291,9 +322,8 @@ impl LogConsumer for NatsConsumer {
         } else {
             self.consumer.batch().max_messages(max).expires(wait).messages().await
         };
-        let mut batch = batch.map_err(|e| {
-            LogError::Nats(format!("cannot request records for consumer {}: {e}", self.name))
-        })?;
+        let mut batch =
+            batch.map_err(|e| LogError::Nats(format!("cannot request records for consumer {}: {e}", self.name)))?;
         let mut out = Vec::new();
         // The batch ends when `max` records arrived or the server expired the request (or, if
         // the server's expiry got lost in a reconnect, a few seconds later on the client).
@@ -306,10 +336,7 @@ impl LogConsumer for NatsConsumer {
                     break;
                 }
                 Err(e) => {
-                    return Err(LogError::Nats(format!(
-                        "cannot fetch records for consumer {}: {e}",
-                        self.name
-                    )));
+                    return Err(LogError::Nats(format!("cannot fetch records for consumer {}: {e}", self.name)));
                 }
             };
             let position = match message.info() {
@@ -339,9 +366,10 @@ impl LogConsumer for NatsConsumer {
             return Ok(());
         };
         // A request, not a plain publish: the server answers once it processed the ack.
-        self.client.request(reply.clone(), Bytes::from_static(ACK)).await.map_err(|e| {
-            LogError::Nats(format!("cannot commit position {acked} of consumer {}: {e}", self.name))
-        })?;
+        self.client
+            .request(reply.clone(), Bytes::from_static(ACK))
+            .await
+            .map_err(|e| LogError::Nats(format!("cannot commit position {acked} of consumer {}: {e}", self.name)))?;
         self.pending = self.pending.split_off(&acked);
         self.pending.remove(&acked);
         self.committed = self.committed.max(acked);
