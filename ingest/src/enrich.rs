@@ -1,8 +1,10 @@
 //! Enrichment before append: receive time, parsed user agent, and geo when a MaxMind database is
 //! configured.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Mutex;
 
 use livora_common::Enrichment;
 use maxminddb::{Reader, geoip2};
@@ -17,10 +19,26 @@ pub struct RequestMeta {
     pub user_agent: Option<String>,
 }
 
+/// How many distinct user agents the parse cache holds before it starts over.
+const UA_CACHE_ENTRIES: usize = 10_000;
+
 /// Derives [`Enrichment`] for events.
 pub struct Enricher {
     geo: Option<Reader<Vec<u8>>>,
     ua: woothee::parser::Parser,
+    /// Parsed user agents: a shop's traffic comes from a few thousand distinct agents, and
+    /// parsing one costs microseconds, far more than a lookup.
+    ua_cache: Mutex<HashMap<String, UaFields>>,
+}
+
+/// What a user agent tells.
+#[derive(Debug, Clone, Default)]
+struct UaFields {
+    browser: Option<String>,
+    browser_version: Option<String>,
+    os: Option<String>,
+    device_type: Option<String>,
+    is_bot: bool,
 }
 
 /// Why the enricher could not start.
@@ -40,7 +58,7 @@ impl Enricher {
                     .map_err(|e| GeoIpError { path: path.display().to_string(), message: e.to_string() })
             })
             .transpose()?;
-        Ok(Self { geo, ua: woothee::parser::Parser::new() })
+        Ok(Self { geo, ua: woothee::parser::Parser::new(), ua_cache: Mutex::new(HashMap::new()) })
     }
 
     /// The enrichment of one event: `context.ip`/`context.ua` win over the request's own.
@@ -53,7 +71,12 @@ impl Enricher {
             context.get("ua").and_then(Value::as_str).map(str::to_owned).or_else(|| meta.user_agent.clone());
         let mut out = Enrichment { ip: ip.map(|ip| ip.to_string()), ..Default::default() };
         if let Some(ua) = &user_agent {
-            self.parse_user_agent(ua, &mut out);
+            let fields = self.user_agent_fields(ua);
+            out.browser = fields.browser;
+            out.browser_version = fields.browser_version;
+            out.os = fields.os;
+            out.device_type = fields.device_type;
+            out.is_bot = fields.is_bot;
         }
         if let (Some(reader), Some(ip)) = (&self.geo, ip) {
             lookup_geo(reader, ip, &mut out);
@@ -62,27 +85,39 @@ impl Enricher {
         out
     }
 
-    fn parse_user_agent(&self, ua: &str, out: &mut Enrichment) {
+    fn user_agent_fields(&self, ua: &str) -> UaFields {
+        let mut cache = self.ua_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(fields) = cache.get(ua) {
+            return fields.clone();
+        }
+        let fields = self.parse_user_agent(ua);
+        if cache.len() >= UA_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(ua.to_owned(), fields.clone());
+        fields
+    }
+
+    fn parse_user_agent(&self, ua: &str) -> UaFields {
         let Some(parsed) = self.ua.parse(ua) else {
-            out.device_type = Some("other".into());
-            return;
+            return UaFields { device_type: Some("other".into()), ..UaFields::default() };
         };
         let known = |s: &str| (!s.is_empty() && s != woothee::woothee::VALUE_UNKNOWN).then(|| s.to_owned());
-        out.browser = known(parsed.name);
-        out.browser_version = known(parsed.version);
-        out.os = known(parsed.os);
-        out.is_bot = parsed.category == "crawler";
         let tablet = parsed.os == "iPad" || (parsed.os == "Android" && !ua.contains("Mobile"));
-        out.device_type = Some(
-            match parsed.category {
-                "crawler" => "bot",
-                "pc" => "desktop",
-                "smartphone" | "mobilephone" if tablet => "tablet",
-                "smartphone" | "mobilephone" => "mobile",
-                _ => "other",
-            }
-            .to_owned(),
-        );
+        let device_type = match parsed.category {
+            "crawler" => "bot",
+            "pc" => "desktop",
+            "smartphone" | "mobilephone" if tablet => "tablet",
+            "smartphone" | "mobilephone" => "mobile",
+            _ => "other",
+        };
+        UaFields {
+            browser: known(parsed.name),
+            browser_version: known(parsed.version),
+            os: known(parsed.os),
+            device_type: Some(device_type.to_owned()),
+            is_bot: parsed.category == "crawler",
+        }
     }
 }
 

@@ -1,0 +1,29 @@
+# Targets CI and people share. The cargo target dir lives outside the clone so that every
+# checkout reuses one build cache.
+export CARGO_TARGET_DIR ?= /var/tmp/livora-target
+
+.PHONY: run demo test lint services bench-ingest
+
+## Runs the platform on embedded defaults (data in ./livora-data).
+run:
+	cargo run --release -p livora -- serve
+
+## Runs it with a demo client fed by simulated shop traffic.
+demo:
+	cargo run --release -p livora -- serve --demo
+
+## The test suite: starts what it needs (PostgreSQL, NATS JetStream, moto), then every test.
+test: services
+	cargo test --workspace --locked
+
+## Formatting and lints, as CI runs them.
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+services:
+	bash .ci/services
+
+## The ingest load benchmark of BENCHMARKS.md.
+bench-ingest: services
+	cargo bench -p livora --bench ingest_load -- --backend both
