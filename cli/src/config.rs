@@ -81,9 +81,10 @@ impl Config {
 
     /// The client registry URL.
     pub fn clients_url(&self) -> String {
-        self.clients.url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}?mode=rwc", self.data_dir().join("clients.db").display())
-        })
+        self.clients
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir().join("clients.db").display()))
     }
 
     /// The embedded log directory.

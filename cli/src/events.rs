@@ -59,7 +59,12 @@ pub async fn run(config: &Config, command: EventsCommand) -> Result<()> {
             events.sort_by_key(|e| e.timestamp_micros);
             for e in events.iter().rev().take(lines).rev() {
                 let ts = DateTime::from_timestamp_micros(e.timestamp_micros).unwrap_or_default();
-                println!("{}  {:<20} {}", ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), e.event_type, e.event_id);
+                println!(
+                    "{}  {:<20} {}",
+                    ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    e.event_type,
+                    e.event_id
+                );
             }
         }
         EventsCommand::Quarantine { client, lines } => {

@@ -46,17 +46,19 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
         config.lake.roll_interval = Duration::from_secs(10);
     }
     let data_dir = config.data_dir();
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     let metrics = Arc::new(Metrics::new());
     let clients = Arc::new(crate::clients::open(&config).await?);
 
     let log: Arc<dyn EventLog> = match config.event_log.backend {
         EventLogBackend::Embedded => Arc::new(
-            EmbeddedLog::open(&config.log_dir(), &config.event_log.embedded).context("cannot open the embedded event log")?,
+            EmbeddedLog::open(&config.log_dir(), &config.event_log.embedded)
+                .context("cannot open the embedded event log")?,
         ),
-        EventLogBackend::Nats => {
-            Arc::new(NatsLog::connect(&config.event_log.nats).await.context("cannot open the NATS JetStream event log")?)
-        }
+        EventLogBackend::Nats => Arc::new(
+            NatsLog::connect(&config.event_log.nats).await.context("cannot open the NATS JetStream event log")?,
+        ),
     };
 
     let lake_root = config.lake_root();
@@ -92,7 +94,11 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
     let app = collector.clone().router().into_make_service_with_connect_info::<SocketAddr>();
     let mut http = tokio::spawn(async move {
         let mut stopped = http_stopped;
-        axum::serve(listener, app).with_graceful_shutdown(async move { let _ = stopped.wait_for(|&s| s).await; }).await
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|&s| s).await;
+            })
+            .await
     });
 
     let lake_failed = tokio::select! {
@@ -141,14 +147,19 @@ async fn shutdown_signal() {
 /// The demo client's key: a new one each start (keys are never stored in clear).
 async fn demo_key(clients: &livora_ingest::ClientStore) -> Result<String> {
     let demo = ClientId::new("demo").map_err(anyhow::Error::msg)?;
-    let key = if clients.exists(&demo).await? { clients.create_key(&demo).await? } else { clients.create_client(&demo).await? };
+    let key = if clients.exists(&demo).await? {
+        clients.create_key(&demo).await?
+    } else {
+        clients.create_client(&demo).await?
+    };
     Ok(key.secret)
 }
 
 /// A week of a 300-person shop, sent at 200 events/s.
 async fn feed_demo(url: &str, key: &str) -> Result<()> {
     let demo = ClientId::new("demo").map_err(anyhow::Error::msg)?;
-    let mut sim = Simulator::new(SimConfig { client_id: demo.clone(), users: 300, days: 7, start: default_start(7), seed: 7 });
+    let mut sim =
+        Simulator::new(SimConfig { client_id: demo.clone(), users: 300, days: 7, start: default_start(7), seed: 7 });
     let sender = Sender::new(url, &demo, key, 200.0, 50, 2)?;
     let summary = sender.send(sim.events()).await?;
     tracing::info!(%summary, "demo traffic sent");

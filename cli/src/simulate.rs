@@ -51,7 +51,13 @@ pub struct SimulateArgs {
 
 pub async fn run(args: SimulateArgs) -> Result<()> {
     let start = args.start.unwrap_or_else(|| default_start(args.days));
-    let mut sim = Simulator::new(SimConfig { client_id: args.client.clone(), users: args.users, days: args.days, start, seed: args.seed });
+    let mut sim = Simulator::new(SimConfig {
+        client_id: args.client.clone(),
+        users: args.users,
+        days: args.days,
+        start,
+        seed: args.seed,
+    });
     match (&args.target, &args.out) {
         (Some(target), None) => {
             let key = args.api_key.clone().context("--target needs --api-key (or LIVORA_API_KEY)")?;
@@ -66,7 +72,9 @@ pub async fn run(args: SimulateArgs) -> Result<()> {
             let mut w: Box<dyn Write> = if out == "-" {
                 Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
             } else {
-                Box::new(std::io::BufWriter::new(std::fs::File::create(out).with_context(|| format!("cannot create {out}"))?))
+                Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(out).with_context(|| format!("cannot create {out}"))?,
+                ))
             };
             let mut n = 0u64;
             for event in sim.events() {
@@ -127,7 +135,14 @@ pub struct Sender {
 }
 
 impl Sender {
-    pub fn new(target: &str, client: &ClientId, key: &str, rate: f64, batch: usize, concurrency: usize) -> Result<Self> {
+    pub fn new(
+        target: &str,
+        client: &ClientId,
+        key: &str,
+        rate: f64,
+        batch: usize,
+        concurrency: usize,
+    ) -> Result<Self> {
         if batch == 0 || concurrency == 0 {
             bail!("--batch and --concurrency must be at least 1");
         }

@@ -26,9 +26,7 @@ pub enum InvalidClientId {
     #[error("client id is longer than {MAX_CLIENT_ID_LEN} characters")]
     TooLong,
     /// The id holds a character outside `a-z0-9_-` or starts with `_`/`-`.
-    #[error(
-        "client id must be lowercase letters, digits, '_' or '-', starting with a letter or digit"
-    )]
+    #[error("client id must be lowercase letters, digits, '_' or '-', starting with a letter or digit")]
     BadCharset,
 }
 

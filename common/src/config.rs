@@ -57,12 +57,10 @@ pub fn load<T: DeserializeOwned>(
 ) -> Result<T, ConfigError> {
     let mut doc = match file {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-            text.parse::<toml::Table>().map_err(|e| ConfigError::Syntax {
-                path: path.to_owned(),
-                message: e.to_string().trim().to_owned(),
-            })?
+            let text =
+                std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+            text.parse::<toml::Table>()
+                .map_err(|e| ConfigError::Syntax { path: path.to_owned(), message: e.to_string().trim().to_owned() })?
         }
         None => toml::Table::new(),
     };
@@ -104,12 +102,8 @@ fn set_path(doc: &mut toml::Table, path: &[String], value: toml::Value) -> Resul
     }
     let mut table = doc;
     for segment in parents {
-        let entry = table
-            .entry(segment.clone())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        table = entry
-            .as_table_mut()
-            .ok_or_else(|| format!("`{segment}` is a value, not a section"))?;
+        let entry = table.entry(segment.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry.as_table_mut().ok_or_else(|| format!("`{segment}` is a value, not a section"))?;
     }
     table.insert(last.clone(), value);
     Ok(())
@@ -149,11 +143,7 @@ mod tests {
     fn defaults_then_env_overrides() {
         let doc: Doc = load(
             None,
-            env(&[
-                ("LIVORA__SERVER__LISTEN", "0.0.0.0:9000"),
-                ("LIVORA__SERVER__WORKERS", "8"),
-                ("PATH", "/bin"),
-            ]),
+            env(&[("LIVORA__SERVER__LISTEN", "0.0.0.0:9000"), ("LIVORA__SERVER__WORKERS", "8"), ("PATH", "/bin")]),
         )
         .expect("loads");
         assert_eq!(doc.server, Server { listen: "0.0.0.0:9000".into(), workers: 8, tls: false });
