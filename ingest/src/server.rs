@@ -193,6 +193,10 @@ async fn readyz(State(collector): State<Arc<Collector>>) -> Response {
     if !collector.ready.load(Ordering::Relaxed) {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
+    if !collector.log.is_available() {
+        let why = format!("the {} event log is unavailable\n", collector.log.backend());
+        return (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+    }
     match collector.clients.ping().await {
         Ok(()) => (StatusCode::OK, "ready\n").into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("client registry: {e}\n")).into_response(),

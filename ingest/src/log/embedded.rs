@@ -169,6 +169,10 @@ impl EventLog for EmbeddedLog {
     fn backend(&self) -> &'static str {
         "embedded"
     }
+
+    fn is_available(&self) -> bool {
+        !self.tx.is_closed()
+    }
 }
 
 struct Writer {

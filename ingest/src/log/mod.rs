@@ -78,6 +78,10 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// A short name of the backend for logs and metrics (`embedded`, `nats`).
     fn backend(&self) -> &'static str;
+
+    /// Whether the log can take appends now (for `/readyz`): the embedded writer is alive, or
+    /// the NATS connection is up.
+    fn is_available(&self) -> bool;
 }
 
 /// A durable, resumable reader of the log with at-least-once delivery.

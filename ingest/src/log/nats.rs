@@ -266,6 +266,10 @@ impl EventLog for NatsLog {
     fn backend(&self) -> &'static str {
         "nats"
     }
+
+    fn is_available(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
 }
 
 impl NatsLog {
