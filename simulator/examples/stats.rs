@@ -55,6 +55,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
+    let began = Instant::now();
+    let n = Simulator::new(sim.config().clone()).count();
+    let secs = began.elapsed().as_secs_f64();
+    println!("generation alone (JSON values, no serialisation): {:.0} events/s", n as f64 / secs);
     let mut types: Vec<_> = by_type.into_iter().collect();
     types.sort();
     println!("{types:?}");

@@ -112,7 +112,7 @@ pub(crate) fn user_agent(rng: &mut StdRng, device: Device) -> &'static str {
         Device::AndroidApp => &ANDROID_APP,
         Device::Bot => &BOTS,
     };
-    *pick(rng, table)
+    pick::<&str>(rng, table)
 }
 
 /// Locale shares (a European shop).
@@ -128,7 +128,7 @@ const LOCALES: [(&str, f64); 7] = [
 
 /// A locale for a person.
 pub(crate) fn locale(rng: &mut StdRng) -> &'static str {
-    *pick(rng, &LOCALES)
+    pick::<&str>(rng, &LOCALES)
 }
 
 /// The documentation ranges of RFC 5737 — the only addresses the simulator emits.

@@ -33,7 +33,8 @@ pub enum Segment {
 pub enum Life {
     /// Visiting at their segment's rate.
     Active,
-    /// Engagement decays by a factor 0.7 a day; churned once it drops below 0.1 (7 days).
+    /// Engagement is 0.7 on the first day of decline and decays by a factor 0.7 a day; once it
+    /// drops below 0.1 (on the 7th day) the person has churned.
     Declining,
     /// No organic sessions any more; only a campaign click can bring them back.
     Churned,
@@ -160,6 +161,7 @@ impl Person {
                 if chance(rng, self.hazard) {
                     self.life = Life::Declining;
                     self.decline_at = Some(day_start);
+                    self.engagement = DECAY;
                 }
             }
             Life::Declining => {

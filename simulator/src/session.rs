@@ -16,6 +16,8 @@ pub(crate) struct Gen {
     pub(crate) out: Vec<Raw>,
     pub(crate) seq: u64,
     pub(crate) orders: u64,
+    /// The end of the run (ms): nothing happens from then on.
+    pub(crate) end: i64,
 }
 
 /// Where the session is: the clock and who the events are attributed to.
@@ -29,6 +31,9 @@ struct Cursor {
 
 impl Gen {
     fn push(&mut self, c: &Cursor, kind: Kind) {
+        if c.t >= self.end {
+            return;
+        }
         let id = self.rng.random();
         self.out.push(Raw {
             ts: c.t,
@@ -113,6 +118,9 @@ fn next_category(rng: &mut StdRng, p: &Person, campaign: Option<Campaign>, searc
 
 /// Simulates one browsing session of person `idx` starting at `start`; returns when it ends.
 pub(crate) fn browse(g: &mut Gen, idx: u32, p: &mut Person, start: i64, day: u32, campaign: Option<Campaign>) -> i64 {
+    if start >= g.end {
+        return start;
+    }
     let remember = if p.device.has_push() { 0.95 } else { 0.7 };
     let identified = p.has_account && chance(&mut g.rng, remember);
     let session = g.rng.random();
@@ -157,8 +165,8 @@ pub(crate) fn browse(g: &mut Gen, idx: u32, p: &mut Person, start: i64, day: u32
     let e = p.engagement;
     let views = 2 + poisson(&mut g.rng, 3.0 * (0.6 + 0.4 * p.interest) * (0.5 + 0.5 * e));
     let search_at = chance(&mut g.rng, 0.25).then(|| g.rng.random_range(0..views));
-    let signup_at = (!p.has_account && chance(&mut g.rng, 0.03 + 0.15 * p.interest))
-        .then(|| g.rng.random_range(0..views));
+    let signup_at =
+        (!p.has_account && chance(&mut g.rng, 0.03 + 0.15 * p.interest)).then(|| g.rng.random_range(0..views));
     let login_at = (p.has_account && !c.identified && chance(&mut g.rng, 0.2)).then_some(0);
     let mut searched = None;
     let mut cart: Vec<(ProductRef, u32)> = Vec::new();
@@ -166,6 +174,9 @@ pub(crate) fn browse(g: &mut Gen, idx: u32, p: &mut Person, start: i64, day: u32
     add_bias *= p.buy * (0.4 + 0.6 * e);
 
     for step in 0..views {
+        if c.t >= g.end {
+            return c.t;
+        }
         if login_at == Some(step) {
             let method = *pick(&mut g.rng, &LOGIN_METHODS);
             c.identified = true;
@@ -193,7 +204,7 @@ pub(crate) fn browse(g: &mut Gen, idx: u32, p: &mut Person, start: i64, day: u32
 
         let favourite = p.favourites.contains(&cat);
         let full = if cart.len() >= 3 { 0.2 } else { 1.0 };
-        if chance(&mut g.rng, ADD_BASE * add_bias * if favourite { 1.4 } else { 0.6 } * full) {
+        if chance(&mut g.rng, ADD_BASE * add_bias * if favourite { 1.2 } else { 0.8 } * full) {
             let qty = *pick(&mut g.rng, &[(1, 0.85), (2, 0.12), (3, 0.03)]);
             match cart.iter_mut().find(|(x, _)| *x == pr) {
                 Some(l) => l.1 += qty,
@@ -227,6 +238,9 @@ fn crawl(g: &mut Gen, c: &mut Cursor) {
 
 /// A visitor signs up: from this event on, the session carries their `user_id`.
 fn sign_up(g: &mut Gen, c: &mut Cursor, p: &mut Person, day: u32, source: &'static str) {
+    if c.t >= g.end {
+        return;
+    }
     let method = *pick(&mut g.rng, &SIGNUP_METHODS);
     p.has_account = true;
     p.signed_up_at = Some(c.t);
@@ -269,6 +283,9 @@ fn checkout(g: &mut Gen, c: &mut Cursor, p: &mut Person, day: u32, cart: Vec<(Pr
         Some(_) => subtotal / 10,
         None => 0,
     };
+    if c.t >= g.end {
+        return;
+    }
     g.orders += 1;
     let order = g.orders;
     p.purchases += 1;

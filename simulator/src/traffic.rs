@@ -40,9 +40,7 @@ pub(crate) fn weekday(ms: i64) -> usize {
 }
 
 fn yyyymmdd(ms: i64) -> u32 {
-    DateTime::from_timestamp_millis(ms).map_or(0, |t| {
-        t.year().unsigned_abs() * 10_000 + t.month() * 100 + t.day()
-    })
+    DateTime::from_timestamp_millis(ms).map_or(0, |t| t.year().unsigned_abs() * 10_000 + t.month() * 100 + t.day())
 }
 
 /// A recurring campaign: channel, weekday (0 = Monday), UTC send hour, click probability of an
@@ -108,7 +106,8 @@ pub(crate) fn campaigns(g: &mut Gen, people: &mut [Person], day: u32, window_sta
         if p.welcome_day == Some(day) && p.signed_up_at.is_some_and(|s| s >= send) {
             p.welcome_day = Some(day + 1); // a sign-up spilling past the send time: tomorrow
         } else if p.welcome_day == Some(day) {
-            let camp = Campaign { channel: MsgChannel::Email, date: yyyymmdd(send), featured: featured_of(p), welcome: true };
+            let camp =
+                Campaign { channel: MsgChannel::Email, date: yyyymmdd(send), featured: featured_of(p), welcome: true };
             respond(g, p, i as u32, send, camp, (WELCOME.0, WELCOME.1, 180.0), starts);
         }
     }

@@ -55,11 +55,7 @@ pub(crate) struct Campaign {
 
 impl Campaign {
     pub(crate) fn id(&self) -> String {
-        if self.welcome {
-            "cmp_welcome".to_owned()
-        } else {
-            format!("cmp_{}_{}", self.channel.as_str(), self.date)
-        }
+        if self.welcome { "cmp_welcome".to_owned() } else { format!("cmp_{}_{}", self.channel.as_str(), self.date) }
     }
 
     pub(crate) fn coupon(&self) -> &'static str {
