@@ -23,8 +23,6 @@ pub struct Metrics {
     pub requests: Family<StatusLabel, Counter>,
     /// Events acknowledged (durable in the log).
     pub events_accepted: Counter,
-    /// Events in refused requests.
-    pub events_rejected: Counter,
     /// Time from receiving a request to answering 200.
     pub request_seconds: Histogram,
     /// Time the log took to make a batch durable.
@@ -57,7 +55,6 @@ impl Metrics {
         let m = Self {
             requests: Family::default(),
             events_accepted: Counter::default(),
-            events_rejected: Counter::default(),
             request_seconds: latency(),
             append_seconds: latency(),
             lake_events_written: Counter::default(),
@@ -70,7 +67,6 @@ impl Metrics {
         };
         registry.register("requests", "Requests to /v1/events by HTTP status", m.requests.clone());
         registry.register("events_accepted", "Events acknowledged as durable", m.events_accepted.clone());
-        registry.register("events_rejected", "Events in refused requests", m.events_rejected.clone());
         registry.register("request_duration_seconds", "Time to answer an accepted request", m.request_seconds.clone());
         registry.register(
             "append_duration_seconds",

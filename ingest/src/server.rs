@@ -166,7 +166,6 @@ impl Collector {
             problems: problems.clone(),
             payload: String::from_utf8_lossy(&body[..keep]).into_owned(),
         };
-        self.metrics.events_rejected.inc_by(problems.iter().filter_map(|p| p.index).max().map_or(1, |i| i as u64 + 1));
         // The sender gets its 400 whether or not the copy could be kept.
         if let Err(e) = self.log.append(&client, LogRecord::Rejected(rejection).encode()).await {
             tracing::warn!(error = %e, "could not keep a refused request for the quarantine table");
