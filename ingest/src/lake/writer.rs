@@ -21,6 +21,13 @@ use super::{events_prefix, quarantine_prefix};
 use crate::log::{Delivery, LogConsumer, LogError, LogRecord, Position};
 use crate::metrics::Metrics;
 
+/// Records taken from the log per poll: up to 100 events each, so a poll holds at most a few
+/// tens of megabytes on top of the buffers.
+const POLL_RECORDS: usize = 256;
+
+/// How much more memory a decoded event takes than its JSON.
+const IN_MEMORY_FACTOR: usize = 3;
+
 /// Why the lake writer stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {
@@ -114,7 +121,7 @@ impl LakeWriter {
         let mut last_expiry = Instant::now();
         loop {
             let deliveries = tokio::select! {
-                polled = consumer.poll(2000, Duration::from_millis(200)) => polled?,
+                polled = consumer.poll(POLL_RECORDS, Duration::from_millis(200)) => polled?,
                 () = async { let _ = shutdown.wait_for(|&stop| stop).await; } => {
                     self.flush(|_| true).await;
                     self.commit(consumer.as_mut()).await?;
@@ -153,8 +160,10 @@ impl LakeWriter {
         self.last_polled = Some(position);
         match LogRecord::decode(&payload) {
             Ok(LogRecord::Events(events)) => {
+                // Decoded, an event takes about three times its JSON size in memory (maps,
+                // strings, enrichment); the bounds count that.
+                let size = IN_MEMORY_FACTOR * payload.len() / events.len().max(1);
                 for event in events {
-                    let size = estimate(&event);
                     let key = Partition::Events {
                         client: event.client_id.clone(),
                         dt: event.timestamp.date_naive(),
@@ -339,12 +348,4 @@ impl LakeWriter {
         }
         Ok(())
     }
-}
-
-/// A cheap estimate of an event's in-memory size, for roll and memory bounds.
-fn estimate(e: &Event) -> usize {
-    fn json(m: &serde_json::Map<String, serde_json::Value>) -> usize {
-        m.iter().map(|(k, v)| k.len() + 16 + v.as_str().map_or(16, str::len)).sum()
-    }
-    256 + e.event_type.len() + json(&e.props) + json(&e.context)
 }
