@@ -166,10 +166,10 @@ impl Sender {
         let mut events = events.peekable();
         while events.peek().is_some() || !batch.is_empty() {
             batch.extend(events.by_ref().take(self.batch - batch.len()));
-            if tasks.len() >= self.concurrency {
-                if let Some(done) = tasks.join_next().await {
-                    absorb(&mut summary, done??);
-                }
+            if tasks.len() >= self.concurrency
+                && let Some(done) = tasks.join_next().await
+            {
+                absorb(&mut summary, done??);
             }
             if self.rate > 0.0 {
                 let due = Duration::from_secs_f64(sent as f64 / self.rate);

@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -32,10 +33,10 @@ pub struct Event {
     pub event_type: String,
     /// Event-specific properties.
     #[serde(default)]
-    pub props: Map<String, Value>,
+    pub props: JsonObject,
     /// Where it happened: `ip`, `ua`, `locale`, page and campaign fields.
     #[serde(default)]
-    pub context: Map<String, Value>,
+    pub context: JsonObject,
     /// When the collector received the event (server clock, UTC).
     pub received_at: DateTime<Utc>,
     /// What the collector derived from the request.
@@ -76,4 +77,78 @@ pub struct Enrichment {
     /// City name from the configured MaxMind database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub geo_city: Option<String>,
+}
+
+/// A JSON object kept as its text.
+///
+/// `props` and `context` are validated once at the door and then travel as they were sent: the
+/// log and the lake store the text, and only a consumer that needs a field parses it. That spares
+/// the hot path a tree of allocations per event.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JsonObject(Box<RawValue>);
+
+/// Why a raw JSON value is not a [`JsonObject`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("must be an object")]
+pub struct NotAnObject;
+
+impl JsonObject {
+    /// Wraps raw JSON text that is an object.
+    pub fn new(raw: Box<RawValue>) -> Result<Self, NotAnObject> {
+        if raw.get().trim_start().starts_with('{') { Ok(Self(raw)) } else { Err(NotAnObject) }
+    }
+
+    /// The object as JSON text, exactly as received.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The object parsed into a map.
+    pub fn to_map(&self) -> Map<String, Value> {
+        // The text was checked to be a JSON object when the value was made.
+        serde_json::from_str(self.get()).unwrap_or_default()
+    }
+}
+
+impl Default for JsonObject {
+    fn default() -> Self {
+        Self(RawValue::from_string("{}".to_owned()).unwrap_or_else(|_| unreachable!("`{{}}` is valid JSON")))
+    }
+}
+
+impl From<Map<String, Value>> for JsonObject {
+    fn from(map: Map<String, Value>) -> Self {
+        let text = Value::Object(map).to_string();
+        Self(RawValue::from_string(text).unwrap_or_else(|_| unreachable!("a serialized map is valid JSON")))
+    }
+}
+
+impl PartialEq for JsonObject {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl std::fmt::Debug for JsonObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.get())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_objects_keep_their_text_and_refuse_non_objects() {
+        let raw = RawValue::from_string("{ \"a\": [1, 2] }".to_owned()).expect("valid");
+        let obj = JsonObject::new(raw).expect("an object");
+        assert_eq!(obj.get(), "{ \"a\": [1, 2] }");
+        assert_eq!(obj.to_map()["a"], serde_json::json!([1, 2]));
+        let round: JsonObject = serde_json::from_str(&serde_json::to_string(&obj).expect("ser")).expect("de");
+        assert_eq!(round, obj);
+        assert!(JsonObject::new(RawValue::from_string("[1]".to_owned()).expect("valid")).is_err());
+        assert_eq!(JsonObject::default().get(), "{}");
+    }
 }

@@ -15,5 +15,5 @@ pub mod telemetry;
 pub use client::ClientId;
 pub use config::ConfigError;
 pub use error::{ErrorCode, Problem};
-pub use event::{Enrichment, Event};
+pub use event::{Enrichment, Event, JsonObject};
 pub use size::ByteSize;

@@ -8,7 +8,6 @@ use std::sync::Mutex;
 
 use livora_common::Enrichment;
 use maxminddb::{Reader, geoip2};
-use serde_json::{Map, Value};
 
 /// What the collector knows about a request, beyond its body.
 #[derive(Debug, Clone, Default)]
@@ -62,13 +61,12 @@ impl Enricher {
     }
 
     /// The enrichment of one event: `context.ip`/`context.ua` win over the request's own.
-    pub fn enrich(&self, context: &Map<String, Value>, meta: &RequestMeta) -> Enrichment {
-        let ip = match context.get("ip").and_then(Value::as_str) {
+    pub fn enrich(&self, context_ip: Option<&str>, context_ua: Option<&str>, meta: &RequestMeta) -> Enrichment {
+        let ip = match context_ip {
             Some(ip) => ip.parse().ok(),
             None => meta.ip,
         };
-        let user_agent =
-            context.get("ua").and_then(Value::as_str).map(str::to_owned).or_else(|| meta.user_agent.clone());
+        let user_agent = context_ua.map(str::to_owned).or_else(|| meta.user_agent.clone());
         let mut out = Enrichment { ip: ip.map(|ip| ip.to_string()), ..Default::default() };
         if let Some(ua) = &user_agent {
             let fields = self.user_agent_fields(ua);
@@ -144,7 +142,7 @@ mod tests {
 
     fn enrich_ua(ua: &str) -> Enrichment {
         let e = Enricher::new(None).expect("no geo");
-        e.enrich(&Map::new(), &RequestMeta { ip: None, user_agent: Some(ua.into()) })
+        e.enrich(None, None, &RequestMeta { ip: None, user_agent: Some(ua.into()) })
     }
 
     #[test]
@@ -173,14 +171,12 @@ mod tests {
     #[test]
     fn context_wins_over_the_request_and_geo_is_empty_without_a_database() {
         let e = Enricher::new(None).expect("no geo");
-        let mut ctx = Map::new();
-        ctx.insert("ip".into(), Value::from("203.0.113.9"));
         let meta = RequestMeta { ip: Some("198.51.100.1".parse().expect("ip")), user_agent: Some("curl/8".into()) };
-        let out = e.enrich(&ctx, &meta);
+        let out = e.enrich(Some("203.0.113.9"), None, &meta);
         assert_eq!(out.ip.as_deref(), Some("203.0.113.9"));
         assert_eq!(out.user_agent.as_deref(), Some("curl/8"));
         assert_eq!((out.geo_country, out.geo_city), (None, None));
-        let out = e.enrich(&Map::new(), &meta);
+        let out = e.enrich(None, None, &meta);
         assert_eq!(out.ip.as_deref(), Some("198.51.100.1"));
     }
 

@@ -104,7 +104,7 @@ impl Collector {
         let events: Vec<Event> = valid
             .into_iter()
             .map(|v| Event {
-                enrichment: self.enricher.enrich(&v.context, &meta),
+                enrichment: self.enricher.enrich(v.context_ip.as_deref(), v.context_ua.as_deref(), &meta),
                 event_id: v.event_id,
                 timestamp: v.timestamp,
                 client_id: client.clone(),

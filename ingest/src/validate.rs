@@ -3,10 +3,12 @@
 //! Every problem of every event is collected, by index and field, so that a sender can fix a
 //! batch in one round trip. A batch is all-or-nothing: one bad event refuses the whole request.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Duration, Utc};
-use livora_common::{ClientId, Problem};
+use livora_common::{ClientId, JsonObject, Problem};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 use uuid::Uuid;
 
 /// Deepest nesting of objects and arrays accepted inside `props` and `context`.
@@ -45,10 +47,14 @@ pub struct ValidEvent {
     pub session_id: Option<String>,
     /// `event_type`.
     pub event_type: String,
-    /// `props`.
-    pub props: Map<String, Value>,
-    /// `context`.
-    pub context: Map<String, Value>,
+    /// `props`, as sent.
+    pub props: JsonObject,
+    /// `context`, as sent.
+    pub context: JsonObject,
+    /// `context.ip`, when given.
+    pub context_ip: Option<String>,
+    /// `context.ua`, when given.
+    pub context_ua: Option<String>,
 }
 
 /// Parses and validates a body for `client` at time `now`.
@@ -120,14 +126,16 @@ fn parse_event(
         ));
         return None;
     }
-    let mut object = match serde_json::from_str::<Value>(text) {
-        Ok(Value::Object(o)) => o,
-        Ok(other) => {
-            problems.push(Problem::at(index, "event", format!("must be an object, got {}", kind(&other))));
-            return None;
-        }
-        Err(e) => {
-            problems.push(Problem::at(index, "event", format!("invalid JSON: {}", strip_position(&e))));
+    let object = match classify(raw) {
+        Json::Object(_) => match fields(text) {
+            Ok(fields) => fields,
+            Err(e) => {
+                problems.push(Problem::at(index, "event", format!("invalid JSON: {}", strip_position(&e))));
+                return None;
+            }
+        },
+        other => {
+            problems.push(Problem::at(index, "event", format!("must be an object, got {}", other.kind())));
             return None;
         }
     };
@@ -135,127 +143,128 @@ fn parse_event(
     let mut bad = |field: &str, reason: String| problems.push(Problem::at(index, field, reason));
 
     for key in object.keys() {
-        if !KNOWN_FIELDS.contains(&key.as_str()) {
+        if !KNOWN_FIELDS.contains(&key.as_ref()) {
             bad(&truncate(key, 64), format!("unknown field; expected one of {}", KNOWN_FIELDS.join(", ")));
         }
     }
+    let get = |field: &str| object.get(field).map_or(Json::Null, |raw| classify(raw));
 
-    let event_id = match object.get("event_id") {
-        None | Some(Value::Null) => {
+    let event_id = match get("event_id") {
+        Json::Null => {
             bad("event_id", "is required".into());
             None
         }
-        Some(Value::String(s)) => match Uuid::try_parse(s) {
+        Json::String(s) => match Uuid::try_parse(&s) {
             Ok(id) if id.is_nil() => {
                 bad("event_id", "must not be the nil UUID".into());
                 None
             }
             Ok(id) => Some(id),
             Err(_) => {
-                bad("event_id", format!("`{}` is not a UUID", truncate(s, 64)));
+                bad("event_id", format!("`{}` is not a UUID", truncate(&s, 64)));
                 None
             }
         },
-        Some(other) => {
-            bad("event_id", format!("must be a string (a UUID), got {}", kind(other)));
+        other => {
+            bad("event_id", format!("must be a string (a UUID), got {}", other.kind()));
             None
         }
     };
 
-    let timestamp = match object.get("timestamp") {
-        None | Some(Value::Null) => {
+    let timestamp = match get("timestamp") {
+        Json::Null => {
             bad("timestamp", "is required".into());
             None
         }
-        Some(Value::String(s)) => match DateTime::parse_from_rfc3339(s) {
+        Json::String(s) => match DateTime::parse_from_rfc3339(&s) {
             Ok(t) => {
                 let t = t.with_timezone(&Utc);
                 if t > now + limits.max_future {
-                    bad("timestamp", format!("{} is more than {} in the future", s, human(limits.max_future)));
+                    bad("timestamp", format!("{s} is more than {} in the future", human(limits.max_future)));
                     None
                 } else {
                     Some(t)
                 }
             }
             Err(e) => {
-                bad("timestamp", format!("`{}` is not an RFC 3339 time: {e}", truncate(s, 64)));
+                bad("timestamp", format!("`{}` is not an RFC 3339 time: {e}", truncate(&s, 64)));
                 None
             }
         },
-        Some(other) => {
-            bad("timestamp", format!("must be a string (RFC 3339), got {}", kind(other)));
+        other => {
+            bad("timestamp", format!("must be a string (RFC 3339), got {}", other.kind()));
             None
         }
     };
 
-    match object.get("client_id") {
-        None | Some(Value::Null) => bad("client_id", "is required".into()),
-        Some(Value::String(s)) if s == client.as_str() => {}
-        Some(Value::String(s)) => {
-            bad("client_id", format!("`{}` does not match the authenticated client `{client}`", truncate(s, 64)))
+    match get("client_id") {
+        Json::Null => bad("client_id", "is required".into()),
+        Json::String(s) if s == client.as_str() => {}
+        Json::String(s) => {
+            bad("client_id", format!("`{}` does not match the authenticated client `{client}`", truncate(&s, 64)))
         }
-        Some(other) => bad("client_id", format!("must be a string, got {}", kind(other))),
+        other => bad("client_id", format!("must be a string, got {}", other.kind())),
     }
 
-    let event_type = match object.get("event_type") {
-        None | Some(Value::Null) => {
+    let event_type = match get("event_type") {
+        Json::Null => {
             bad("event_type", "is required".into());
             None
         }
-        Some(Value::String(s)) => match check_event_type(s) {
-            Ok(()) => Some(s.clone()),
+        Json::String(s) => match check_event_type(&s) {
+            Ok(()) => Some(s.into_owned()),
             Err(reason) => {
                 bad("event_type", reason);
                 None
             }
         },
-        Some(other) => {
-            bad("event_type", format!("must be a string, got {}", kind(other)));
+        other => {
+            bad("event_type", format!("must be a string, got {}", other.kind()));
             None
         }
     };
 
-    let mut id = |field: &str| match object.get(field) {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => match check_id(s) {
-            Ok(()) => Some(s.clone()),
+    let mut id = |field: &str| match get(field) {
+        Json::Null => None,
+        Json::String(s) => match check_id(&s) {
+            Ok(()) => Some(s.into_owned()),
             Err(reason) => {
                 bad(field, reason);
                 None
             }
         },
-        Some(other) => {
-            bad(field, format!("must be a string, got {}", kind(other)));
+        other => {
+            bad(field, format!("must be a string, got {}", other.kind()));
             None
         }
     };
     let user_id = id("user_id");
     let anon_id = id("anon_id");
     let session_id = id("session_id");
-    let ids_given = |f: &str| matches!(object.get(f), Some(v) if !v.is_null());
-    if !ids_given("user_id") && !ids_given("anon_id") {
+    if matches!(get("user_id"), Json::Null) && matches!(get("anon_id"), Json::Null) {
         bad("user_id", "one of user_id or anon_id is required".into());
     }
 
-    let mut section = |field: &str| match object.remove(field) {
-        None | Some(Value::Null) => Some(Map::new()),
-        Some(Value::Object(o)) => {
-            if depth_of_map(&o, 1) > MAX_DEPTH {
+    let mut section = |field: &str| match get(field) {
+        Json::Null => Some(JsonObject::default()),
+        Json::Object(raw) => {
+            if depth(raw.get()) > MAX_DEPTH {
                 bad(field, format!("is nested deeper than {MAX_DEPTH} levels"));
                 return None;
             }
-            Some(o)
+            JsonObject::new(raw.to_owned()).ok()
         }
-        Some(other) => {
-            bad(field, format!("must be an object, got {}", kind(&other)));
+        other => {
+            bad(field, format!("must be an object, got {}", other.kind()));
             None
         }
     };
     let props = section("props");
     let context = section("context");
-    if let Some(ctx) = &context {
-        check_context(ctx, &mut bad);
-    }
+    let (context_ip, context_ua) = match &context {
+        Some(ctx) => check_context(ctx, &mut bad),
+        None => (None, None),
+    };
 
     if problems.len() > before {
         return None;
@@ -269,21 +278,102 @@ fn parse_event(
         event_type: event_type?,
         props: props?,
         context: context?,
+        context_ip,
+        context_ua,
     })
 }
 
-fn check_context(ctx: &Map<String, Value>, bad: &mut impl FnMut(&str, String)) {
-    for field in ["ip", "ua", "locale"] {
-        match ctx.get(field) {
-            None | Some(Value::Null) | Some(Value::String(_)) => {}
-            Some(other) => bad(&format!("context.{field}"), format!("must be a string, got {}", kind(other))),
+/// A JSON value, looked at without building it.
+enum Json<'a> {
+    Null,
+    String(Cow<'a, str>),
+    Object(&'a RawValue),
+    Other(&'static str),
+}
+
+impl Json<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Null => "null",
+            Self::String(_) => "a string",
+            Self::Object(_) => "an object",
+            Self::Other(kind) => kind,
         }
     }
-    if let Some(Value::String(ip)) = ctx.get("ip")
-        && ip.parse::<std::net::IpAddr>().is_err()
-    {
-        bad("context.ip", format!("`{}` is not an IP address", truncate(ip, 64)));
+}
+
+fn classify(raw: &RawValue) -> Json<'_> {
+    let text = raw.get();
+    match text.as_bytes().first() {
+        Some(b'"') => match serde_json::from_str::<&str>(text) {
+            Ok(s) => Json::String(Cow::Borrowed(s)),
+            // A string with escapes cannot be borrowed.
+            Err(_) => serde_json::from_str::<String>(text).map_or(Json::Other("a string"), |s| Json::String(s.into())),
+        },
+        Some(b'{') => Json::Object(raw),
+        Some(b'[') => Json::Other("an array"),
+        Some(b'n') => Json::Null,
+        Some(b't' | b'f') => Json::Other("a boolean"),
+        _ => Json::Other("a number"),
     }
+}
+
+/// The members of a JSON object, their values left as text.
+fn fields(text: &str) -> Result<BTreeMap<Cow<'_, str>, &RawValue>, serde_json::Error> {
+    match serde_json::from_str::<BTreeMap<&str, &RawValue>>(text) {
+        Ok(map) => Ok(map.into_iter().map(|(k, v)| (Cow::Borrowed(k), v)).collect()),
+        // Keys with escapes cannot be borrowed (and a syntax error is reported from here).
+        Err(_) => serde_json::from_str::<BTreeMap<String, &RawValue>>(text)
+            .map(|map| map.into_iter().map(|(k, v)| (Cow::Owned(k), v)).collect()),
+    }
+}
+
+/// Checks the `context` fields the collector reads; returns `context.ip` and `context.ua`.
+fn check_context(ctx: &JsonObject, bad: &mut impl FnMut(&str, String)) -> (Option<String>, Option<String>) {
+    let Ok(fields) = fields(ctx.get()) else { return (None, None) };
+    let mut text = |field: &str| match fields.get(field).map(|raw| classify(raw)) {
+        None | Some(Json::Null) => None,
+        Some(Json::String(s)) => Some(s.into_owned()),
+        Some(other) => {
+            bad(&format!("context.{field}"), format!("must be a string, got {}", other.kind()));
+            None
+        }
+    };
+    let ip = text("ip");
+    let ua = text("ua");
+    text("locale");
+    if let Some(value) = &ip
+        && value.parse::<std::net::IpAddr>().is_err()
+    {
+        bad("context.ip", format!("`{}` is not an IP address", truncate(value, 64)));
+    }
+    (ip, ua)
+}
+
+/// The deepest nesting of objects and arrays in valid JSON text (1 for `{}`).
+fn depth(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in text.as_bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// `event_type`: a letter, then letters, digits, `_`, `.`, `-` or `:`; at most 64 characters.
@@ -316,29 +406,6 @@ fn check_id(s: &str) -> Result<(), String> {
         return Err("must not contain control characters".into());
     }
     Ok(())
-}
-
-fn depth_of_map(map: &Map<String, Value>, depth: usize) -> usize {
-    map.values().map(|v| depth_of(v, depth)).max().unwrap_or(depth)
-}
-
-fn depth_of(value: &Value, depth: usize) -> usize {
-    match value {
-        Value::Object(m) => depth_of_map(m, depth + 1),
-        Value::Array(a) => a.iter().map(|v| depth_of(v, depth + 1)).max().unwrap_or(depth + 1),
-        _ => depth,
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 fn truncate(s: &str, max: usize) -> String {

@@ -10,7 +10,6 @@ use std::process::Command;
 
 use livora_common::Enrichment;
 use livora_ingest::enrich::{Enricher, RequestMeta};
-use serde_json::{Map, Value, json};
 
 /// Writes a GeoIP2-City database to `argv[1]`; `argv[2]` is the IP version (4, or 6 with IPv4 at
 /// `::/96` like MaxMind's own databases).
@@ -66,11 +65,6 @@ fn city_database(dir: &Path, version: u8) -> PathBuf {
     path
 }
 
-fn context_ip(ip: &str) -> Map<String, Value> {
-    let Value::Object(context) = json!({"ip": ip, "locale": "fr-FR"}) else { unreachable!() };
-    context
-}
-
 fn geo(e: &Enrichment) -> (Option<&str>, Option<&str>, Option<&str>) {
     (e.geo_country.as_deref(), e.geo_region.as_deref(), e.geo_city.as_deref())
 }
@@ -81,21 +75,21 @@ const NOWHERE: (Option<&str>, Option<&str>, Option<&str>) = (None, None, None);
 /// What both database layouts must give for IPv4.
 fn check_ipv4(enricher: &Enricher) {
     let none = RequestMeta::default();
-    let out = enricher.enrich(&context_ip("203.0.113.7"), &none);
+    let out = enricher.enrich(Some("203.0.113.7"), None, &none);
     assert_eq!(out.ip.as_deref(), Some("203.0.113.7"));
     assert_eq!(geo(&out), PARIS);
     // The request's own address when the event names none.
     let meta = RequestMeta { ip: Some("203.0.113.254".parse().unwrap()), user_agent: None };
-    assert_eq!(geo(&enricher.enrich(&Map::new(), &meta)), PARIS);
+    assert_eq!(geo(&enricher.enrich(None, None, &meta)), PARIS);
     // `context.ip` wins over the request's address.
-    assert_eq!(geo(&enricher.enrich(&context_ip("198.51.100.9"), &meta)), (Some("DE"), None, None));
+    assert_eq!(geo(&enricher.enrich(Some("198.51.100.9"), None, &meta)), (Some("DE"), None, None));
     for outside in ["203.0.114.1", "203.0.112.255", "192.0.2.1", "10.0.0.1"] {
-        let out = enricher.enrich(&context_ip(outside), &none);
+        let out = enricher.enrich(Some(outside), None, &none);
         assert_eq!(geo(&out), NOWHERE, "{outside}");
         assert_eq!(out.ip.as_deref(), Some(outside));
     }
     // No address at all: nothing to look up.
-    assert_eq!(geo(&enricher.enrich(&Map::new(), &none)), NOWHERE);
+    assert_eq!(geo(&enricher.enrich(None, None, &none)), NOWHERE);
 }
 
 #[test]
@@ -104,13 +98,13 @@ fn a_city_database_gives_country_region_and_city() {
     let enricher = Enricher::new(Some(&city_database(dir.path(), 6))).unwrap();
     check_ipv4(&enricher);
     let none = RequestMeta::default();
-    let out = enricher.enrich(&context_ip("2001:db8:1::7"), &none);
+    let out = enricher.enrich(Some("2001:db8:1::7"), None, &none);
     assert_eq!(geo(&out), (Some("NL"), None, Some("Amsterdam")));
     for outside in ["2001:db9::1", "::1"] {
-        assert_eq!(geo(&enricher.enrich(&context_ip(outside), &none)), NOWHERE, "{outside}");
+        assert_eq!(geo(&enricher.enrich(Some(outside), None, &none)), NOWHERE, "{outside}");
     }
     let meta = RequestMeta { ip: Some(IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1])), user_agent: None };
-    assert_eq!(geo(&enricher.enrich(&Map::new(), &meta)).0, Some("NL"));
+    assert_eq!(geo(&enricher.enrich(None, None, &meta)).0, Some("NL"));
 }
 
 #[test]
@@ -119,7 +113,7 @@ fn an_ipv4_only_database_works_too() {
     let enricher = Enricher::new(Some(&city_database(dir.path(), 4))).unwrap();
     check_ipv4(&enricher);
     // An IPv6 address cannot be looked up in an IPv4 database: no geo, no failure.
-    assert_eq!(geo(&enricher.enrich(&context_ip("2001:db8::1"), &RequestMeta::default())), NOWHERE);
+    assert_eq!(geo(&enricher.enrich(Some("2001:db8::1"), None, &RequestMeta::default())), NOWHERE);
 }
 
 #[test]

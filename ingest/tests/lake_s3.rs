@@ -28,7 +28,6 @@ use livora_ingest::metrics::Metrics;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload};
-use serde_json::Map;
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -171,8 +170,8 @@ fn event(client: &str, id: Uuid, at: &str, event_type: &str) -> Event {
         anon_id: Some("anon-1".into()),
         session_id: None,
         event_type: event_type.into(),
-        props: Map::new(),
-        context: Map::new(),
+        props: Default::default(),
+        context: Default::default(),
         received_at: "2025-03-10T01:00:00Z".parse().unwrap(),
         enrichment: Enrichment::default(),
     }

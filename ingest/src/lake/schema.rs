@@ -103,7 +103,6 @@ pub fn events_batch(events: &[Event]) -> Result<RecordBatch, ArrowError> {
     let mut is_bot = BooleanBuilder::with_capacity(n);
     let (mut geo_country, mut geo_region, mut geo_city) = (text(), text(), text());
     let mut uuid_buf = uuid::Uuid::encode_buffer();
-    let mut json = Vec::with_capacity(256);
     for e in events {
         let en = &e.enrichment;
         event_id.append_value(e.event_id.hyphenated().encode_lower(&mut uuid_buf));
@@ -113,12 +112,8 @@ pub fn events_batch(events: &[Event]) -> Result<RecordBatch, ArrowError> {
         anon_id.append_option(e.anon_id.as_deref());
         session_id.append_option(e.session_id.as_deref());
         event_type.append_value(&e.event_type);
-        for (map, builder) in [(&e.props, &mut props), (&e.context, &mut context)] {
-            json.clear();
-            // Writing a JSON map into memory cannot fail.
-            let _ = serde_json::to_writer(&mut json, map);
-            builder.append_value(String::from_utf8_lossy(&json));
-        }
+        props.append_value(e.props.get());
+        context.append_value(e.context.get());
         ip.append_option(en.ip.as_deref());
         user_agent.append_option(en.user_agent.as_deref());
         browser.append_option(en.browser.as_deref());
