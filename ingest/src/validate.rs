@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Datelike, Duration, Utc};
 use livora_common::{ClientId, JsonObject, Problem};
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -179,7 +179,11 @@ fn parse_event(
         Json::String(s) => match DateTime::parse_from_rfc3339(&s) {
             Ok(t) => {
                 let t = t.with_timezone(&Utc);
-                if t > now + limits.max_future {
+                if !(0..=9999).contains(&t.year()) {
+                    // RFC 3339 years have four digits: such an event could not be sent as it is kept.
+                    bad("timestamp", format!("{s} falls outside the years 0000 to 9999 in UTC"));
+                    None
+                } else if t > now + limits.max_future {
                     bad("timestamp", format!("{s} is more than {} in the future", human(limits.max_future)));
                     None
                 } else {
@@ -250,6 +254,10 @@ fn parse_event(
         Json::Object(raw) => {
             if depth(raw.get()) > MAX_DEPTH {
                 bad(field, format!("is nested deeper than {MAX_DEPTH} levels"));
+                return None;
+            }
+            if let Err(e) = serde_json::from_str::<Parses>(raw.get()) {
+                bad(field, format!("invalid JSON: {}", strip_position(&e)));
                 return None;
             }
             JsonObject::new(raw.to_owned()).ok()
@@ -348,6 +356,51 @@ fn check_context(ctx: &JsonObject, bad: &mut impl FnMut(&str, String)) -> (Optio
         bad("context.ip", format!("`{}` is not an IP address", truncate(value, 64)));
     }
     (ip, ua)
+}
+
+/// Reads JSON text the way a consumer will, without building it: a [`RawValue`] only skips over
+/// its text, and lets through numbers out of range (`1e400`) and lone surrogates (`"\ud800"`)
+/// that no parser reads back.
+struct Parses;
+
+impl<'de> serde::Deserialize<'de> for Parses {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Parses)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Parses {
+    type Value = Parses;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Parses, E> {
+        Ok(Parses)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Parses, E> {
+        Ok(Parses)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Parses, E> {
+        Ok(Parses)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Parses, E> {
+        Ok(Parses)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Parses, E> {
+        Ok(Parses)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Parses, E> {
+        Ok(Parses)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Parses, A::Error> {
+        while seq.next_element::<Parses>()?.is_some() {}
+        Ok(Parses)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Parses, A::Error> {
+        while map.next_entry::<Parses, Parses>()?.is_some() {}
+        Ok(Parses)
+    }
 }
 
 /// The deepest nesting of objects and arrays in valid JSON text (1 for `{}`).

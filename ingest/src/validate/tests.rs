@@ -108,6 +108,22 @@ fn far_future_timestamps_are_refused_and_near_future_ones_kept() {
 }
 
 #[test]
+fn times_outside_four_digit_years_in_utc_are_refused() {
+    // Found by fuzz/ (`validate`): this is -0001-12-31T00:01:00Z, which RFC 3339 cannot write, so
+    // the accepted event could not be sent again as it was kept.
+    let mut ev = good();
+    ev["timestamp"] = json!("0000-01-01T00:00:00+23:59");
+    let p = parse(&ev).unwrap_err();
+    assert_eq!(fields(&p), vec![(Some(0), "timestamp")]);
+    assert!(p[0].reason.contains("outside the years 0000 to 9999"), "{}", p[0].reason);
+    for ok in ["0000-01-01T00:00:00Z", "0000-01-01T00:00:00-23:59"] {
+        ev["timestamp"] = json!(ok);
+        let kept = parse(&ev).unwrap()[0].timestamp;
+        assert!(DateTime::parse_from_rfc3339(&kept.to_rfc3339()).is_ok(), "{ok} is kept as {kept}");
+    }
+}
+
+#[test]
 fn request_level_problems() {
     let l = limits();
     let go = |body: &[u8]| parse_batch(body, &shop(), &l, now()).unwrap_err();
@@ -155,7 +171,8 @@ fn deep_nesting_is_refused_without_blowing_the_stack() {
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     let p = parse_batch(deep.as_bytes(), &shop(), &limits(), now()).unwrap_err();
     assert_eq!(fields(&p), vec![(Some(0), "event")]);
-    let body = good().to_string().replace(r#"{"page":"/"}"#, &format!("{}1{}", r#"{"a":"#.repeat(5000), "}".repeat(5000)));
+    let body =
+        good().to_string().replace(r#"{"page":"/"}"#, &format!("{}1{}", r#"{"a":"#.repeat(5000), "}".repeat(5000)));
     let p = parse_batch(body.as_bytes(), &shop(), &limits(), now()).unwrap_err();
     assert_eq!(fields(&p), vec![(Some(0), "props")]);
     assert!(p[0].reason.contains("nested deeper than 32"), "{}", p[0].reason);
@@ -180,6 +197,33 @@ fn props_and_context_are_kept_exactly_as_sent() {
     assert_eq!(got[0].props.get(), r#"{"x":2.4501477011564028e-308, "y": 1.0}"#);
     assert_eq!(got[0].context_ip.as_deref(), Some("203.0.113.1"));
     assert_eq!(got[0].context_ua.as_deref(), Some("curl/8"));
+}
+
+#[test]
+fn props_and_context_that_no_parser_reads_back_are_refused() {
+    // Found by fuzz/ (`validate`): kept as text, these were accepted, but every consumer failed
+    // to parse them (`JsonObject::to_map` read `{}`).
+    let with = |field: &str, text: &str| {
+        let mut ev = good();
+        ev.as_object_mut().unwrap().remove("context");
+        ev["props"] = json!("here");
+        let body = ev.to_string().replace(r#""props":"here""#, &format!(r#""{field}":{text}"#));
+        parse_batch(body.as_bytes(), &shop(), &limits(), now())
+    };
+    for (field, text) in [
+        ("props", r#"{"x": 12345678901234567890123456789e5308}"#),
+        ("props", r#"{"a": [{"s": "\ud800"}]}"#),
+        ("context", r#"{"\udc00": 1}"#),
+        ("context", r#"{"ip": "203.0.113.1", "n": -1e400}"#),
+    ] {
+        let p = with(field, text).unwrap_err();
+        assert_eq!(fields(&p), vec![(Some(0), field)], "{text}");
+        assert!(p[0].reason.starts_with("invalid JSON"), "{}", p[0].reason);
+    }
+    let fine = r#"{"big": 123456789012345678901234567890, "z": -0.0, "e": "\ud83d\ude00", "t": [true, null]}"#;
+    let got = with("props", fine).unwrap();
+    assert_eq!(got[0].props.get(), fine);
+    assert_eq!(got[0].props.to_map()["e"], json!("\u{1f600}"));
 }
 
 #[test]
