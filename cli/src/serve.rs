@@ -63,7 +63,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
 
     let lake_root = config.lake_root();
     let store = store::open(&lake_root, &config.lake)?;
-    let dedupe = DedupeStore::open(&data_dir.join("lake-state").join("dedupe.redb"))?;
+    let dedupe = DedupeStore::open(&data_dir.join("lake-state").join("dedupe"), config.lake.dedupe_window)?;
     let writer = LakeWriter::new(store, dedupe, config.lake.clone(), metrics.clone()).await?;
     let consumer = log.consumer(LAKE_CONSUMER).await?;
     let (stop_lake, lake_stopped) = watch::channel(false);

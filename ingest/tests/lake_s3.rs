@@ -236,7 +236,7 @@ fn the_lake_on_s3_holds_each_unique_event_once_in_its_hour_partition() {
         let dir = tempfile::tempdir().unwrap();
         let log = EmbeddedLog::open(&dir.path().join("log"), &EmbeddedLogConfig::default()).unwrap();
         let config = lake_config(&bucket);
-        let dedupe_path = dir.path().join("dedupe.redb");
+        let dedupe_path = dir.path().join("dedupe");
 
         let id = || Uuid::new_v4();
         let a1 = event("shop-a", id(), "2025-03-09T08:05:00Z", "page_view");
@@ -267,7 +267,9 @@ fn the_lake_on_s3_holds_each_unique_event_once_in_its_hour_partition() {
         append_events(&log, &[&a5, &a1]).await;
         let delivered = 3 + 1 + 3 + 2 + 1 + 2;
 
-        let metrics = run_writer(&config, DedupeStore::open(&dedupe_path).unwrap(), &log, "lake").await;
+        let metrics =
+            run_writer(&config, DedupeStore::open(&dedupe_path, Duration::from_secs(86_400)).unwrap(), &log, "lake")
+                .await;
         let reader = LakeReader::new(open_lake(&config));
         assert_eq!(lake_ids(&reader, "shop-a").await, ids(&[&a1, &a2, &a3, &a4, &a5]));
         assert_eq!(lake_ids(&reader, "shop-b").await, ids(&[&b1, &b2]));
@@ -279,7 +281,13 @@ fn the_lake_on_s3_holds_each_unique_event_once_in_its_hour_partition() {
         // The log delivers everything again (a new consumer starts at the beginning, as after a
         // crash before any commit), plus one new event and one more duplicate.
         append_events(&log, &[&a6, &a3]).await;
-        let metrics = run_writer(&config, DedupeStore::open(&dedupe_path).unwrap(), &log, "lake-replay").await;
+        let metrics = run_writer(
+            &config,
+            DedupeStore::open(&dedupe_path, Duration::from_secs(86_400)).unwrap(),
+            &log,
+            "lake-replay",
+        )
+        .await;
         assert_eq!(metrics.lake_events_written.get(), 1);
         assert_eq!(metrics.lake_duplicates.get(), delivered + 1);
         assert_eq!(metrics.lake_quarantined.get(), 0);
@@ -336,7 +344,7 @@ fn start_up_releases_the_events_of_a_file_a_crash_kept_from_being_written() {
         let log = EmbeddedLog::open(&dir.path().join("log"), &EmbeddedLogConfig::default()).unwrap();
         let config = lake_config(&bucket);
         let lake = open_lake(&config);
-        let dedupe_path = dir.path().join("dedupe.redb");
+        let dedupe_path = dir.path().join("dedupe");
 
         let x1 = event("shop-x", Uuid::new_v4(), "2025-03-09T12:01:00Z", "page_view");
         let x2 = event("shop-x", Uuid::new_v4(), "2025-03-09T12:02:00Z", "page_view");
@@ -350,7 +358,7 @@ fn start_up_releases_the_events_of_a_file_a_crash_kept_from_being_written() {
         let lost = format!("{}/part-{}.parquet", dir_of("12"), Uuid::now_v7());
         let written = format!("{}/part-{}.parquet", dir_of("13"), Uuid::now_v7());
         {
-            let dedupe = DedupeStore::open(&dedupe_path).unwrap();
+            let dedupe = DedupeStore::open(&dedupe_path, Duration::from_secs(86_400)).unwrap();
             let key = |e: &Event| ("shop-x", e.event_id.as_u128());
             let (_, fresh) = dedupe.claim(&lost, &[key(&x1), key(&x2)]).unwrap();
             assert_eq!(fresh, [true, true]);
@@ -359,7 +367,7 @@ fn start_up_releases_the_events_of_a_file_a_crash_kept_from_being_written() {
             lake.put(&ObjectPath::from(written.as_str()), parquet_file(std::slice::from_ref(&x3))).await.unwrap();
         }
 
-        let dedupe = DedupeStore::open(&dedupe_path).unwrap();
+        let dedupe = DedupeStore::open(&dedupe_path, Duration::from_secs(86_400)).unwrap();
         let pending: BTreeSet<String> = dedupe.pending().unwrap().into_iter().map(|(_, i)| i.path).collect();
         assert_eq!(pending, BTreeSet::from([lost.clone(), written.clone()]));
         // The log was never committed, so it delivers x1..x3 again.
@@ -374,7 +382,7 @@ fn start_up_releases_the_events_of_a_file_a_crash_kept_from_being_written() {
             reader.files(&events_prefix("shop-x")).await.unwrap().iter().map(ToString::to_string).collect();
         assert_eq!(files.len(), 2, "{files:?}");
         assert!(files.contains(&written), "{files:?}");
-        assert!(DedupeStore::open(&dedupe_path).unwrap().pending().unwrap().is_empty());
+        assert!(DedupeStore::open(&dedupe_path, Duration::from_secs(86_400)).unwrap().pending().unwrap().is_empty());
     });
 }
 

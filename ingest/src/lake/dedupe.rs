@@ -1,51 +1,58 @@
 //! The lake writer's memory of what it has written: `event_id` dedupe and file intents.
 //!
-//! Exactly once in the lake rests on two tables in one redb file, changed in one transaction:
-//! - `seen`: (client, event id) → the file that holds the event, remembered for the dedupe
-//!   window, so redeliveries and resent duplicates are dropped;
-//! - `intents`: a file about to be written, with the keys it claims.
+//! Exactly once in the lake rests on one LSM store (fjall) holding, changed together in one
+//! atomic, fsync'd batch:
+//! - the *seen* keys — (client, event id) of every event written, for the dedupe window — so
+//!   redeliveries and resent duplicates are dropped;
+//! - the *intent* of a file about to be written: its path and the keys it claims.
 //!
-//! A flush first records the intent and claims its keys (one fsync'd transaction), then writes
-//! the file, then clears the intent. After a crash, an intent whose file exists is simply
-//! cleared; one whose file never appeared releases its keys, so the events — whose log positions
-//! were not committed — are written when the log delivers them again.
+//! A flush claims its keys and records the intent, writes the file, then clears the intent.
+//! After a crash, an intent whose file exists is cleared; one whose file never appeared releases
+//! its keys, so the events — whose log positions were not committed — are written when the log
+//! delivers them again.
+//!
+//! Seen keys live in one keyspace per window-long time bucket (`seen_<n>`, n = first-seen time
+//! ÷ window). A key is looked up in the current and the previous bucket, and buckets older than
+//! that are dropped whole: a key is remembered for at least one window and at most two, and
+//! expiry costs no per-key work. An LSM store takes the random keys of a busy shop (UUIDs) as
+//! sequential writes, where a B-tree rewrites a page per key.
 
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redb::{Database, ReadableTable, TableDefinition};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use serde::{Deserialize, Serialize};
 
-const SEEN: TableDefinition<(&str, u128), u64> = TableDefinition::new("seen");
-const BY_TIME: TableDefinition<(u64, &str, u128), ()> = TableDefinition::new("seen_by_time");
-const INTENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("intents");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const INTENTS: &str = "intents";
+const SEEN_PREFIX: &str = "seen_";
 
 /// Why the dedupe store failed.
 #[derive(Debug, thiserror::Error)]
 #[error("dedupe store: {0}")]
 pub struct DedupeError(String);
 
-macro_rules! from_redb {
-    ($($t:ty),*) => {$(impl From<$t> for DedupeError {
-        fn from(e: $t) -> Self { Self(e.to_string()) }
-    })*};
+impl From<fjall::Error> for DedupeError {
+    fn from(e: fjall::Error) -> Self {
+        Self(e.to_string())
+    }
 }
-from_redb!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError,
-    serde_json::Error
-);
+
+impl From<serde_json::Error> for DedupeError {
+    fn from(e: serde_json::Error) -> Self {
+        Self(format!("corrupt intent: {e}"))
+    }
+}
 
 /// A file the writer is about to write.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Intent {
     /// The object path.
     pub path: String,
+    /// The time bucket its keys were recorded in.
+    pub bucket: u64,
     /// The (client, event id) keys the file claims.
     pub keys: Vec<(String, u128)>,
 }
@@ -53,119 +60,144 @@ pub struct Intent {
 /// The dedupe and intent store.
 pub struct DedupeStore {
     db: Database,
+    intents: Keyspace,
+    window_secs: u64,
+    /// Open seen buckets by number.
+    buckets: Mutex<BTreeMap<u64, Keyspace>>,
+    next_intent: AtomicU64,
 }
 
 impl DedupeStore {
-    /// Opens or creates the store at `path`.
-    pub fn open(path: &Path) -> Result<Self, DedupeError> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| DedupeError(format!("{}: {e}", dir.display())))?;
+    /// Opens or creates the store in the directory `path`, remembering keys for `window`.
+    pub fn open(path: &Path, window: Duration) -> Result<Self, DedupeError> {
+        std::fs::create_dir_all(path).map_err(|e| DedupeError(format!("{}: {e}", path.display())))?;
+        // Compaction of a dedupe set is light work: one background thread is plenty and leaves
+        // the cores to the collector.
+        let db = Database::builder(path).worker_threads(1).open()?;
+        let intents = db.keyspace(INTENTS, KeyspaceCreateOptions::default)?;
+        let mut buckets = BTreeMap::new();
+        for name in db.list_keyspace_names() {
+            if let Some(n) = name.strip_prefix(SEEN_PREFIX).and_then(|n| n.parse::<u64>().ok()) {
+                buckets.insert(n, db.keyspace(&name, KeyspaceCreateOptions::default)?);
+            }
         }
-        let db = Database::create(path)?;
-        let tx = db.begin_write()?;
-        tx.open_table(SEEN)?;
-        tx.open_table(BY_TIME)?;
-        tx.open_table(INTENTS)?;
-        tx.open_table(META)?;
-        tx.commit()?;
-        Ok(Self { db })
+        let store = Self {
+            db,
+            intents,
+            window_secs: window.as_secs().max(1),
+            buckets: Mutex::new(buckets),
+            next_intent: AtomicU64::new(1),
+        };
+        let next = store.pending()?.iter().map(|(id, _)| id + 1).max().unwrap_or(1);
+        store.next_intent.store(next, Ordering::Relaxed);
+        Ok(store)
     }
 
     /// Claims `keys` for the file at `path`: returns for each key whether it is new (not seen
-    /// within the window, nor earlier in `keys`). Only new keys are recorded; the intent is
-    /// durable when this returns. Returns the intent id to [`DedupeStore::complete`].
+    /// within the window, nor earlier in `keys`). Only new keys are recorded; the claim and the
+    /// intent are durable when this returns. Returns the intent id to complete or abandon.
     pub fn claim(&self, path: &str, keys: &[(&str, u128)]) -> Result<(u64, Vec<bool>), DedupeError> {
-        let now = now_secs();
-        let tx = self.db.begin_write()?;
-        let mut fresh = Vec::with_capacity(keys.len());
-        let mut claimed = Vec::new();
-        let id;
-        {
-            let mut meta = tx.open_table(META)?;
-            id = meta.get("next_intent")?.map_or(1, |v| v.value());
-            meta.insert("next_intent", id + 1)?;
-            let mut seen = tx.open_table(SEEN)?;
-            let mut by_time = tx.open_table(BY_TIME)?;
-            for &(client, event_id) in keys {
-                let new = seen.get((client, event_id))?.is_none();
-                if new {
-                    seen.insert((client, event_id), id)?;
-                    by_time.insert((now, client, event_id), ())?;
-                    claimed.push((client.to_owned(), event_id));
+        self.claim_at(now_secs(), path, keys)
+    }
+
+    fn claim_at(&self, now: u64, path: &str, keys: &[(&str, u128)]) -> Result<(u64, Vec<bool>), DedupeError> {
+        let bucket = now / self.window_secs;
+        let (current, previous) = {
+            let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+            let current = match buckets.get(&bucket) {
+                Some(ks) => ks.clone(),
+                None => {
+                    let ks = self.db.keyspace(&format!("{SEEN_PREFIX}{bucket}"), KeyspaceCreateOptions::default)?;
+                    buckets.insert(bucket, ks.clone());
+                    ks
                 }
-                fresh.push(new);
+            };
+            (current, bucket.checked_sub(1).and_then(|b| buckets.get(&b).cloned()))
+        };
+        let mut fresh = Vec::with_capacity(keys.len());
+        let mut in_batch = HashSet::with_capacity(keys.len());
+        let mut claimed = Vec::new();
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
+        for &(client, id) in keys {
+            let key = encode_key(client, id);
+            let seen = !in_batch.insert(key.clone())
+                || current.contains_key(&key)?
+                || previous.as_ref().map(|p| p.contains_key(&key)).transpose()?.unwrap_or(false);
+            if !seen {
+                batch.insert(&current, key, []);
+                claimed.push((client.to_owned(), id));
             }
-            let intent = serde_json::to_vec(&Intent { path: path.to_owned(), keys: claimed })?;
-            tx.open_table(INTENTS)?.insert(id, intent.as_slice())?;
+            fresh.push(!seen);
         }
-        tx.commit()?;
+        let id = self.next_intent.fetch_add(1, Ordering::Relaxed);
+        let intent = serde_json::to_vec(&Intent { path: path.to_owned(), bucket, keys: claimed })?;
+        batch.insert(&self.intents, id.to_be_bytes(), intent);
+        batch.commit()?;
         Ok((id, fresh))
     }
 
-    /// Clears an intent once its file is written.
+    /// Clears an intent once its file is written. Needs no fsync: after a crash the intent is
+    /// found again, its file exists, and it is cleared then.
     pub fn complete(&self, id: u64) -> Result<(), DedupeError> {
-        let tx = self.db.begin_write()?;
-        tx.open_table(INTENTS)?.remove(id)?;
-        tx.commit()?;
+        self.intents.remove(id.to_be_bytes())?;
         Ok(())
     }
 
     /// Abandons an intent whose file was not written: its keys are released.
     pub fn abandon(&self, id: u64) -> Result<(), DedupeError> {
-        let tx = self.db.begin_write()?;
-        {
-            let mut intents = tx.open_table(INTENTS)?;
-            let Some(raw) = intents.remove(id)? else { return Ok(()) };
-            let intent: Intent = serde_json::from_slice(raw.value())?;
-            drop(raw);
-            let mut seen = tx.open_table(SEEN)?;
+        let Some(raw) = self.intents.get(id.to_be_bytes())? else { return Ok(()) };
+        let intent: Intent = serde_json::from_slice(&raw)?;
+        let bucket = self.buckets.lock().unwrap_or_else(|p| p.into_inner()).get(&intent.bucket).cloned();
+        let mut batch = self.db.batch();
+        if let Some(bucket) = bucket {
             for (client, event_id) in &intent.keys {
-                seen.remove((client.as_str(), *event_id))?;
+                batch.remove(&bucket, encode_key(client, *event_id));
             }
         }
-        tx.commit()?;
+        batch.remove(&self.intents, id.to_be_bytes());
+        batch.commit()?;
         Ok(())
     }
 
     /// The intents left by a crash, to resolve at start-up.
     pub fn pending(&self) -> Result<Vec<(u64, Intent)>, DedupeError> {
-        let tx = self.db.begin_read()?;
-        let intents = tx.open_table(INTENTS)?;
         let mut out = Vec::new();
-        for entry in intents.iter()? {
-            let (id, raw) = entry?;
-            out.push((id.value(), serde_json::from_slice(raw.value())?));
+        for entry in self.intents.iter() {
+            let (key, value) = entry.into_inner()?;
+            let id =
+                <[u8; 8]>::try_from(&*key).map(u64::from_be_bytes).map_err(|_| DedupeError("bad intent key".into()))?;
+            out.push((id, serde_json::from_slice(&value)?));
         }
         Ok(out)
     }
 
-    /// Forgets keys first seen longer than `window` ago; returns how many.
-    pub fn expire(&self, window: Duration) -> Result<usize, DedupeError> {
-        let cutoff = now_secs().saturating_sub(window.as_secs());
-        let tx = self.db.begin_write()?;
-        let mut expired = 0;
-        {
-            let mut by_time = tx.open_table(BY_TIME)?;
-            let mut seen = tx.open_table(SEEN)?;
-            let old: Vec<(u64, String, u128)> = by_time
-                .range::<(u64, &str, u128)>(..(cutoff, "", 0))?
-                .take(100_000)
-                .map(|e| {
-                    e.map(|(k, _)| {
-                        let (t, c, id) = k.value();
-                        (t, c.to_owned(), id)
-                    })
-                })
-                .collect::<Result<_, _>>()?;
-            for (t, client, id) in &old {
-                by_time.remove((*t, client.as_str(), *id))?;
-                seen.remove((client.as_str(), *id))?;
-                expired += 1;
-            }
-        }
-        tx.commit()?;
-        Ok(expired)
+    /// Drops the time buckets no key lookup reaches any more; returns how many.
+    pub fn expire(&self) -> Result<usize, DedupeError> {
+        self.expire_at(now_secs())
     }
+
+    fn expire_at(&self, now: u64) -> Result<usize, DedupeError> {
+        let oldest_kept = (now / self.window_secs).saturating_sub(1);
+        let old: Vec<(u64, Keyspace)> = {
+            let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+            let keep = buckets.split_off(&oldest_kept);
+            std::mem::replace(&mut *buckets, keep).into_iter().collect()
+        };
+        let dropped = old.len();
+        for (_, keyspace) in old {
+            self.db.delete_keyspace(keyspace)?;
+        }
+        Ok(dropped)
+    }
+}
+
+/// `[client length][client][event id, big endian]`: no client id is a prefix of another's keys.
+fn encode_key(client: &str, id: u128) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + client.len() + 16);
+    key.push(u8::try_from(client.len()).unwrap_or(u8::MAX));
+    key.extend_from_slice(client.as_bytes());
+    key.extend_from_slice(&id.to_be_bytes());
+    key
 }
 
 fn now_secs() -> u64 {
@@ -174,15 +206,16 @@ fn now_secs() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
+    const DAY: Duration = Duration::from_secs(86_400);
+
     #[test]
-    fn keys_are_claimed_once_even_within_one_batch() {
+    fn keys_are_claimed_once_even_within_one_batch_and_per_client() {
         let dir = tempfile::tempdir().unwrap();
-        let store = DedupeStore::open(&dir.path().join("d.redb")).unwrap();
-        let (id, fresh) = store.claim("f1", &[("a", 1), ("a", 2), ("a", 1), ("b", 1)]).unwrap();
-        assert_eq!(fresh, vec![true, true, false, true]);
+        let store = DedupeStore::open(dir.path(), DAY).unwrap();
+        let (id, fresh) = store.claim("f1", &[("a", 1), ("a", 2), ("a", 1), ("b", 1), ("ab", 1)]).unwrap();
+        assert_eq!(fresh, vec![true, true, false, true, true]);
         store.complete(id).unwrap();
         let (_, fresh) = store.claim("f2", &[("a", 2), ("a", 3)]).unwrap();
         assert_eq!(fresh, vec![false, true]);
@@ -191,31 +224,39 @@ mod tests {
     #[test]
     fn an_abandoned_intent_releases_its_keys_and_pending_ones_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("d.redb");
         {
-            let store = DedupeStore::open(&path).unwrap();
+            let store = DedupeStore::open(dir.path(), DAY).unwrap();
             store.claim("f1", &[("a", 1), ("a", 2)]).unwrap();
         }
-        let store = DedupeStore::open(&path).unwrap();
+        let store = DedupeStore::open(dir.path(), DAY).unwrap();
         let pending = store.pending().unwrap();
         assert_eq!(pending.len(), 1);
-        assert_eq!(pending[0].1, Intent { path: "f1".into(), keys: vec![("a".into(), 1), ("a".into(), 2)] });
+        assert_eq!(pending[0].1.path, "f1");
+        assert_eq!(pending[0].1.keys, vec![("a".to_owned(), 1), ("a".to_owned(), 2)]);
+        let (id, _) = store.claim("f2", &[("a", 9)]).unwrap();
+        assert!(id > pending[0].0, "intent ids never repeat a pending one");
         store.abandon(pending[0].0).unwrap();
-        assert!(store.pending().unwrap().is_empty());
-        let (_, fresh) = store.claim("f2", &[("a", 1)]).unwrap();
-        assert_eq!(fresh, vec![true]);
+        assert_eq!(store.pending().unwrap().len(), 1);
+        let (_, fresh) = store.claim("f3", &[("a", 1), ("a", 9)]).unwrap();
+        assert_eq!(fresh, vec![true, false]);
     }
 
     #[test]
-    fn keys_expire_after_the_window() {
+    fn keys_are_remembered_for_one_to_two_windows() {
         let dir = tempfile::tempdir().unwrap();
-        let store = DedupeStore::open(&dir.path().join("d.redb")).unwrap();
-        store.claim("f1", &[("a", 1)]).unwrap();
-        assert_eq!(store.expire(Duration::from_secs(3600)).unwrap(), 0);
-        assert_eq!(store.claim("f2", &[("a", 1)]).unwrap().1, vec![false]);
-        // A zero window (cut-off = now + 1 s) forgets everything seen so far.
-        std::thread::sleep(Duration::from_millis(1100));
-        assert_eq!(store.expire(Duration::ZERO).unwrap(), 1);
-        assert_eq!(store.claim("f3", &[("a", 1)]).unwrap().1, vec![true]);
+        let store = DedupeStore::open(dir.path(), DAY).unwrap();
+        let day = DAY.as_secs();
+        let t0 = 1000 * day + 10;
+        store.claim_at(t0, "f1", &[("a", 1)]).unwrap();
+        // The next day it is still known...
+        assert_eq!(store.expire_at(t0 + day).unwrap(), 0);
+        assert_eq!(store.claim_at(t0 + day, "f2", &[("a", 1)]).unwrap().1, vec![false]);
+        // ...two days later its bucket is dropped and the key is new again.
+        assert_eq!(store.expire_at(t0 + 2 * day).unwrap(), 1);
+        assert_eq!(store.claim_at(t0 + 2 * day, "f3", &[("a", 1)]).unwrap().1, vec![true]);
+        // Dropped buckets stay dropped across a reopen.
+        drop(store);
+        let store = DedupeStore::open(dir.path(), DAY).unwrap();
+        assert_eq!(store.buckets.lock().unwrap().keys().copied().collect::<Vec<_>>(), vec![1001, 1002]);
     }
 }

@@ -144,8 +144,8 @@ impl LakeWriter {
             self.commit(consumer.as_mut()).await?;
             if last_expiry.elapsed() > Duration::from_secs(60) {
                 last_expiry = Instant::now();
-                let expired = self.dedupe.expire(self.config.dedupe_window)?;
-                tracing::debug!(expired, "expired dedupe keys");
+                let expired = self.dedupe.expire()?;
+                tracing::debug!(expired, "dropped expired dedupe buckets");
             }
         }
     }
