@@ -10,14 +10,14 @@ use livora_common::ClientId;
 use livora_ingest::config::EventLogBackend;
 use livora_ingest::enrich::Enricher;
 use livora_ingest::lake::dedupe::DedupeStore;
-use livora_ingest::lake::{LakeWriter, store};
+use livora_ingest::lake::{LakeError, LakeWriter, store};
 use livora_ingest::log::embedded::EmbeddedLog;
 use livora_ingest::log::nats::NatsLog;
 use livora_ingest::metrics::Metrics;
 use livora_ingest::{Collector, EventLog};
 use livora_simulator::{SimConfig, Simulator};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::config::Config;
 use crate::simulate::{Sender, default_start};
@@ -67,7 +67,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
     let writer = LakeWriter::new(store, dedupe, config.lake.clone(), metrics.clone()).await?;
     let consumer = log.consumer(LAKE_CONSUMER).await?;
     let (stop_lake, lake_stopped) = watch::channel(false);
-    let mut lake = tokio::spawn(writer.run(consumer, lake_stopped));
+    let mut lake = run_on_own_thread(writer, consumer, lake_stopped)?;
 
     let enricher = Enricher::new(config.ingest.geoip_database.as_deref())?;
     let collector = Arc::new(Collector::new(config.ingest.clone(), clients.clone(), log.clone(), enricher, metrics));
@@ -111,16 +111,32 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
     let _ = stop_http.send(true);
     if let Some(ended) = lake_failed {
         let _ = http.await;
-        return match ended? {
+        return match ended.context("the lake writer thread panicked")? {
             Ok(()) => Ok(()),
             Err(e) => Err(e).context("the lake writer stopped"),
         };
     }
     http.await??;
     let _ = stop_lake.send(true);
-    lake.await?.context("the lake writer failed while stopping")?;
+    lake.await.context("the lake writer thread panicked")?.context("the lake writer failed while stopping")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Runs the lake writer on a thread and runtime of its own. Its work is CPU-bound in long
+/// stretches (decoding, Parquet encoding, compression); on the collector's runtime it would hold
+/// a worker thread for each of them and stall requests behind it.
+fn run_on_own_thread(
+    writer: LakeWriter,
+    consumer: Box<dyn livora_ingest::LogConsumer>,
+    stop: watch::Receiver<bool>,
+) -> Result<oneshot::Receiver<Result<(), LakeError>>> {
+    let (done, ended) = oneshot::channel();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name("livora-lake".into()).spawn(move || {
+        let _ = done.send(runtime.block_on(writer.run(consumer, stop)));
+    })?;
+    Ok(ended)
 }
 
 async fn shutdown_signal() {
