@@ -123,9 +123,11 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs the lake writer on a thread and runtime of its own. Its work is CPU-bound in long
-/// stretches (decoding, Parquet encoding, compression); on the collector's runtime it would hold
-/// a worker thread for each of them and stall requests behind it.
+/// Runs the lake writer on a thread and runtime of its own, at a lower CPU priority (nice 10).
+/// Its work is CPU-bound in long stretches (decoding, Parquet encoding, compression); on the
+/// collector's runtime it would hold a worker thread and stall requests behind it, and at equal
+/// priority it would take a core from the collector in every burst. The log absorbs the
+/// difference: under a burst the lake lags behind and catches up when the burst ends.
 fn run_on_own_thread(
     writer: LakeWriter,
     consumer: Box<dyn livora_ingest::LogConsumer>,
@@ -134,9 +136,22 @@ fn run_on_own_thread(
     let (done, ended) = oneshot::channel();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     std::thread::Builder::new().name("livora-lake".into()).spawn(move || {
+        lower_priority();
         let _ = done.send(runtime.block_on(writer.run(consumer, stop)));
     })?;
     Ok(ended)
+}
+
+/// Lowers the calling thread's priority to nice 10 (threads it starts inherit it).
+fn lower_priority() {
+    use thread_priority::{ThreadPriority, ThreadPriorityValue, set_current_thread_priority};
+    // The crate maps 0..=99 onto nice 20..=-20: 24 is nice 10.
+    let lowered = ThreadPriorityValue::try_from(24u8)
+        .map_err(|e| e.to_string())
+        .and_then(|p| set_current_thread_priority(ThreadPriority::Crossplatform(p)).map_err(|e| format!("{e:?}")));
+    if let Err(e) = lowered {
+        tracing::warn!(error = %e, "could not lower the lake writer's priority; it competes with requests");
+    }
 }
 
 async fn shutdown_signal() {
