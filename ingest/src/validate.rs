@@ -126,13 +126,19 @@ fn parse_event(
         ));
         return None;
     }
+    // The common case, an event with known fields only, is read in one pass into a struct of
+    // borrowed values; anything else (unknown or duplicate fields, bad JSON) takes the path
+    // that names every problem.
     let object = match classify(raw) {
-        Json::Object(_) => match fields(text) {
-            Ok(fields) => fields,
-            Err(e) => {
-                problems.push(Problem::at(index, "event", format!("invalid JSON: {}", strip_position(&e))));
-                return None;
-            }
+        Json::Object(_) => match serde_json::from_str::<Wire<'_>>(text) {
+            Ok(wire) => Members::Known(wire),
+            Err(_) => match fields(text) {
+                Ok(fields) => Members::Any(fields),
+                Err(e) => {
+                    problems.push(Problem::at(index, "event", format!("invalid JSON: {}", strip_position(&e))));
+                    return None;
+                }
+            },
         },
         other => {
             problems.push(Problem::at(index, "event", format!("must be an object, got {}", other.kind())));
@@ -142,12 +148,14 @@ fn parse_event(
     let before = problems.len();
     let mut bad = |field: &str, reason: String| problems.push(Problem::at(index, field, reason));
 
-    for key in object.keys() {
-        if !KNOWN_FIELDS.contains(&key.as_ref()) {
-            bad(&truncate(key, 64), format!("unknown field; expected one of {}", KNOWN_FIELDS.join(", ")));
+    if let Members::Any(fields) = &object {
+        for key in fields.keys() {
+            if !KNOWN_FIELDS.contains(&key.as_ref()) {
+                bad(&truncate(key, 64), format!("unknown field; expected one of {}", KNOWN_FIELDS.join(", ")));
+            }
         }
     }
-    let get = |field: &str| object.get(field).map_or(Json::Null, |raw| classify(raw));
+    let get = |field: &str| object.get(field).map_or(Json::Null, classify);
 
     let event_id = match get("event_id") {
         Json::Null => {
@@ -289,6 +297,59 @@ fn parse_event(
         context_ip,
         context_ua,
     })
+}
+
+/// An event with only the known fields, each left as text.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire<'a> {
+    #[serde(borrow, default)]
+    event_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    timestamp: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    client_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    user_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    anon_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    session_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    event_type: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    props: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    context: Option<&'a RawValue>,
+}
+
+/// The members of an event object.
+enum Members<'a> {
+    /// Known fields only (the fast path).
+    Known(Wire<'a>),
+    /// Whatever the object holds.
+    Any(BTreeMap<Cow<'a, str>, &'a RawValue>),
+}
+
+impl<'a> Members<'a> {
+    /// The value of `field`; `None` when absent or `null`.
+    fn get(&self, field: &str) -> Option<&'a RawValue> {
+        match self {
+            Self::Any(fields) => fields.get(field).copied(),
+            Self::Known(w) => match field {
+                "event_id" => w.event_id,
+                "timestamp" => w.timestamp,
+                "client_id" => w.client_id,
+                "user_id" => w.user_id,
+                "anon_id" => w.anon_id,
+                "session_id" => w.session_id,
+                "event_type" => w.event_type,
+                "props" => w.props,
+                "context" => w.context,
+                _ => None,
+            },
+        }
+    }
 }
 
 /// A JSON value, looked at without building it.

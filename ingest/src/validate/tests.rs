@@ -289,3 +289,18 @@ proptest! {
         let _ = parse_batch(&body, &shop(), &limits(), now());
     }
 }
+
+#[test]
+fn duplicate_members_take_the_last_value_like_any_json_reader() {
+    // Duplicates leave the one-pass reader for the general one; the result must not change.
+    let body = good().to_string().replace(r#""event_type":"page_view""#, r#""event_type":"a","event_type":"b""#);
+    assert!(body.contains(r#""event_type":"a","event_type":"b""#), "{body}");
+    let got = parse_batch(body.as_bytes(), &shop(), &limits(), now()).unwrap();
+    assert_eq!(got[0].event_type, "b");
+    // And null is the same as absent on both paths.
+    let mut ev = good();
+    ev["session_id"] = Value::Null;
+    assert_eq!(parse(&ev).unwrap()[0].session_id, None);
+    ev["surprise"] = json!(1);
+    assert_eq!(fields(&parse(&ev).unwrap_err()), vec![(Some(0), "surprise")]);
+}
