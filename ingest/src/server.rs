@@ -92,7 +92,14 @@ impl Collector {
         let body = read_body(body, self.config.max_request_bytes).await?;
         let valid = match parse_batch(&body, &client, &self.limits, received_at) {
             Ok(events) => events,
-            Err(problems) => return Err(self.reject(client, received_at, problems, &body).await),
+            Err(problems) => {
+                // Refused requests are kept in the log too, so they count against the rate limit
+                // (as one event): a broken sender cannot fill the log faster than a working one.
+                if let Err(retry_after_secs) = self.limiter.acquire(&client, 1, Instant::now()) {
+                    return Err(IngestError::RateLimited { client: client.to_string(), retry_after_secs });
+                }
+                return Err(self.reject(client, received_at, problems, &body).await);
+            }
         };
         if let Err(retry_after_secs) = self.limiter.acquire(&client, valid.len(), Instant::now()) {
             return Err(IngestError::RateLimited { client: client.to_string(), retry_after_secs });

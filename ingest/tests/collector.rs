@@ -193,6 +193,9 @@ async fn over_the_rate_limit_is_429_with_retry_after() {
     let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!(retry >= 1, "{retry}");
     assert_eq!(h.logged_events().await.len(), 100, "only the first batch is accepted");
+    // A client out of tokens cannot fill the log with refused requests either.
+    let (s, _, _) = h.post_as(Some(&h.key), "shop", "application/json", "[{}]".into()).await;
+    assert_eq!(s, 429);
 }
 
 #[tokio::test]
