@@ -150,11 +150,6 @@ impl LakeWriter {
         }
     }
 
-    /// Writes everything buffered now (for tests and shutdown).
-    pub async fn flush_all(&mut self) {
-        self.flush(|_| true).await;
-    }
-
     fn add(&mut self, delivery: Delivery) {
         let Delivery { position, payload } = delivery;
         self.last_polled = Some(position);
