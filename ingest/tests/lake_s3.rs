@@ -388,7 +388,7 @@ fn start_up_releases_the_events_of_a_file_a_crash_kept_from_being_written() {
 
 /// A lake file holding `events`, as the writer would have written it.
 fn parquet_file(events: &[Event]) -> PutPayload {
-    let batch = events_batch(events).unwrap();
+    let batch = events_batch(events.iter()).unwrap();
     let mut out = Vec::new();
     let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, batch.schema(), None).unwrap();
     writer.write(&batch).unwrap();

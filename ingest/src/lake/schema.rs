@@ -92,7 +92,7 @@ pub struct QuarantineRecord {
 }
 
 /// Builds a record batch of events.
-pub fn events_batch(events: &[Event]) -> Result<RecordBatch, ArrowError> {
+pub fn events_batch<'a>(events: impl ExactSizeIterator<Item = &'a Event>) -> Result<RecordBatch, ArrowError> {
     let n = events.len();
     let text = || StringBuilder::with_capacity(n, n * 16);
     let time = || TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
@@ -150,7 +150,9 @@ pub fn events_batch(events: &[Event]) -> Result<RecordBatch, ArrowError> {
 }
 
 /// Builds a record batch of quarantine records.
-pub fn quarantine_batch(records: &[QuarantineRecord]) -> Result<RecordBatch, ArrowError> {
+pub fn quarantine_batch<'a>(
+    records: impl ExactSizeIterator<Item = &'a QuarantineRecord>,
+) -> Result<RecordBatch, ArrowError> {
     let n = records.len();
     let mut received = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut stage = StringBuilder::new();

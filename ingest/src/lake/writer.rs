@@ -286,23 +286,22 @@ impl LakeWriter {
         fresh: &[bool],
         path: &str,
     ) -> Result<usize, LakeError> {
-        let keep = |i: &usize| fresh[*i];
+        // Only the fresh rows go into the file; they are taken by reference, never copied.
         let batch = match key {
             Partition::Events { .. } => {
-                let unique: Vec<Event> =
-                    (0..buffer.events.len()).filter(keep).map(|i| buffer.events[i].clone()).collect();
-                if unique.is_empty() {
+                let rows: Vec<&Event> = buffer.events.iter().zip(fresh).filter(|(_, f)| **f).map(|(e, _)| e).collect();
+                if rows.is_empty() {
                     return Ok(0);
                 }
-                events_batch(&unique)
+                events_batch(rows.into_iter())
             }
             Partition::Quarantine { .. } => {
-                let unique: Vec<QuarantineRecord> =
-                    (0..buffer.quarantine.len()).filter(keep).map(|i| buffer.quarantine[i].clone()).collect();
-                if unique.is_empty() {
+                let rows: Vec<&QuarantineRecord> =
+                    buffer.quarantine.iter().zip(fresh).filter(|(_, f)| **f).map(|(r, _)| r).collect();
+                if rows.is_empty() {
                     return Ok(0);
                 }
-                quarantine_batch(&unique)
+                quarantine_batch(rows.into_iter())
             }
         }
         .map_err(|e| LakeError::Parquet(e.to_string()))?;
