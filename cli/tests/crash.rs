@@ -145,10 +145,5 @@ async fn kill_9_loses_and_duplicates_nothing_with_the_embedded_log() -> Result<(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_and_duplicates_nothing_with_nats() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let stream = NatsStream::new().await?;
-    let mut env = env();
-    env.extend(stream.env());
-    let result = scenario(dir.path(), env).await;
-    stream.delete().await?;
-    result
+    NatsStream::around(env(), |env| scenario(dir.path(), env)).await
 }

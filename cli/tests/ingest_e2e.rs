@@ -135,10 +135,5 @@ async fn embedded_log_lake_holds_exactly_the_unique_accepted_events() -> Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_log_lake_holds_exactly_the_unique_accepted_events() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let stream = NatsStream::new().await?;
-    let mut env = base_env();
-    env.extend(stream.env());
-    let result = scenario(dir.path(), env).await;
-    stream.delete().await?;
-    result
+    NatsStream::around(base_env(), |env| scenario(dir.path(), env)).await
 }

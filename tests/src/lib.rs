@@ -220,6 +220,20 @@ impl NatsStream {
         ]
     }
 
+    /// Runs `test` with `env` pointed at a fresh stream, then deletes the stream whatever the
+    /// outcome; returns the test's result.
+    pub async fn around<F, Fut>(mut env: Vec<(String, String)>, test: F) -> Result<()>
+    where
+        F: FnOnce(Vec<(String, String)>) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        let stream = Self::new().await?;
+        env.extend(stream.env());
+        let result = test(env).await;
+        stream.delete().await?;
+        result
+    }
+
     /// Deletes the stream.
     pub async fn delete(self) -> Result<()> {
         let js = async_nats::jetstream::new(async_nats::connect(NATS_URL).await?);
