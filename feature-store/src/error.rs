@@ -1,0 +1,50 @@
+//! The feature store's errors and the error class each one answers with.
+
+use livora_common::ErrorCode;
+
+/// Why a feature-store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request names something invalid; the message names the field and the reason.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A request names a feature, view, service or entity that is not registered.
+    #[error("{0}")]
+    NotFound(String),
+    /// An online store backend failed; retrying may succeed.
+    #[error("online store `{backend}`: {message}")]
+    Online {
+        /// The backend (`redb`, `redis`, `dynamodb`).
+        backend: &'static str,
+        /// What failed.
+        message: String,
+    },
+    /// Stored data could not be decoded (corruption or an incompatible version).
+    #[error("corrupt stored data in {what}: {reason}")]
+    Corrupt {
+        /// Where the data was read from.
+        what: String,
+        /// Why it could not be decoded.
+        reason: String,
+    },
+}
+
+/// Convenience alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// The error class, from which the HTTP status and gRPC code follow.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::InvalidArgument(_) => ErrorCode::InvalidArgument,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Online { .. } => ErrorCode::Unavailable,
+            Self::Corrupt { .. } => ErrorCode::Internal,
+        }
+    }
+
+    /// An online-store failure of `backend`.
+    pub fn online(backend: &'static str, message: impl std::fmt::Display) -> Self {
+        Self::Online { backend, message: message.to_string() }
+    }
+}
