@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use livora_common::ConfigError;
 use livora_common::telemetry::LogFormat;
+use livora_feature_store::FeatureStoreConfig;
 use livora_ingest::config::{ClientsConfig, EventLogConfig, IngestConfig};
 use livora_ingest::lake::LakeConfig;
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,8 @@ pub struct Config {
     pub lake: LakeConfig,
     /// Clients and API keys.
     pub clients: ClientsConfig,
+    /// The feature store.
+    pub features: FeatureStoreConfig,
 }
 
 /// Logging (`[telemetry]`).
@@ -60,6 +63,7 @@ impl Config {
         self.event_log.validate()?;
         self.lake.validate()?;
         self.clients.validate()?;
+        self.features.validate()?;
         if self.event_log.backend == livora_ingest::config::EventLogBackend::Nats
             && self.event_log.nats.ack_wait <= self.lake.roll_interval
         {
@@ -85,6 +89,14 @@ impl Config {
             .url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir().join("clients.db").display()))
+    }
+
+    /// The feature registry URL.
+    pub fn registry_url(&self) -> String {
+        self.features
+            .registry_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir().join("registry.db").display()))
     }
 
     /// The embedded log directory.
@@ -124,6 +136,7 @@ mod tests {
         expected.event_log.embedded.dir = parsed.event_log.embedded.dir.clone();
         expected.lake.root = parsed.lake.root.clone();
         expected.clients.url = parsed.clients.url.clone();
+        expected.features.registry_url = parsed.features.registry_url.clone();
         assert_eq!(parsed, expected);
     }
 

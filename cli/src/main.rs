@@ -6,6 +6,7 @@
 mod clients;
 mod config;
 mod events;
+mod features;
 mod serve;
 mod simulate;
 
@@ -46,6 +47,20 @@ enum Command {
     Events(events::EventsCommand),
     /// Generates realistic shop traffic and sends it to a collector or writes it to a file.
     Simulate(simulate::SimulateArgs),
+    /// Checks a feature repository, prints the plan and records a new registry version.
+    Apply(features::ApplyArgs),
+    /// Shows the registered feature definitions.
+    #[command(subcommand)]
+    Features(features::FeaturesCommand),
+}
+
+/// Writes `text` to stdout; a closed pipe (`livora … | head`) is not an error.
+fn print(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -70,6 +85,8 @@ fn main() -> ExitCode {
             Command::Clients(cmd) => clients::run(&config, cmd).await,
             Command::Events(cmd) => events::run(&config, cmd).await,
             Command::Simulate(args) => simulate::run(args).await,
+            Command::Apply(args) => features::apply(&config, args).await,
+            Command::Features(cmd) => features::run(&config, cmd).await,
         }
     });
     match result {

@@ -47,6 +47,18 @@ impl ConfigError {
     }
 }
 
+/// Checks that an optional database URL under `key` is one Livora can open (SQLite or PostgreSQL).
+pub fn check_database_url(key: &str, url: Option<&str>) -> Result<(), ConfigError> {
+    match url {
+        Some(url)
+            if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) =>
+        {
+            Err(ConfigError::invalid(key, "must start with sqlite: or postgres://"))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Loads `T` from the optional TOML `file`, overlaid with the `LIVORA__…` variables of `env`.
 ///
 /// Missing keys take the defaults of `T`'s serde attributes. Validation beyond types is the

@@ -19,6 +19,12 @@ pub enum Error {
         /// What failed.
         message: String,
     },
+    /// The registry database failed or refused the change.
+    #[error("feature registry: {0}")]
+    Registry(String),
+    /// The apply would break readers of registered views; nothing was recorded.
+    #[error("the change is refused:\n  {}", .0.join("\n  "))]
+    Breaking(Vec<String>),
     /// Stored data could not be decoded (corruption or an incompatible version).
     #[error("corrupt stored data in {what}: {reason}")]
     Corrupt {
@@ -38,7 +44,8 @@ impl Error {
         match self {
             Self::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Self::NotFound(_) => ErrorCode::NotFound,
-            Self::Online { .. } => ErrorCode::Unavailable,
+            Self::Online { .. } | Self::Registry(_) => ErrorCode::Unavailable,
+            Self::Breaking(_) => ErrorCode::InvalidArgument,
             Self::Corrupt { .. } => ErrorCode::Internal,
         }
     }

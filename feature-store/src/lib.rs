@@ -5,11 +5,16 @@
 //! each value carries its event time so that reads can report whether it is present, missing or
 //! older than the view's ttl.
 
+pub mod config;
 pub mod definitions;
 pub mod error;
 pub mod online;
+pub mod registry;
 pub mod value;
 
+pub use config::FeatureStoreConfig;
+pub use definitions::{DefinitionError, Repo, load_repo};
 pub use error::{Error, Result};
 pub use online::{OnlineRow, OnlineStore, RowKey};
+pub use registry::{Plan, Registry};
 pub use value::{Value, ValueType};

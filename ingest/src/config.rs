@@ -164,11 +164,6 @@ impl Default for ClientsConfig {
 impl ClientsConfig {
     /// Checks the values, naming the key at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(url) = &self.url
-            && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
-        {
-            return Err(ConfigError::invalid("clients.url", "must start with sqlite: or postgres://"));
-        }
-        Ok(())
+        livora_common::config::check_database_url("clients.url", self.url.as_deref())
     }
 }

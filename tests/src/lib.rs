@@ -6,6 +6,8 @@
 //! events, read the lake back and manage NATS streams. Every fixture fails loudly with a message
 //! that says what is missing; none of them skips.
 
+pub mod postgres;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -55,7 +55,7 @@ struct RawFile {
 struct RawEntity {
     name: Spanned<String>,
     join_keys: Vec<String>,
-    value_type: ValueType,
+    value_type: Spanned<ValueType>,
     #[serde(default)]
     description: String,
 }
@@ -281,12 +281,13 @@ const MINUTE: Duration = Duration::from_secs(60);
 const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
 
-/// The default hop of a window: the largest of 1m, 5m, 1h, 1d giving at least 24 buckets.
+/// The default hop of a window: the largest of 1d, 1h, 5m, 1m, 1s that divides it in at least 24
+/// buckets; a window too short for that is one bucket (tumbling).
 pub(crate) fn default_hop(size: Duration) -> Duration {
-    [DAY, HOUR, 5 * MINUTE, MINUTE]
+    [DAY, HOUR, 5 * MINUTE, MINUTE, Duration::from_secs(1)]
         .into_iter()
-        .find(|&h| size.as_micros() % h.as_micros() == 0 && size.as_micros() / h.as_micros() >= 24)
-        .unwrap_or(size.min(MINUTE))
+        .find(|&h| size.as_micros().is_multiple_of(h.as_micros()) && size.as_micros() / h.as_micros() >= 24)
+        .unwrap_or(size)
 }
 
 impl Checker {
@@ -315,15 +316,15 @@ impl Checker {
                 self.err(at, e, format!("entity `{name}`: join key `{k}` must match [a-z][a-z0-9_]{{0,62}}"));
             }
         }
-        if matches!(raw.value_type, ValueType::Float64 | ValueType::Timestamp) {
-            self.err(at, e, format!("entity `{name}`: value_type must be string, int64 or bool"));
+        if matches!(raw.value_type.get_ref(), ValueType::Float64 | ValueType::Timestamp) {
+            self.err(at, &raw.value_type, format!("entity `{name}`: value_type must be string, int64 or bool"));
         }
         self.repo.entities.insert(
             name.clone(),
             Entity {
                 name: name.clone(),
                 join_keys: raw.join_keys.clone(),
-                value_type: raw.value_type,
+                value_type: *raw.value_type.get_ref(),
                 description: raw.description.clone(),
                 origin: at.origin(e),
             },
@@ -620,7 +621,7 @@ impl Checker {
                         Err(e) => return wrong(self, &format!("hop {e}")),
                     },
                 };
-                if hop > size || size.as_micros() % hop.as_micros() != 0 {
+                if hop > size || !size.as_micros().is_multiple_of(hop.as_micros()) {
                     return wrong(self, "the hop must divide the window");
                 }
                 if size.as_micros() / hop.as_micros() > 10_000 {

@@ -15,7 +15,7 @@
 //! An aggregation over `window = W` with `hop = h` buckets events by `floor(event_time / h)`; its
 //! value at time `t` aggregates the `W / h` buckets that end with the one holding `t`, i.e. the
 //! events with `bucket_start(t) + h − W ≤ event_time ≤ t`. A tumbling window is the case `h = W`
-//! (`kind = "tumbling"`). Without `hop`, the largest of 1m, 5m, 1h and 1d that cuts the window in
+//! (`kind = "tumbling"`). Without `hop`, the largest of 1d, 1h, 5m, 1m and 1s that cuts the window in
 //! at least 24 buckets is used (1h → 1m, 24h → 1h, 7d → 1h, 30d → 1d); without `window`, the
 //! aggregation runs over the entity's whole history. Stream and batch engines share this rule, so
 //! they compute the same numbers.
@@ -34,6 +34,17 @@ use serde::{Deserialize, Serialize};
 use crate::value::ValueType;
 
 pub use load::{DefinitionError, load_repo, parse_files};
+
+/// `d` in the unit definitions are written in: `90d`, `36h`, `5m`, `30s`, `250ms`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, len) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+        if ms >= len && ms.is_multiple_of(len) {
+            return format!("{}{unit}", ms / len);
+        }
+    }
+    format!("{ms}ms")
+}
 
 /// Every definition of a feature repository, resolved and checked.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -136,7 +136,8 @@ fn default_hops() {
     assert_eq!(h(86_400), 3600);
     assert_eq!(h(7 * 86_400), 3600);
     assert_eq!(h(30 * 86_400), 86_400);
-    assert_eq!(h(90), 60.min(90));
+    assert_eq!(h(90), 1);
+    assert_eq!(h(10), 10);
 }
 
 #[test]

@@ -1,0 +1,20 @@
+//! The feature store's configuration (`[features]`).
+
+use livora_common::ConfigError;
+use serde::{Deserialize, Serialize};
+
+/// `[features]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeatureStoreConfig {
+    /// Registry database URL: `sqlite://path` or `postgres://user@host/db`. Default: SQLite
+    /// `<data_dir>/registry.db`.
+    pub registry_url: Option<String>,
+}
+
+impl FeatureStoreConfig {
+    /// Checks the values, naming the key at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        livora_common::config::check_database_url("features.registry_url", self.registry_url.as_deref())
+    }
+}
