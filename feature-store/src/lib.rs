@@ -10,6 +10,7 @@ pub mod definitions;
 pub mod error;
 pub mod online;
 pub mod registry;
+pub mod stream;
 pub mod value;
 
 pub use config::FeatureStoreConfig;

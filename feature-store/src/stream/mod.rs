@@ -1,0 +1,13 @@
+//! Streaming features: the event log folded into windowed aggregations, kept fresh online.
+//!
+//! [`engine`] holds the semantics (states, windows, lateness, timers) and [`kernel`] the
+//! aggregation functions that the batch engine shares; [`extract`] reads fields from events.
+
+pub mod engine;
+pub mod extract;
+pub mod fsum;
+pub mod kernel;
+#[cfg(test)]
+mod tests;
+
+pub use engine::{Aggregator, CompiledView, EntityState, FeatureRow, StateKey};
