@@ -25,6 +25,9 @@ pub enum Error {
     /// The apply would break readers of registered views; nothing was recorded.
     #[error("the change is refused:\n  {}", .0.join("\n  "))]
     Breaking(Vec<String>),
+    /// The stream aggregator failed (checkpoint store, log); it retries.
+    #[error("stream aggregator: {0}")]
+    Stream(String),
     /// Stored data could not be decoded (corruption or an incompatible version).
     #[error("corrupt stored data in {what}: {reason}")]
     Corrupt {
@@ -44,7 +47,7 @@ impl Error {
         match self {
             Self::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Self::NotFound(_) => ErrorCode::NotFound,
-            Self::Online { .. } | Self::Registry(_) => ErrorCode::Unavailable,
+            Self::Online { .. } | Self::Registry(_) | Self::Stream(_) => ErrorCode::Unavailable,
             Self::Breaking(_) => ErrorCode::InvalidArgument,
             Self::Corrupt { .. } => ErrorCode::Internal,
         }

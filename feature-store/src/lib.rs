@@ -8,6 +8,7 @@
 pub mod config;
 pub mod definitions;
 pub mod error;
+pub mod metrics;
 pub mod online;
 pub mod registry;
 pub mod stream;

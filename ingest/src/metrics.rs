@@ -50,7 +50,8 @@ impl Default for Metrics {
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("livora_ingest");
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("livora_ingest");
         let latency = || Histogram::new(exponential_buckets(0.000_1, 2.0, 16));
         let m = Self {
             requests: Family::default(),
@@ -79,7 +80,13 @@ impl Metrics {
         registry.register("lake_quarantined", "Records written to the quarantine table", m.lake_quarantined.clone());
         registry.register("lake_write_failures", "Failed lake writes, each retried", m.lake_write_failures.clone());
         registry.register("lake_undecodable", "Log records that could not be decoded", m.lake_undecodable.clone());
-        Self { registry, ..m }
+        Self { registry: root, ..m }
+    }
+
+    /// The registry `/metrics` exposes, for other rooms to add their metrics under their own
+    /// prefix (`sub_registry_with_prefix("livora_features")`) before serving starts.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
     }
 
     /// The metrics in the Prometheus text format.

@@ -80,6 +80,23 @@ impl Registry {
         row.map(|r| version_of(&r)).transpose()
     }
 
+    /// The clients that have applied definitions, with their current version number.
+    pub async fn clients(&self) -> Result<Vec<(ClientId, i64)>> {
+        let rows =
+            sqlx::query("SELECT client_id, MAX(version) FROM feature_registry GROUP BY client_id ORDER BY client_id")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: String = r.try_get(0).map_err(db)?;
+            let client = ClientId::new(&id)
+                .map_err(|e| Error::Corrupt { what: "the feature registry".into(), reason: e.to_string() })?;
+            out.push((client, r.try_get(1).map_err(db)?));
+        }
+        Ok(out)
+    }
+
     /// A given version of `client`'s definitions.
     pub async fn version(&self, client: &ClientId, version: i64) -> Result<Version> {
         let row = sqlx::query(

@@ -3,11 +3,14 @@
 //! [`engine`] holds the semantics (states, windows, lateness, timers) and [`kernel`] the
 //! aggregation functions that the batch engine shares; [`extract`] reads fields from events.
 
+pub mod checkpoint;
 pub mod engine;
 pub mod extract;
 pub mod fsum;
 pub mod kernel;
+pub mod runner;
 #[cfg(test)]
 mod tests;
 
 pub use engine::{Aggregator, CompiledView, EntityState, FeatureRow, StateKey};
+pub use runner::{FeatureLog, StreamConfig, StreamRunner};
