@@ -5,6 +5,7 @@
 //! each value carries its event time so that reads can report whether it is present, missing or
 //! older than the view's ttl.
 
+pub mod batch;
 pub mod config;
 pub mod definitions;
 pub mod error;

@@ -86,6 +86,16 @@ impl CompiledView {
         out
     }
 
+    /// Whether events of `event_type` reach this view (the source's filter).
+    pub fn accepts(&self, event_type: &str) -> bool {
+        self.source_types.is_empty() || self.source_types.iter().any(|t| t == event_type)
+    }
+
+    /// The event field holding the entity key.
+    pub fn key_field(&self) -> &str {
+        &self.key_field
+    }
+
     /// The names of the aggregations, in state order (the layout of [`EntityState::aggs`]).
     pub fn layout(&self) -> Vec<String> {
         self.aggs.iter().map(|a| a.name.clone()).collect()
@@ -211,7 +221,7 @@ impl Aggregator {
         let mut parsed = Parsed::new(event);
         let mut applied = false;
         for view in views {
-            if !view.source_types.is_empty() && !view.source_types.iter().any(|t| t == &event.event_type) {
+            if !view.accepts(&event.event_type) {
                 continue;
             }
             if ts < latest.saturating_sub(view.lateness_us) {

@@ -10,7 +10,7 @@ pub mod fsum;
 pub mod kernel;
 pub mod runner;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use engine::{Aggregator, CompiledView, EntityState, FeatureRow, StateKey};
 pub use runner::{FeatureLog, StreamConfig, StreamRunner};

@@ -10,7 +10,7 @@ use super::*;
 use crate::definitions::parse_files;
 use crate::value::Value;
 
-const REPO: &str = r#"
+pub(crate) const REPO: &str = r#"
 [[entity]]
 name = "user"
 join_keys = ["user_id"]
@@ -55,7 +55,7 @@ name = "events"
 aggregate = "count"
 "#;
 
-pub(super) fn event(n: u128, at: &str, kind: &str, user: &str, props: &str) -> Event {
+pub(crate) fn event(n: u128, at: &str, kind: &str, user: &str, props: &str) -> Event {
     let ts: DateTime<Utc> = at.parse().unwrap();
     Event {
         event_id: uuid::Uuid::from_u128(n),
