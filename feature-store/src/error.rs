@@ -1,6 +1,6 @@
 //! The feature store's errors and the error class each one answers with.
 
-use livora_common::ErrorCode;
+use livora_common::{ConfigError, ErrorCode};
 
 /// Why a feature-store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +19,9 @@ pub enum Error {
         /// What failed.
         message: String,
     },
+    /// The configuration is invalid; the message names the key at fault.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// Stored data could not be decoded (corruption or an incompatible version).
     #[error("corrupt stored data in {what}: {reason}")]
     Corrupt {
@@ -39,6 +42,7 @@ impl Error {
             Self::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::Online { .. } => ErrorCode::Unavailable,
+            Self::Config(_) => ErrorCode::Internal,
             Self::Corrupt { .. } => ErrorCode::Internal,
         }
     }
