@@ -11,6 +11,7 @@
 //! | `row`        | B    | the row in the [`codec`] form          |                          |
 //! | `event_time` | N    | the row's event time (µs), for writes  | `1767225600000000`       |
 //! | `created`    | N    | the row's creation time (µs)           | `1767225601000000`       |
+//! | `write_id`   | N    | which put wrote the item (see below)   | `8301956243370712064`    |
 //!
 //! The client comes first in the partition key, so every item belongs to one tenant, and an IAM
 //! policy can confine a tenant with `dynamodb:LeadingKeys` on `<client>#*`. The entity name is
@@ -27,10 +28,17 @@
 //!
 //! ```text
 //! attribute_not_exists(PK) OR event_time < :et OR (event_time = :et AND created < :cr)
+//!   OR write_id = :wid
 //! ```
 //!
 //! DynamoDB evaluates the condition and the put atomically, so concurrent writers of one key end
-//! with the newest row; a failed condition means "not newer" and counts as skipped. Rows of the
+//! with the newest row; a failed condition means "not newer" and counts as skipped.
+//!
+//! Every put carries a `write_id` unique to it (a random start per store, then a counter), and
+//! the condition also passes when `write_id = :wid`. When the answer to a put is lost (a timeout)
+//! and the SDK retries it, the retry finds the item its first attempt stored and is counted as
+//! the write it is, not as a skipped row; a replay of the same row by a later call has another
+//! id and is skipped. Rows of the
 //! same key in one batch are put one after another, in batch order. A failed write may leave
 //! part of the batch applied; retrying it is safe.
 //!
@@ -41,6 +49,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -58,6 +67,7 @@ use aws_sdk_dynamodb::types::{
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use futures::{StreamExt, TryStreamExt};
 use livora_common::{ClientId, ConfigError};
+use uuid::Uuid;
 
 use super::config::DynamoDbConfig;
 use super::{OnlineRow, OnlineStore, RowKey, codec, push_escaped};
@@ -85,7 +95,10 @@ const UNPROCESSED_BACKOFF: Duration = Duration::from_millis(10);
 /// How long to wait for a table to become active (after creating it).
 const TABLE_ACTIVE_WAIT: Duration = Duration::from_secs(120);
 
-const CONDITION: &str = "attribute_not_exists(#pk) OR #et < :et OR (#et = :et AND #cr < :cr)";
+/// The attribute holding the id of the put that wrote the item.
+pub const WRITE_ID: &str = "write_id";
+
+const CONDITION: &str = "attribute_not_exists(#pk) OR #et < :et OR (#et = :et AND #cr < :cr) OR #wid = :wid";
 
 /// The online store in a DynamoDB table. Cheap to share: clone the `Arc` it lives in.
 pub struct DynamoDbStore {
@@ -93,6 +106,8 @@ pub struct DynamoDbStore {
     table: String,
     consistent_read: bool,
     concurrency: usize,
+    /// The next put's `write_id`.
+    write_ids: AtomicU64,
 }
 
 impl DynamoDbStore {
@@ -132,6 +147,7 @@ impl DynamoDbStore {
             table: config.table.clone(),
             consistent_read: config.consistent_read,
             concurrency: config.max_concurrent_requests,
+            write_ids: AtomicU64::new(Uuid::new_v4().as_u64_pair().0),
         };
         store.ensure_table(config.create_table_if_missing).await?;
         Ok(store)
@@ -248,6 +264,7 @@ impl DynamoDbStore {
     /// returns whether it was.
     async fn put(&self, pk: String, sk: String, row: &OnlineRow, bytes: &[u8]) -> Result<bool> {
         let (event_time, created) = (row.event_time.to_string(), row.created.to_string());
+        let write_id = self.write_ids.fetch_add(1, Ordering::Relaxed).to_string();
         let result = self
             .client
             .put_item()
@@ -257,12 +274,15 @@ impl DynamoDbStore {
             .item(ROW, AttributeValue::B(Blob::new(bytes.to_vec())))
             .item(EVENT_TIME, AttributeValue::N(event_time.clone()))
             .item(CREATED, AttributeValue::N(created.clone()))
+            .item(WRITE_ID, AttributeValue::N(write_id.clone()))
             .condition_expression(CONDITION)
             .expression_attribute_names("#pk", PK)
             .expression_attribute_names("#et", EVENT_TIME)
             .expression_attribute_names("#cr", CREATED)
+            .expression_attribute_names("#wid", WRITE_ID)
             .expression_attribute_values(":et", AttributeValue::N(event_time))
             .expression_attribute_values(":cr", AttributeValue::N(created))
+            .expression_attribute_values(":wid", AttributeValue::N(write_id))
             .send()
             .await;
         match result {
