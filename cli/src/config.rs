@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use livora_common::ConfigError;
 use livora_common::telemetry::LogFormat;
-use livora_feature_store::FeatureStoreConfig;
+use livora_feature_store::{FeatureStoreConfig, OnlineConfig};
 use livora_ingest::config::{ClientsConfig, EventLogConfig, IngestConfig};
 use livora_ingest::lake::LakeConfig;
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,8 @@ pub struct Config {
     pub clients: ClientsConfig,
     /// The feature store.
     pub features: FeatureStoreConfig,
+    /// The online store's backend.
+    pub online_store: OnlineConfig,
 }
 
 /// Logging (`[telemetry]`).
@@ -64,6 +66,7 @@ impl Config {
         self.lake.validate()?;
         self.clients.validate()?;
         self.features.validate()?;
+        self.online_store.validate()?;
         if self.event_log.backend == livora_ingest::config::EventLogBackend::Nats
             && self.event_log.nats.ack_wait <= self.lake.roll_interval
         {
@@ -137,6 +140,13 @@ mod tests {
         expected.lake.root = parsed.lake.root.clone();
         expected.clients.url = parsed.clients.url.clone();
         expected.features.registry_url = parsed.features.registry_url.clone();
+        expected.online_store = parsed.online_store.clone();
+        let livora_feature_store::OnlineConfig::Redb(redb) = &mut expected.online_store else {
+            panic!("the example's online store is the embedded default")
+        };
+        assert_eq!(redb.path.take(), Some("./livora-data/online.redb".into()));
+        assert_eq!(expected.online_store, livora_feature_store::OnlineConfig::default());
+        expected.online_store = parsed.online_store.clone();
         assert_eq!(parsed, expected);
     }
 

@@ -69,10 +69,8 @@ pub fn values_at(view: &CompiledView, events: &[Event], queries: &[(String, i64)
 
 /// The entity keys present in `events` for `view`, each with its last event time.
 pub fn entities(view: &CompiledView, events: &[Event]) -> Vec<(String, i64)> {
-    let mut out: Vec<(String, i64)> = fold_events(view, events)
-        .into_iter()
-        .filter_map(|(k, f)| f.last().map(|l| (k, l.ts)))
-        .collect();
+    let mut out: Vec<(String, i64)> =
+        fold_events(view, events).into_iter().filter_map(|(k, f)| f.last().map(|l| (k, l.ts))).collect();
     out.sort();
     out
 }
