@@ -7,6 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use livora_common::ClientId;
+use livora_feature_store::Registry;
+use livora_feature_store::stream::StreamRunner;
+use livora_feature_store::stream::checkpoint::Checkpoints;
 use livora_ingest::config::EventLogBackend;
 use livora_ingest::enrich::Enricher;
 use livora_ingest::lake::dedupe::DedupeStore;
@@ -24,6 +27,8 @@ use crate::simulate::{Sender, default_start};
 
 /// The durable consumer name of the lake writer.
 const LAKE_CONSUMER: &str = "lake-writer";
+/// The durable consumer name of the stream aggregator.
+const STREAM_CONSUMER: &str = "stream-aggregator";
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -48,7 +53,9 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
     let data_dir = config.data_dir();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
+    let feature_metrics = livora_feature_store::metrics::Metrics::new(metrics.registry_mut());
+    let metrics = Arc::new(metrics);
     let clients = Arc::new(crate::clients::open(&config).await?);
 
     let log: Arc<dyn EventLog> = match config.event_log.backend {
@@ -68,6 +75,31 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
     let consumer = log.consumer(LAKE_CONSUMER).await?;
     let (stop_lake, lake_stopped) = watch::channel(false);
     let mut lake = run_on_own_thread(writer, consumer, lake_stopped)?;
+
+    let registry = Registry::connect(&config.registry_url()).await.context("cannot open the feature registry")?;
+    if args.demo {
+        apply_demo_features(&registry).await?;
+    }
+    let online = livora_feature_store::online::open(&config.online_store, &data_dir)
+        .await
+        .with_context(|| format!("cannot open the online store ({})", config.online_store.backend()))?;
+    let (stop_stream, stream_stopped) = watch::channel(false);
+    let mut stream = if config.features.stream.enabled {
+        let checkpoints =
+            Checkpoints::open(&data_dir.join("features").join("stream"), config.features.stream.dedupe_window)?;
+        let runner = StreamRunner::new(
+            config.features.stream.clone(),
+            checkpoints,
+            online.clone(),
+            registry.clone(),
+            None,
+            feature_metrics,
+        );
+        let consumer = log.consumer(STREAM_CONSUMER).await?;
+        tokio::spawn(runner.run(consumer, stream_stopped))
+    } else {
+        tokio::spawn(std::future::pending())
+    };
 
     let enricher = Enricher::new(config.ingest.geoip_database.as_deref())?;
     let collector = Arc::new(Collector::new(config.ingest.clone(), clients.clone(), log.clone(), enricher, metrics));
@@ -105,6 +137,10 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
         () = shutdown_signal() => None,
         served = &mut http => { served??; None }
         ended = &mut lake => Some(ended),
+        ended = &mut stream => {
+            ended.context("the stream aggregator panicked")?.context("the stream aggregator stopped")?;
+            None
+        }
     };
     tracing::info!("shutting down");
     collector.set_ready(false);
@@ -117,6 +153,13 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
         };
     }
     http.await??;
+    let _ = stop_stream.send(true);
+    if config.features.stream.enabled && !stream.is_finished() {
+        stream
+            .await
+            .context("the stream aggregator panicked")?
+            .context("the stream aggregator failed while stopping")?;
+    }
     let _ = stop_lake.send(true);
     lake.await.context("the lake writer thread panicked")?.context("the lake writer failed while stopping")?;
     tracing::info!("stopped");
@@ -152,6 +195,21 @@ fn lower_priority() {
     if let Err(e) = lowered {
         tracing::warn!(error = %e, "could not lower the lake writer's priority; it competes with requests");
     }
+}
+
+/// Registers the example shop feature repository for the `demo` client, so the demo's events
+/// become features. The files are compiled into the binary: the demo needs no checkout.
+async fn apply_demo_features(registry: &Registry) -> Result<()> {
+    let files: Vec<(std::path::PathBuf, String)> = livora_feature_store::definitions::EXAMPLE_REPO
+        .iter()
+        .map(|(name, text)| (std::path::PathBuf::from(name), (*text).to_owned()))
+        .collect();
+    let repo = livora_feature_store::definitions::parse_files(&files)
+        .map_err(|e| anyhow::anyhow!("the built-in example feature repository is invalid: {e:?}"))?;
+    let client = livora_common::ClientId::new("demo")?;
+    let applied = registry.apply(&client, &repo, false, false).await?;
+    println!("demo features: registry version {} (livora features list --client demo)", applied.version);
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -10,11 +10,14 @@ pub struct FeatureStoreConfig {
     /// Registry database URL: `sqlite://path` or `postgres://user@host/db`. Default: SQLite
     /// `<data_dir>/registry.db`.
     pub registry_url: Option<String>,
+    /// The stream aggregator (`[features.stream]`).
+    pub stream: crate::stream::StreamConfig,
 }
 
 impl FeatureStoreConfig {
     /// Checks the values, naming the key at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        livora_common::config::check_database_url("features.registry_url", self.registry_url.as_deref())
+        livora_common::config::check_database_url("features.registry_url", self.registry_url.as_deref())?;
+        self.stream.validate()
     }
 }

@@ -35,6 +35,17 @@ use crate::value::ValueType;
 
 pub use load::{DefinitionError, load_repo, parse_files};
 
+/// The example shop feature repository (`feature-store/example-repo`), compiled in: the demo
+/// registers it for the `demo` client.
+pub const EXAMPLE_REPO: [(&str, &str); 6] = [
+    ("entities.toml", include_str!("../../example-repo/entities.toml")),
+    ("sources.toml", include_str!("../../example-repo/sources.toml")),
+    ("user_activity.toml", include_str!("../../example-repo/user_activity.toml")),
+    ("product_activity.toml", include_str!("../../example-repo/product_activity.toml")),
+    ("customer_profile.toml", include_str!("../../example-repo/customer_profile.toml")),
+    ("services.toml", include_str!("../../example-repo/services.toml")),
+];
+
 /// `d` in the unit definitions are written in: `90d`, `36h`, `5m`, `30s`, `250ms`.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();

@@ -175,3 +175,19 @@ fn view_versions() {
     assert!(!load::valid_view_name("user_activity@2"));
     assert!(!load::valid_view_name("User"));
 }
+
+#[test]
+fn the_compiled_in_example_is_the_whole_folder() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("example-repo");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".toml"))
+        .collect();
+    on_disk.sort();
+    let mut compiled: Vec<String> = EXAMPLE_REPO.iter().map(|(n, _)| n.to_string()).collect();
+    compiled.sort();
+    assert_eq!(compiled, on_disk, "EXAMPLE_REPO must list every file of example-repo/");
+    let files: Vec<(PathBuf, String)> = EXAMPLE_REPO.iter().map(|(n, t)| (PathBuf::from(n), t.to_string())).collect();
+    assert_eq!(parse_files(&files).unwrap(), load_repo(&root).unwrap());
+}

@@ -62,6 +62,27 @@ impl Default for StreamConfig {
     }
 }
 
+impl StreamConfig {
+    /// Checks the values, naming the key at fault.
+    pub fn validate(&self) -> Result<(), livora_common::ConfigError> {
+        use livora_common::ConfigError;
+        if self.poll_max == 0 {
+            return Err(ConfigError::invalid("features.stream.poll_max", "must be at least 1"));
+        }
+        for (key, d) in [
+            ("features.stream.poll_wait", self.poll_wait),
+            ("features.stream.checkpoint_interval", self.checkpoint_interval),
+            ("features.stream.registry_refresh", self.registry_refresh),
+            ("features.stream.dedupe_window", self.dedupe_window),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::invalid(key, "must be longer than zero"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Where feature rows go for history (the offline feature log).
 #[async_trait]
 pub trait FeatureLog: Send + Sync {
