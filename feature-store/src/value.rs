@@ -39,9 +39,9 @@ impl fmt::Display for ValueType {
     }
 }
 
-/// One feature value.
+/// One feature value. Its serde form is the default (externally tagged), which compact binary
+/// formats such as the aggregator's checkpoints (postcard) can read back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "value", rename_all = "snake_case")]
 pub enum Value {
     /// No value (for example the average of an empty window).
     Null,

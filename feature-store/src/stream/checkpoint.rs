@@ -220,3 +220,39 @@ impl Checkpoints {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::{HashMap, HashSet, VecDeque};
+
+    use super::*;
+    use crate::stream::fsum::ExactSum;
+    use crate::stream::kernel::Partial;
+    use crate::value::Value;
+
+    #[test]
+    fn every_kind_of_state_survives_a_checkpoint() {
+        let mut sum = ExactSum::default();
+        sum.add(0.1);
+        let state = EntityState {
+            tau: 42,
+            timer: Some(99),
+            aggs: vec![
+                AggState::Lifetime(Some(Partial::Last(1, 2, Value::String("x".into())))),
+                AggState::Lifetime(Some(Partial::Last(1, 2, Value::Timestamp(7)))),
+                AggState::Lifetime(Some(Partial::Avg(sum.clone(), 3))),
+                AggState::Lifetime(None),
+                AggState::Windowed {
+                    hop: 60,
+                    buckets: 24,
+                    parts: VecDeque::from([(5, Partial::Distinct(HashSet::from([1, 2]))), (6, Partial::SumF(sum))]),
+                    multiplicity: HashMap::from([(1, 1), (2, 1)]),
+                },
+            ],
+        };
+        let bytes = postcard::to_allocvec(&state).unwrap();
+        assert_eq!(postcard::from_bytes::<EntityState>(&bytes).unwrap(), state);
+    }
+}
