@@ -1,6 +1,6 @@
 //! The feature store's errors and the error class each one answers with.
 
-use livora_common::ErrorCode;
+use livora_common::{ConfigError, ErrorCode};
 
 /// Why a feature-store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +28,9 @@ pub enum Error {
     /// The stream aggregator failed (checkpoint store, log); it retries.
     #[error("stream aggregator: {0}")]
     Stream(String),
+    /// The configuration is invalid; the message names the key at fault.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// Stored data could not be decoded (corruption or an incompatible version).
     #[error("corrupt stored data in {what}: {reason}")]
     Corrupt {
@@ -49,6 +52,7 @@ impl Error {
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::Online { .. } | Self::Registry(_) | Self::Stream(_) => ErrorCode::Unavailable,
             Self::Breaking(_) => ErrorCode::InvalidArgument,
+            Self::Config(_) => ErrorCode::Internal,
             Self::Corrupt { .. } => ErrorCode::Internal,
         }
     }

@@ -3,7 +3,8 @@
 //! Features are defined as code in a feature repository and recorded in a versioned registry.
 //! The [`online`] store keeps the latest value of every feature view per entity for serving;
 //! each value carries its event time so that reads can report whether it is present, missing or
-//! older than the view's ttl.
+//! older than the view's ttl. It runs embedded (redb), on Redis or on DynamoDB, chosen by
+//! [`OnlineConfig`] and opened with [`online::open`].
 
 pub mod config;
 pub mod definitions;
@@ -17,6 +18,6 @@ pub mod value;
 pub use config::FeatureStoreConfig;
 pub use definitions::{DefinitionError, Repo, load_repo};
 pub use error::{Error, Result};
-pub use online::{OnlineRow, OnlineStore, RowKey};
+pub use online::{OnlineConfig, OnlineRow, OnlineStore, RowKey};
 pub use registry::{Plan, Registry};
 pub use value::{Value, ValueType};

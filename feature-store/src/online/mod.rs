@@ -7,8 +7,25 @@
 //!
 //! The store knows nothing of ttl or statuses; the serving layer derives those from the row's
 //! event time and the view's definition.
+//!
+//! Backends, chosen by [`OnlineConfig`] and opened with [`open`]:
+//! - [`redb`]: an embedded database file in the data directory (the default);
+//! - [`redis`]: Redis or Valkey, the compare-and-set done server-side by a Lua script;
+//! - [`dynamodb`]: a DynamoDB table, the compare-and-set done by conditional writes.
+//!
+//! Each module documents its key layout. The shared conformance suite in
+//! `feature-store/tests/online/` runs every case against every backend.
 
 pub mod codec;
+pub mod config;
+pub mod dynamodb;
+pub mod redb;
+pub mod redis;
+
+pub use config::{DynamoDbConfig, OnlineConfig, RedbConfig, RedisConfig, open};
+pub use dynamodb::DynamoDbStore;
+pub use redb::RedbStore;
+pub use redis::RedisStore;
 
 use async_trait::async_trait;
 use livora_common::ClientId;
@@ -79,4 +96,51 @@ pub trait OnlineStore: Send + Sync + 'static {
 
     /// Checks that the backend is reachable (for `/readyz`).
     async fn ping(&self) -> Result<()>;
+}
+
+/// Appends `part` to `out`, writing each byte of `special` (and `%` itself) as `%XX`.
+///
+/// Backends that join the parts of a key with separators escape the separators this way, so
+/// that two different keys never map to the same stored key. Parts without those bytes are
+/// copied as they are, which keeps the usual keys readable.
+pub(crate) fn push_escaped(out: &mut String, part: &str, special: &[u8]) {
+    debug_assert!(special.iter().all(u8::is_ascii));
+    let mut rest = part;
+    while let Some(at) = rest.bytes().position(|b| b == b'%' || special.contains(&b)) {
+        out.push_str(&rest[..at]);
+        let b = rest.as_bytes()[at];
+        out.push('%');
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 0xf)]));
+        rest = &rest[at + 1..];
+    }
+    out.push_str(rest);
+}
+
+const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn escaped(part: &str, special: &[u8]) -> String {
+        let mut out = String::new();
+        push_escaped(&mut out, part, special);
+        out
+    }
+
+    #[test]
+    fn escapes_only_separators_and_percent() {
+        assert_eq!(escaped("u-123", b":}"), "u-123");
+        assert_eq!(escaped("a:b}c%d", b":}"), "a%3Ab%7Dc%25d");
+        assert_eq!(escaped("ünï:", b":"), "ünï%3A");
+        assert_eq!(escaped("", b":"), "");
+    }
+
+    #[test]
+    fn escaping_is_injective() {
+        // `%` is escaped too, so an escape sequence in the input cannot pass for an escaped
+        // separator.
+        assert_ne!(escaped("a%3Ab", b":"), escaped("a:b", b":"));
+    }
 }
