@@ -3,6 +3,8 @@
 use livora_common::ConfigError;
 use serde::{Deserialize, Serialize};
 
+use crate::serving::ServingConfig;
+
 /// `[features]`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -10,11 +12,14 @@ pub struct FeatureStoreConfig {
     /// Registry database URL: `sqlite://path` or `postgres://user@host/db`. Default: SQLite
     /// `<data_dir>/registry.db`.
     pub registry_url: Option<String>,
+    /// Feature serving (`[features.serving]`).
+    pub serving: ServingConfig,
 }
 
 impl FeatureStoreConfig {
     /// Checks the values, naming the key at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        livora_common::config::check_database_url("features.registry_url", self.registry_url.as_deref())
+        livora_common::config::check_database_url("features.registry_url", self.registry_url.as_deref())?;
+        self.serving.validate()
     }
 }
