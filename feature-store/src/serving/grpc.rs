@@ -1,5 +1,5 @@
 //! The gRPC API: `livora.v1.FeatureService` over the [`FeatureServer`], with gRPC health
-//! (`grpc.health.v1.Health`) and server reflection (v1) beside it, so that `grpcurl` needs no
+//! (`grpc.health.v1.Health`) and server reflection (v1 and v1alpha) beside it, so that `grpcurl` needs no
 //! `.proto` file.
 //!
 //! Errors answer through [`status`], the one mapping from the feature store's [`Error`] to a
@@ -158,7 +158,8 @@ fn proto_status(status: FeatureStatus) -> pb::FeatureStatus {
 }
 
 /// Serves the gRPC API on `listener` until `shutdown` completes: `livora.v1.FeatureService`,
-/// `grpc.health.v1.Health` and reflection (`grpc.reflection.v1`). Connections get TCP_NODELAY:
+/// `grpc.health.v1.Health` and reflection (`grpc.reflection.v1`, and `v1alpha` for the clients
+/// that only speak it, such as grpcio's reflection database and older grpcurl). Connections get TCP_NODELAY:
 /// answers are small and must not wait for Nagle's algorithm.
 pub async fn serve(
     listener: TcpListener,
@@ -166,11 +167,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(livora_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(std::io::Error::other)?;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(livora_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1().map_err(std::io::Error::other)?;
+    let reflection_v1alpha = reflection().build_v1alpha().map_err(std::io::Error::other)?;
     let server = service.server.clone();
     let healthy = server.ping().await.is_ok();
     set_health(&reporter, healthy).await;
@@ -178,7 +181,8 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let served = Server::builder()
         .add_service(health)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(FeatureServiceServer::new(service))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
