@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use livora_common::ConfigError;
 use livora_common::telemetry::LogFormat;
-use livora_feature_store::FeatureStoreConfig;
+use livora_feature_store::{FeatureStoreConfig, OnlineConfig};
 use livora_ingest::config::{ClientsConfig, EventLogConfig, IngestConfig};
 use livora_ingest::lake::LakeConfig;
 use serde::{Deserialize, Serialize};
@@ -28,6 +28,8 @@ pub struct Config {
     pub clients: ClientsConfig,
     /// The feature store.
     pub features: FeatureStoreConfig,
+    /// The online store's backend (`[online_store]`).
+    pub online_store: OnlineConfig,
 }
 
 /// Logging (`[telemetry]`).
@@ -64,6 +66,7 @@ impl Config {
         self.lake.validate()?;
         self.clients.validate()?;
         self.features.validate()?;
+        self.online_store.validate()?;
         if self.event_log.backend == livora_ingest::config::EventLogBackend::Nats
             && self.event_log.nats.ack_wait <= self.lake.roll_interval
         {

@@ -1,4 +1,6 @@
-//! `livora serve`: the platform in one process.
+//! `livora serve`: the platform in one process: the collector, the event log, the lake writer and
+//! feature serving (gRPC on `features.serving.grpc_listen`; its JSON twin on the collector's
+//! HTTP listener, so one port serves the shop-facing HTTP API).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,6 +9,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use livora_common::ClientId;
+use livora_feature_store::serving::{self, GrpcFeatureService};
+use livora_feature_store::{FeatureServer, Registry};
 use livora_ingest::config::EventLogBackend;
 use livora_ingest::enrich::Enricher;
 use livora_ingest::lake::dedupe::DedupeStore;
@@ -31,6 +35,10 @@ pub struct ServeArgs {
     /// is printed on stdout).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Serve gRPC on this address instead of `features.serving.grpc_listen` (port 0 picks a
+    /// free port; the address is printed on stdout).
+    #[arg(long)]
+    pub grpc_listen: Option<SocketAddr>,
     /// Create a `demo` client and feed it simulated shop traffic.
     #[arg(long)]
     pub demo: bool,
@@ -40,6 +48,9 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
     livora_common::telemetry::init(config.telemetry.log_format, &config.telemetry.log_level);
     if let Some(listen) = args.listen {
         config.ingest.listen = listen;
+    }
+    if let Some(listen) = args.grpc_listen {
+        config.features.serving.grpc_listen = listen;
     }
     if args.demo && config.lake.roll_interval > Duration::from_secs(10) {
         // A newcomer should see files land quickly.
@@ -69,6 +80,9 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
     let (stop_lake, lake_stopped) = watch::channel(false);
     let mut lake = run_on_own_thread(writer, consumer, lake_stopped)?;
 
+    let features =
+        if config.features.serving.enabled { Some(Serving::start(&config, clients.clone()).await?) } else { None };
+
     let enricher = Enricher::new(config.ingest.geoip_database.as_deref())?;
     let collector = Arc::new(Collector::new(config.ingest.clone(), clients.clone(), log.clone(), enricher, metrics));
     let listener = TcpListener::bind(config.ingest.listen)
@@ -91,7 +105,11 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
     }
 
     let (stop_http, http_stopped) = watch::channel(false);
-    let app = collector.clone().router().into_make_service_with_connect_info::<SocketAddr>();
+    let mut router = collector.clone().router();
+    if let Some(features) = &features {
+        router = router.merge(serving::http::router(features.server.clone(), clients.clone()));
+    }
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
     let mut http = tokio::spawn(async move {
         let mut stopped = http_stopped;
         axum::serve(listener, app)
@@ -101,14 +119,29 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
             .await
     });
 
+    let mut grpc = features.as_ref().map(|f| f.stopped.clone());
+    let grpc_failed = async move {
+        match grpc.as_mut() {
+            Some(stopped) => {
+                let _ = stopped.wait_for(|&s| s).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
     let lake_failed = tokio::select! {
         () = shutdown_signal() => None,
         served = &mut http => { served??; None }
         ended = &mut lake => Some(ended),
+        () = grpc_failed => None,
     };
     tracing::info!("shutting down");
     collector.set_ready(false);
     let _ = stop_http.send(true);
+    // A failed gRPC server is reported once everything else has stopped in order.
+    let grpc_ended = match features {
+        Some(features) => features.stop().await,
+        None => Ok(()),
+    };
     if let Some(ended) = lake_failed {
         let _ = http.await;
         return match ended.context("the lake writer thread panicked")? {
@@ -119,8 +152,54 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
     http.await??;
     let _ = stop_lake.send(true);
     lake.await.context("the lake writer thread panicked")?.context("the lake writer failed while stopping")?;
+    grpc_ended?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Feature serving: the gRPC server running, and the [`FeatureServer`] the HTTP twin shares.
+struct Serving {
+    server: Arc<FeatureServer>,
+    stop: watch::Sender<bool>,
+    /// Turns `true` when the gRPC server ends, whether asked to or not.
+    stopped: watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Serving {
+    /// Opens the registry and the online store and starts the gRPC server.
+    async fn start(config: &Config, clients: Arc<livora_ingest::ClientStore>) -> Result<Self> {
+        let registry = Registry::connect(&config.registry_url()).await.context("cannot open the feature registry")?;
+        let online = livora_feature_store::online::open(&config.online_store, &config.data_dir())
+            .await
+            .context("cannot open the online store ([online_store])")?;
+        let server = Arc::new(FeatureServer::new(registry, online, &config.features.serving));
+        let listen = config.features.serving.grpc_listen;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} (features.serving.grpc_listen)"))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, online_store = server.online().backend(), "serving features over gRPC");
+        println!("serving features over gRPC on {addr}");
+        let (stop, mut stop_requested) = watch::channel(false);
+        let (ended, stopped) = watch::channel(false);
+        let service = GrpcFeatureService::new(server.clone(), clients);
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop_requested.wait_for(|&s| s).await;
+            };
+            let served = serving::grpc::serve(listener, service, shutdown).await;
+            let _ = ended.send(true);
+            served
+        });
+        Ok(Self { server, stop, stopped, task })
+    }
+
+    /// Stops the gRPC server (in-flight calls finish) and reports how it ended.
+    async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await.context("the gRPC server panicked")?.context("the gRPC server failed")
+    }
 }
 
 /// Runs the lake writer on a thread and runtime of its own, at a lower CPU priority (nice 10).
