@@ -35,7 +35,16 @@ pub struct Catalog {
     pub version: i64,
     views: Vec<ViewPlan>,
     by_name: HashMap<String, usize>,
-    services: HashMap<String, Result<Plan, String>>,
+    /// Each service's plan, or the error it answers with (a service naming a view that is not
+    /// served online, for instance).
+    services: HashMap<String, Result<Plan, Refusal>>,
+}
+
+/// Why a feature service cannot be served, kept with its class.
+#[derive(Debug, Clone)]
+enum Refusal {
+    NotFound(String),
+    Invalid(String),
 }
 
 /// A feature view as serving needs it.
@@ -162,7 +171,10 @@ impl Catalog {
             let plan = catalog.plan(service.features.iter().map(|(v, f)| (v.as_str(), f.as_str())), |_| {
                 format!("feature service `{}`", service.name)
             });
-            let plan = plan.map_err(|e| e.to_string());
+            let plan = plan.map_err(|e| match e {
+                Error::NotFound(m) => Refusal::NotFound(m),
+                other => Refusal::Invalid(other.to_string()),
+            });
             catalog.services.insert(service.name.clone(), plan);
         }
         catalog
@@ -177,7 +189,8 @@ impl Catalog {
     pub fn service(&self, name: &str) -> Result<&Plan> {
         match self.services.get(name) {
             Some(Ok(plan)) => Ok(plan),
-            Some(Err(e)) => Err(Error::NotFound(e.clone())),
+            Some(Err(Refusal::NotFound(m))) => Err(Error::NotFound(m.clone())),
+            Some(Err(Refusal::Invalid(m))) => Err(Error::InvalidArgument(m.clone())),
             None => Err(Error::NotFound(format!("unknown feature service `{name}`"))),
         }
     }

@@ -269,6 +269,10 @@ async fn bad_input_is_refused_naming_the_field() {
     let (code, message) = failure(f.features(&["archive:old_score"], &["u"]).await);
     assert_eq!(code, ErrorCode::InvalidArgument);
     assert!(message.contains("`archive` is not served online"), "{message}");
+    let (code, message) =
+        failure(f.get("shop", Selection::Service("archived"), &[("user_id", vec![s("u")])], false).await);
+    assert_eq!(code, ErrorCode::InvalidArgument);
+    assert!(message.contains("feature service `archived`: feature view `archive` is not served online"), "{message}");
     // Columns no requested view uses are ignored.
     f.get("shop", orders, &[("user_id", vec![s("u")]), ("zone", vec![s("x")])], false).await.unwrap();
 }

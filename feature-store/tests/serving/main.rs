@@ -127,6 +127,10 @@ type = "float64"
 [[feature_service]]
 name = "churn"
 features = ["activity:*", "profile:country"]
+
+[[feature_service]]
+name = "archived"
+features = ["activity:orders_30d", "archive:old_score"]
 "#;
 
 pub(crate) const HOUR: i64 = 3_600_000_000;
