@@ -28,7 +28,7 @@ pub struct Config {
     pub clients: ClientsConfig,
     /// The feature store.
     pub features: FeatureStoreConfig,
-    /// The online store's backend.
+    /// The online store's backend (`[online_store]`).
     pub online_store: OnlineConfig,
 }
 

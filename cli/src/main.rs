@@ -37,7 +37,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs the platform: the HTTP collector, the event log and the lake writer.
+    /// Runs the platform: the HTTP collector, the event log, the lake writer and feature serving
+    /// (gRPC, and JSON on the collector's listener).
     Serve(serve::ServeArgs),
     /// Manages clients (tenants) and their API keys.
     #[command(subcommand)]

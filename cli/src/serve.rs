@@ -1,4 +1,6 @@
-//! `livora serve`: the platform in one process.
+//! `livora serve`: the platform in one process: the collector, the event log, the lake writer and
+//! feature serving (gRPC on `features.serving.grpc_listen`; its JSON twin on the collector's
+//! HTTP listener, so one port serves the shop-facing HTTP API).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,9 +9,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use livora_common::ClientId;
-use livora_feature_store::Registry;
+use livora_feature_store::serving::{self, GrpcFeatureService};
 use livora_feature_store::stream::StreamRunner;
 use livora_feature_store::stream::checkpoint::Checkpoints;
+use livora_feature_store::{FeatureServer, Registry};
 use livora_ingest::config::EventLogBackend;
 use livora_ingest::enrich::Enricher;
 use livora_ingest::lake::dedupe::DedupeStore;
@@ -36,6 +39,10 @@ pub struct ServeArgs {
     /// is printed on stdout).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Serve gRPC on this address instead of `features.serving.grpc_listen` (port 0 picks a
+    /// free port; the address is printed on stdout).
+    #[arg(long)]
+    pub grpc_listen: Option<SocketAddr>,
     /// Create a `demo` client and feed it simulated shop traffic.
     #[arg(long)]
     pub demo: bool,
@@ -45,6 +52,9 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
     livora_common::telemetry::init(config.telemetry.log_format, &config.telemetry.log_level);
     if let Some(listen) = args.listen {
         config.ingest.listen = listen;
+    }
+    if let Some(listen) = args.grpc_listen {
+        config.features.serving.grpc_listen = listen;
     }
     if args.demo && config.lake.roll_interval > Duration::from_secs(10) {
         // A newcomer should see files land quickly.
@@ -76,6 +86,8 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
     let (stop_lake, lake_stopped) = watch::channel(false);
     let mut lake = run_on_own_thread(writer, consumer, lake_stopped)?;
 
+    // One registry and one online store for the aggregator and the servers: redb admits one
+    // opener per file.
     let registry = Registry::connect(&config.registry_url()).await.context("cannot open the feature registry")?;
     if args.demo {
         apply_demo_features(&registry).await?;
@@ -96,9 +108,14 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
             feature_metrics,
         );
         let consumer = log.consumer(STREAM_CONSUMER).await?;
-        tokio::spawn(runner.run(consumer, stream_stopped))
+        Some(tokio::spawn(runner.run(consumer, stream_stopped)))
     } else {
-        tokio::spawn(std::future::pending())
+        None
+    };
+    let features = if config.features.serving.enabled {
+        Some(Serving::start(&config, registry, online, clients.clone()).await?)
+    } else {
+        None
     };
 
     let enricher = Enricher::new(config.ingest.geoip_database.as_deref())?;
@@ -123,7 +140,11 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
     }
 
     let (stop_http, http_stopped) = watch::channel(false);
-    let app = collector.clone().router().into_make_service_with_connect_info::<SocketAddr>();
+    let mut router = collector.clone().router();
+    if let Some(features) = &features {
+        router = router.merge(serving::http::router(features.server.clone(), clients.clone()));
+    }
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
     let mut http = tokio::spawn(async move {
         let mut stopped = http_stopped;
         axum::serve(listener, app)
@@ -133,11 +154,27 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
             .await
     });
 
+    let mut grpc = features.as_ref().map(|f| f.stopped.clone());
+    let grpc_failed = async move {
+        match grpc.as_mut() {
+            Some(stopped) => {
+                let _ = stopped.wait_for(|&s| s).await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let stream_failed = async {
+        match stream.as_mut() {
+            Some(task) => task.await,
+            None => std::future::pending().await,
+        }
+    };
     let lake_failed = tokio::select! {
         () = shutdown_signal() => None,
         served = &mut http => { served??; None }
         ended = &mut lake => Some(ended),
-        ended = &mut stream => {
+        () = grpc_failed => None,
+        ended = stream_failed => {
             ended.context("the stream aggregator panicked")?.context("the stream aggregator stopped")?;
             None
         }
@@ -145,6 +182,11 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
     tracing::info!("shutting down");
     collector.set_ready(false);
     let _ = stop_http.send(true);
+    // A failed gRPC server is reported once everything else has stopped in order.
+    let grpc_ended = match features {
+        Some(features) => features.stop().await,
+        None => Ok(()),
+    };
     if let Some(ended) = lake_failed {
         let _ = http.await;
         return match ended.context("the lake writer thread panicked")? {
@@ -154,16 +196,60 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
     }
     http.await??;
     let _ = stop_stream.send(true);
-    if config.features.stream.enabled && !stream.is_finished() {
-        stream
-            .await
-            .context("the stream aggregator panicked")?
-            .context("the stream aggregator failed while stopping")?;
+    if let Some(task) = stream.filter(|t| !t.is_finished()) {
+        task.await.context("the stream aggregator panicked")?.context("the stream aggregator failed while stopping")?;
     }
     let _ = stop_lake.send(true);
     lake.await.context("the lake writer thread panicked")?.context("the lake writer failed while stopping")?;
+    grpc_ended?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Feature serving: the gRPC server running, and the [`FeatureServer`] the HTTP twin shares.
+struct Serving {
+    server: Arc<FeatureServer>,
+    stop: watch::Sender<bool>,
+    /// Turns `true` when the gRPC server ends, whether asked to or not.
+    stopped: watch::Receiver<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Serving {
+    /// Starts the gRPC server over the registry and the online store.
+    async fn start(
+        config: &Config,
+        registry: Registry,
+        online: Arc<dyn livora_feature_store::OnlineStore>,
+        clients: Arc<livora_ingest::ClientStore>,
+    ) -> Result<Self> {
+        let server = Arc::new(FeatureServer::new(registry, online, &config.features.serving));
+        let listen = config.features.serving.grpc_listen;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen} (features.serving.grpc_listen)"))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, online_store = server.online().backend(), "serving features over gRPC");
+        println!("serving features over gRPC on {addr}");
+        let (stop, mut stop_requested) = watch::channel(false);
+        let (ended, stopped) = watch::channel(false);
+        let service = GrpcFeatureService::new(server.clone(), clients);
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop_requested.wait_for(|&s| s).await;
+            };
+            let served = serving::grpc::serve(listener, service, shutdown).await;
+            let _ = ended.send(true);
+            served
+        });
+        Ok(Self { server, stop, stopped, task })
+    }
+
+    /// Stops the gRPC server (in-flight calls finish) and reports how it ended.
+    async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await.context("the gRPC server panicked")?.context("the gRPC server failed")
+    }
 }
 
 /// Runs the lake writer on a thread and runtime of its own, at a lower CPU priority (nice 10).
@@ -206,7 +292,7 @@ async fn apply_demo_features(registry: &Registry) -> Result<()> {
         .collect();
     let repo = livora_feature_store::definitions::parse_files(&files)
         .map_err(|e| anyhow::anyhow!("the built-in example feature repository is invalid: {e:?}"))?;
-    let client = livora_common::ClientId::new("demo")?;
+    let client = ClientId::new("demo").map_err(anyhow::Error::msg)?;
     let applied = registry.apply(&client, &repo, false, false).await?;
     println!("demo features: registry version {} (livora features list --client demo)", applied.version);
     Ok(())

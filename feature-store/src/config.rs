@@ -3,6 +3,8 @@
 use livora_common::ConfigError;
 use serde::{Deserialize, Serialize};
 
+use crate::serving::ServingConfig;
+
 /// `[features]`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -12,12 +14,15 @@ pub struct FeatureStoreConfig {
     pub registry_url: Option<String>,
     /// The stream aggregator (`[features.stream]`).
     pub stream: crate::stream::StreamConfig,
+    /// Feature serving (`[features.serving]`).
+    pub serving: ServingConfig,
 }
 
 impl FeatureStoreConfig {
     /// Checks the values, naming the key at fault.
     pub fn validate(&self) -> Result<(), ConfigError> {
         livora_common::config::check_database_url("features.registry_url", self.registry_url.as_deref())?;
-        self.stream.validate()
+        self.stream.validate()?;
+        self.serving.validate()
     }
 }

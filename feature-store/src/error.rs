@@ -11,6 +11,15 @@ pub enum Error {
     /// A request names a feature, view, service or entity that is not registered.
     #[error("{0}")]
     NotFound(String),
+    /// A request carries no credentials, or unknown ones; the message says which.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// Valid credentials that do not grant the request (a key of another client).
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The client registry (API keys) could not be reached.
+    #[error("client registry: {0}")]
+    Clients(String),
     /// An online store backend failed; retrying may succeed.
     #[error("online store `{backend}`: {message}")]
     Online {
@@ -50,6 +59,9 @@ impl Error {
         match self {
             Self::InvalidArgument(_) => ErrorCode::InvalidArgument,
             Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            Self::PermissionDenied(_) => ErrorCode::PermissionDenied,
+            Self::Clients(_) => ErrorCode::Unavailable,
             Self::Online { .. } | Self::Registry(_) | Self::Stream(_) => ErrorCode::Unavailable,
             Self::Breaking(_) => ErrorCode::InvalidArgument,
             Self::Config(_) => ErrorCode::Internal,

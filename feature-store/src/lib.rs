@@ -4,7 +4,8 @@
 //! The [`online`] store keeps the latest value of every feature view per entity for serving;
 //! each value carries its event time so that reads can report whether it is present, missing or
 //! older than the view's ttl. It runs embedded (redb), on Redis or on DynamoDB, chosen by
-//! [`OnlineConfig`] and opened with [`online::open`].
+//! [`OnlineConfig`] and opened with [`online::open`]. [`serving`] answers online feature reads
+//! over gRPC and HTTP, with a status and an event time per value.
 
 pub mod batch;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod metrics;
 pub mod online;
 pub mod registry;
+pub mod serving;
 pub mod stream;
 pub mod value;
 
@@ -21,4 +23,5 @@ pub use definitions::{DefinitionError, Repo, load_repo};
 pub use error::{Error, Result};
 pub use online::{OnlineConfig, OnlineRow, OnlineStore, RowKey};
 pub use registry::{Plan, Registry};
+pub use serving::{FeatureServer, ServingConfig};
 pub use value::{Value, ValueType};

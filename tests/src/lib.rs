@@ -26,6 +26,8 @@ pub struct Livora {
     child: Option<Child>,
     /// The address the collector listens on.
     pub addr: SocketAddr,
+    /// The address of the gRPC API (feature serving), when it runs.
+    pub grpc_addr: Option<SocketAddr>,
 }
 
 impl Livora {
@@ -38,6 +40,7 @@ impl Livora {
             env: env.to_vec(),
             child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            grpc_addr: None,
         };
         me.spawn()?;
         Ok(me)
@@ -49,7 +52,7 @@ impl Livora {
         let mut child = Command::new(&self.bin)
             .arg("--data-dir")
             .arg(&self.data_dir)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
             .envs(self.env.iter().cloned())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -57,18 +60,24 @@ impl Livora {
             .with_context(|| format!("cannot start {}", self.bin.display()))?;
         let stdout = child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
+        let mut grpc_addr = None;
         let addr = loop {
             let Some(line) = lines.next() else {
                 let _ = child.wait();
                 bail!("livora serve exited before listening; its log:\n{}", self.log_tail());
             };
-            if let Some(addr) = line?.strip_prefix("listening on http://") {
+            let line = line?;
+            if let Some(addr) = line.strip_prefix("serving features over gRPC on ") {
+                grpc_addr = Some(addr.parse()?);
+            }
+            if let Some(addr) = line.strip_prefix("listening on http://") {
                 break addr.parse()?;
             }
         };
         // Keep draining stdout so the process never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         self.addr = addr;
+        self.grpc_addr = grpc_addr;
         self.child = Some(child);
         Ok(())
     }

@@ -80,6 +80,23 @@ impl Registry {
         row.map(|r| version_of(&r)).transpose()
     }
 
+    /// The number of the version in force for `client`, if it ever applied definitions: a cheap
+    /// check of whether cached definitions are still current.
+    pub async fn current_version(&self, client: &ClientId) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT MAX(version) FROM feature_registry WHERE client_id = $1")
+            .bind(client.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db)?;
+        row.try_get::<Option<i64>, _>(0).map_err(db)
+    }
+
+    /// Checks that the database answers (for readiness probes).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(db)?;
+        Ok(())
+    }
+
     /// The clients that have applied definitions, with their current version number.
     pub async fn clients(&self) -> Result<Vec<(ClientId, i64)>> {
         let rows =
