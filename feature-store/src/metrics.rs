@@ -64,7 +64,7 @@ impl Metrics {
             stream_late_events: Counter::default(),
             stream_skipped_values: Counter::default(),
             stream_rows_written: Counter::default(),
-            freshness_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            freshness_seconds: Histogram::new(exponential_buckets(0.001, 1.5, 24)),
             stream_states: Gauge::default(),
             stream_failures: Counter::default(),
         }
