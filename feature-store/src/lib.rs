@@ -3,12 +3,15 @@
 //! Features are defined as code in a feature repository and recorded in a versioned registry.
 //! The [`online`] store keeps the latest value of every feature view per entity for serving;
 //! each value carries its event time so that reads can report whether it is present, missing or
-//! older than the view's ttl.
+//! older than the view's ttl. The [`offline`] store keeps the full history as Parquet and builds
+//! training sets from it with point-in-time joins.
 
 pub mod error;
+pub mod offline;
 pub mod online;
 pub mod value;
 
 pub use error::{Error, Result};
+pub use offline::{PitOptions, ViewHistory, get_historical_features};
 pub use online::{OnlineRow, OnlineStore, RowKey};
 pub use value::{Value, ValueType};
