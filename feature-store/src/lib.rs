@@ -12,6 +12,6 @@ pub mod online;
 pub mod value;
 
 pub use error::{Error, Result};
-pub use offline::{PitOptions, ViewHistory, get_historical_features};
+pub use offline::{PitOptions, SpineOptions, ViewHistory, entity_spine, get_historical_features};
 pub use online::{OnlineRow, OnlineStore, RowKey};
 pub use value::{Value, ValueType};

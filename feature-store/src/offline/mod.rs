@@ -14,10 +14,12 @@
 //! to the microsecond.
 
 pub mod pit;
+pub mod spine;
 
 use polars::prelude::{DataType, TimeUnit, TimeZone};
 
 pub use pit::{PitOptions, ViewHistory, get_historical_features};
+pub use spine::{SpineOptions, entity_spine};
 
 /// The column of a feature history holding the time from which a row's values hold.
 pub const EVENT_TIMESTAMP: &str = "event_timestamp";
