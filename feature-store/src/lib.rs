@@ -12,6 +12,9 @@ pub mod online;
 pub mod value;
 
 pub use error::{Error, Result};
-pub use offline::{PitOptions, SpineOptions, ViewHistory, entity_spine, get_historical_features};
+pub use offline::{
+    LocalOfflineStore, OfflineStore, PitOptions, SpineOptions, TimeRange, ViewHistory, entity_spine,
+    get_historical_features, write_dataset,
+};
 pub use online::{OnlineRow, OnlineStore, RowKey};
 pub use value::{Value, ValueType};

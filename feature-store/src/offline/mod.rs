@@ -15,11 +15,13 @@
 
 pub mod pit;
 pub mod spine;
+pub mod store;
 
 use polars::prelude::{DataType, TimeUnit, TimeZone};
 
 pub use pit::{PitOptions, ViewHistory, get_historical_features};
 pub use spine::{SpineOptions, entity_spine};
+pub use store::{LocalOfflineStore, OfflineStore, TimeRange, write_dataset};
 
 /// The column of a feature history holding the time from which a row's values hold.
 pub const EVENT_TIMESTAMP: &str = "event_timestamp";
