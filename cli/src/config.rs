@@ -102,6 +102,15 @@ impl Config {
             .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir().join("registry.db").display()))
     }
 
+    /// The offline store's root directory.
+    pub fn offline_root(&self) -> PathBuf {
+        if let Some(root) = &self.features.offline_root {
+            return root.clone();
+        }
+        let lake = self.lake_root();
+        if lake.contains("://") { self.data_dir().join("offline") } else { PathBuf::from(lake) }
+    }
+
     /// The embedded log directory.
     pub fn log_dir(&self) -> PathBuf {
         self.event_log.embedded.dir.clone().unwrap_or_else(|| self.data_dir().join("log"))
@@ -140,6 +149,7 @@ mod tests {
         expected.lake.root = parsed.lake.root.clone();
         expected.clients.url = parsed.clients.url.clone();
         expected.features.registry_url = parsed.features.registry_url.clone();
+        expected.features.offline_root = parsed.features.offline_root.clone();
         expected.online_store = parsed.online_store.clone();
         let livora_feature_store::OnlineConfig::Redb(redb) = &mut expected.online_store else {
             panic!("the example's online store is the embedded default")

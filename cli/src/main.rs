@@ -5,6 +5,7 @@
 
 mod clients;
 mod config;
+mod dataset;
 mod events;
 mod features;
 mod serve;
@@ -53,6 +54,9 @@ enum Command {
     /// Shows the registered feature definitions.
     #[command(subcommand)]
     Features(features::FeaturesCommand),
+    /// Builds point-in-time correct training sets.
+    #[command(subcommand)]
+    Dataset(dataset::DatasetCommand),
 }
 
 /// Writes `text` to stdout; a closed pipe (`livora … | head`) is not an error.
@@ -88,6 +92,7 @@ fn main() -> ExitCode {
             Command::Simulate(args) => simulate::run(args).await,
             Command::Apply(args) => features::apply(&config, args).await,
             Command::Features(cmd) => features::run(&config, cmd).await,
+            Command::Dataset(cmd) => dataset::run(&config, cmd).await,
         }
     });
     match result {

@@ -9,9 +9,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use livora_common::ClientId;
+use livora_feature_store::LocalOfflineStore;
 use livora_feature_store::serving::{self, GrpcFeatureService};
 use livora_feature_store::stream::StreamRunner;
 use livora_feature_store::stream::checkpoint::Checkpoints;
+use livora_feature_store::stream::feature_log::OfflineFeatureLog;
 use livora_feature_store::{FeatureServer, Registry};
 use livora_ingest::config::EventLogBackend;
 use livora_ingest::enrich::Enricher;
@@ -104,7 +106,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
             checkpoints,
             online.clone(),
             registry.clone(),
-            None,
+            Some(Arc::new(OfflineFeatureLog::new(Arc::new(LocalOfflineStore::new(config.offline_root()))))),
             feature_metrics,
         );
         let consumer = log.consumer(STREAM_CONSUMER).await?;

@@ -15,6 +15,7 @@ use livora_feature_store::stream::CompiledView;
 use livora_feature_store::{Value, batch};
 use livora_simulator::{SimConfig, Simulator};
 use livora_tests::{Livora, create_client, post};
+use polars::prelude::SerReader as _;
 use serde_json::{Value as Json, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_livora");
@@ -124,7 +125,63 @@ async fn posted_events_become_online_features_equal_to_the_batch_engine() -> Res
     ensure!(metrics.contains("livora_features_stream_duplicates_total 100"), "the resent batch is dropped: {metrics}");
     let unique: HashSet<_> = events.iter().map(|e| e.event_id).collect();
     ensure!(unique.len() == events.len());
+    let online: Json = http
+        .post(format!("{}/v1/features/online", server.url()))
+        .bearer_auth(&key)
+        .header("x-client-id", "shop")
+        .json(&request)
+        .send()
+        .await?
+        .json()
+        .await?;
+    // A clean stop appends the last feature rows to the offline feature log.
     server.stop()?;
+
+    // The same features as a point-in-time dataset over a spine of every user, sampled hourly up
+    // to now: at the last sample each user's values are the ones served online.
+    let out = data.path().join("dataset.parquet");
+    let end = Utc::now();
+    let built = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["dataset", "build", "--client", "shop", "--spine", "user_activity", "--cadence", "1h"])
+        .args(["--start", &start.to_rfc3339(), "--end", &end.to_rfc3339()])
+        .arg("--features")
+        .arg(names.iter().map(|n| format!("user_activity:{n}")).collect::<Vec<_>>().join(","))
+        .arg("--out")
+        .arg(&out)
+        .output()?;
+    ensure!(built.status.success(), "livora dataset build failed: {}", String::from_utf8_lossy(&built.stderr));
+    let dataset = polars::prelude::ParquetReader::new(std::fs::File::open(&out)?).finish()?;
+    let last_sample =
+        dataset.column("event_timestamp")?.as_materialized_series().cast(&polars::prelude::DataType::Int64)?;
+    let times = last_sample.i64()?;
+    let last = (0..times.len()).filter_map(|i| times.get(i)).max().context("an empty dataset")?;
+    let user_col = dataset.column("user_id")?.as_materialized_series().clone();
+    let users_in = user_col.str()?;
+    for (u, user) in users.iter().enumerate() {
+        let row = (0..dataset.height())
+            .find(|&i| {
+                users_in.get(i) == Some(user.as_str()) && last_sample.i64().ok().and_then(|c| c.get(i)) == Some(last)
+            })
+            .with_context(|| format!("{user} has no row at the last sample of the spine"))?;
+        for (f, name) in names.iter().enumerate() {
+            let cell = dataset.column(name)?.get(row)?;
+            let served = &online["results"][f]["values"][u];
+            let same = match (cell.clone(), served) {
+                (polars::prelude::AnyValue::Null, Json::Null) => true,
+                (polars::prelude::AnyValue::Int64(x), Json::Number(n)) => n.as_i64() == Some(x),
+                (polars::prelude::AnyValue::Float64(x), Json::Number(n)) => n.as_f64() == Some(x),
+                (polars::prelude::AnyValue::String(x), Json::String(s)) => x == s.as_str(),
+                (polars::prelude::AnyValue::StringOwned(x), Json::String(s)) => x.as_str() == s,
+                (polars::prelude::AnyValue::Datetime(x, _, _), Json::String(s)) => {
+                    s.parse::<DateTime<Utc>>().map(|t| t.timestamp_micros()) == Ok(x)
+                }
+                _ => false,
+            };
+            ensure!(same, "{user}.{name}: dataset {cell:?}, online {served}");
+        }
+    }
     Ok(())
 }
 

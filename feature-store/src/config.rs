@@ -12,6 +12,10 @@ pub struct FeatureStoreConfig {
     /// Registry database URL: `sqlite://path` or `postgres://user@host/db`. Default: SQLite
     /// `<data_dir>/registry.db`.
     pub registry_url: Option<String>,
+    /// The offline store's root directory: feature history under `features/`, batch tables under
+    /// their sources' paths. Default: the lake's root when it is a local directory (so raw events,
+    /// feature history and tables sit side by side), else `<data_dir>/offline`.
+    pub offline_root: Option<std::path::PathBuf>,
     /// The stream aggregator (`[features.stream]`).
     pub stream: crate::stream::StreamConfig,
     /// Feature serving (`[features.serving]`).

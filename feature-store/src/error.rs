@@ -40,6 +40,24 @@ pub enum Error {
     /// The configuration is invalid; the message names the key at fault.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The offline engine (polars) failed while planning or running a query over offline data.
+    #[error("offline store: {context}: {source}")]
+    Offline {
+        /// What was being done (`reading the schema of feature view `x``).
+        context: String,
+        /// The engine's error.
+        #[source]
+        source: polars::error::PolarsError,
+    },
+    /// A file of the offline store could not be read, written or renamed.
+    #[error("offline store: {context}: {source}")]
+    Io {
+        /// What was being done, with the path.
+        context: String,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Stored data could not be decoded (corruption or an incompatible version).
     #[error("corrupt stored data in {what}: {reason}")]
     Corrupt {
@@ -65,6 +83,7 @@ impl Error {
             Self::Online { .. } | Self::Registry(_) | Self::Stream(_) => ErrorCode::Unavailable,
             Self::Breaking(_) => ErrorCode::InvalidArgument,
             Self::Config(_) => ErrorCode::Internal,
+            Self::Offline { .. } | Self::Io { .. } => ErrorCode::Internal,
             Self::Corrupt { .. } => ErrorCode::Internal,
         }
     }
@@ -72,5 +91,17 @@ impl Error {
     /// An online-store failure of `backend`.
     pub fn online(backend: &'static str, message: impl std::fmt::Display) -> Self {
         Self::Online { backend, message: message.to_string() }
+    }
+
+    /// Wraps an offline-engine error with what was being done; for `map_err`.
+    pub fn offline(context: impl Into<String>) -> impl FnOnce(polars::error::PolarsError) -> Self {
+        let context = context.into();
+        move |source| Self::Offline { context, source }
+    }
+
+    /// Wraps an I/O error with what was being done; for `map_err`.
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let context = context.into();
+        move |source| Self::Io { context, source }
     }
 }

@@ -6,12 +6,16 @@
 //! older than the view's ttl. It runs embedded (redb), on Redis or on DynamoDB, chosen by
 //! [`OnlineConfig`] and opened with [`online::open`]. [`serving`] answers online feature reads
 //! over gRPC and HTTP, with a status and an event time per value.
+//! The [`offline`] store keeps the full history as Parquet and builds
+//! training sets from it with point-in-time joins.
 
 pub mod batch;
 pub mod config;
+pub mod dataset;
 pub mod definitions;
 pub mod error;
 pub mod metrics;
+pub mod offline;
 pub mod online;
 pub mod registry;
 pub mod serving;
@@ -21,6 +25,10 @@ pub mod value;
 pub use config::FeatureStoreConfig;
 pub use definitions::{DefinitionError, Repo, load_repo};
 pub use error::{Error, Result};
+pub use offline::{
+    LocalOfflineStore, OfflineStore, PitOptions, SpineOptions, TimeRange, ViewHistory, entity_spine,
+    get_historical_features, write_dataset,
+};
 pub use online::{OnlineConfig, OnlineRow, OnlineStore, RowKey};
 pub use registry::{Plan, Registry};
 pub use serving::{FeatureServer, ServingConfig};

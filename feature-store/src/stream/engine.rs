@@ -37,6 +37,8 @@ pub struct CompiledView {
     source_types: Vec<String>,
     /// The entity key's event field.
     key_field: String,
+    /// The entity's join-key column, as the view's history names it (`user_id`).
+    pub key_column: String,
     /// The aggregations, in the view's feature order.
     pub aggs: Vec<CompiledAgg>,
     lateness_us: i64,
@@ -61,6 +63,9 @@ impl CompiledView {
             let Some(source) = repo.sources.get(&view.source) else { continue };
             let SourceKind::EventLog { event_types } = &source.kind else { continue };
             let Some(key_field) = view.key_field.clone() else { continue };
+            let Some(key_column) = repo.entities.get(&view.entity).and_then(|e| e.join_keys.first().cloned()) else {
+                continue;
+            };
             let aggs: Vec<CompiledAgg> = view
                 .features
                 .iter()
@@ -79,6 +84,7 @@ impl CompiledView {
                 view: view.clone(),
                 source_types: event_types.clone(),
                 key_field,
+                key_column,
                 aggs,
                 lateness_us: view.allowed_lateness.as_micros() as i64,
             }));

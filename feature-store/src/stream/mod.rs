@@ -6,6 +6,7 @@
 pub mod checkpoint;
 pub mod engine;
 pub mod extract;
+pub mod feature_log;
 pub mod fsum;
 pub mod kernel;
 pub mod runner;
