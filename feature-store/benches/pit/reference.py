@@ -101,11 +101,15 @@ def run_duckdb_once(data, views, rows):
 
 def run_feast(data, views, rows):
     require("feast")
+    with tempfile.TemporaryDirectory(prefix="feast-bench-") as repo:
+        return run_feast_in(repo, data, views, rows)
+
+
+def run_feast_in(repo, data, views, rows):
     import pandas as pd
     from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
     from feast.types import Float64, Int64
 
-    repo = tempfile.mkdtemp(prefix="feast-bench-")
     with open(os.path.join(repo, "feature_store.yaml"), "w") as f:
         f.write(
             "project: livora_bench\n"

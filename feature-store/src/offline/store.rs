@@ -242,6 +242,8 @@ impl OfflineStore for LocalOfflineStore {
             hive_options: HiveOptions { enabled: Some(false), ..Default::default() },
             glob: false,
             allow_missing_columns: true,
+            // Contiguous columns make the point-in-time gather about three times faster.
+            rechunk: true,
             ..Default::default()
         };
         let scan = LazyFrame::scan_parquet_files(paths.into(), args)
