@@ -8,6 +8,7 @@ mod config;
 mod dataset;
 mod events;
 mod features;
+mod materialize;
 mod serve;
 mod simulate;
 
@@ -54,6 +55,8 @@ enum Command {
     /// Shows the registered feature definitions.
     #[command(subcommand)]
     Features(features::FeaturesCommand),
+    /// Loads batch feature views into the online store.
+    Materialize(materialize::MaterializeArgs),
     /// Builds point-in-time correct training sets.
     #[command(subcommand)]
     Dataset(dataset::DatasetCommand),
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
             Command::Apply(args) => features::apply(&config, args).await,
             Command::Features(cmd) => features::run(&config, cmd).await,
             Command::Dataset(cmd) => dataset::run(&config, cmd).await,
+            Command::Materialize(args) => materialize::run(&config, args).await,
         }
     });
     match result {

@@ -14,6 +14,7 @@ pub mod config;
 pub mod dataset;
 pub mod definitions;
 pub mod error;
+pub mod materialize;
 pub mod metrics;
 pub mod offline;
 pub mod online;

@@ -64,6 +64,13 @@ impl Registry {
         .execute(&pool)
         .await
         .map_err(db)?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS feature_materializations (client_id TEXT NOT NULL, view TEXT NOT NULL, \
+             watermark BIGINT NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (client_id, view))",
+        )
+        .execute(&pool)
+        .await
+        .map_err(db)?;
         Ok(Self { pool })
     }
 
@@ -112,6 +119,33 @@ impl Registry {
             out.push((client, r.try_get(1).map_err(db)?));
         }
         Ok(out)
+    }
+
+    /// The incremental-materialization watermark of `view` (µs), if it ever ran.
+    pub async fn watermark(&self, client: &ClientId, view: &str) -> Result<Option<i64>> {
+        let row = sqlx::query("SELECT watermark FROM feature_materializations WHERE client_id = $1 AND view = $2")
+            .bind(client.as_str())
+            .bind(view)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.map(|r| r.try_get(0).map_err(db)).transpose()
+    }
+
+    /// Records the incremental-materialization watermark of `view`.
+    pub async fn set_watermark(&self, client: &ClientId, view: &str, watermark: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO feature_materializations (client_id, view, watermark, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (client_id, view) DO UPDATE SET watermark = excluded.watermark, updated_at = excluded.updated_at",
+        )
+        .bind(client.as_str())
+        .bind(view)
+        .bind(watermark)
+        .bind(Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
     }
 
     /// A given version of `client`'s definitions.
