@@ -1,19 +1,20 @@
-//! The load generator: an open loop paced by a thread of its own at a fixed rate, and a closed
-//! loop for the highest throughput. Requests run on the bench's tokio runtime.
+//! The load generator: an open loop at a fixed rate, and a closed loop for the highest
+//! throughput. Both run on the bench's single-threaded tokio runtime, which also drives the
+//! connections, so a request never hops between threads on the client side.
 //!
 //! The open loop sends request `i` at `start + i / rate` whatever the answers to earlier
 //! requests, and counts its latency from that *scheduled* time, so a server that stalls cannot
 //! hide it by slowing the sender down (no coordinated omission). Tokio's timer ticks in whole
-//! milliseconds, too coarse for a request every 50 µs, so the pacer is a plain thread that
-//! sleeps with `nanosleep` (about 50–100 µs late on Linux; the lateness is part of the measured
-//! latency and reported apart as the *send lag*) and hands each request to the runtime.
+//! milliseconds, too coarse for a request every 50 µs, so the last stretch before a send is
+//! waited with the thread's own `nanosleep` ([`pace`]), in steps of at most [`FINE_STEP`], after
+//! letting the runtime read the answers that have arrived. An answer that arrives during such a
+//! step is read up to a step late; that, and the sleep's own lateness, count in the measured
+//! latency, and the lateness of each send is reported apart as the *send lag*.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-
-use tokio::runtime::Handle;
 
 use crate::targets::{Outcome, Target};
 
@@ -22,6 +23,10 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most requests in flight in the open loop; past it the schedule waits (and the wait counts in
 /// the latency).
 const MAX_IN_FLIGHT: usize = 2_048;
+/// The longest the open loop blocks the runtime's thread in one sleep.
+const FINE_STEP: Duration = Duration::from_micros(50);
+/// Waits longer than this use tokio's (millisecond) timer, which lets the thread park.
+const COARSE: Duration = Duration::from_millis(2);
 /// Not finished yet.
 const PENDING: u32 = u32::MAX;
 
@@ -41,8 +46,6 @@ pub(crate) struct Tally {
     pub(crate) first_error: Option<String>,
     /// From the first scheduled send to the last answer.
     pub(crate) elapsed: Duration,
-    /// From the first scheduled send to the last send.
-    pub(crate) sending: Duration,
 }
 
 impl Tally {
@@ -95,7 +98,8 @@ impl Slots {
     }
 }
 
-/// Runs one request and times it; `due` is when it should have been sent.
+/// Runs one request and times it; `due` is when it should have been sent. Returns the latency
+/// (from `due`), the send lag and the outcome.
 async fn timed(target: &Target, n: u64, due: Instant) -> (Duration, Duration, Outcome) {
     let sent = Instant::now();
     let outcome = match tokio::time::timeout(REQUEST_TIMEOUT, target.call(n)).await {
@@ -106,34 +110,49 @@ async fn timed(target: &Target, n: u64, due: Instant) -> (Duration, Duration, Ou
     (end.duration_since(due), sent.duration_since(due), outcome)
 }
 
-/// Sends `rate` requests/s for `seconds` on a fixed schedule from this thread, each request a
-/// task on `runtime`; waits for the answers (bounded) and returns the tally. `seed` picks the
-/// users of the requests (request `i` uses `seed + i`).
-pub(crate) fn open_loop(runtime: &Handle, target: &Arc<Target>, rate: f64, seconds: f64, seed: u64) -> Tally {
+/// Waits (part of) the time until `due`, the next send: with tokio's timer when it is long; otherwise
+/// it lets the runtime run (send what was spawned, read the answers that arrived), then sleeps
+/// the thread for what is left, at most [`FINE_STEP`].
+async fn pace(due: Instant) {
+    let wait = due.saturating_duration_since(Instant::now());
+    if wait > COARSE {
+        tokio::time::sleep(wait - COARSE / 2).await;
+        return;
+    }
+    tokio::task::yield_now().await;
+    let left = due.saturating_duration_since(Instant::now());
+    if !left.is_zero() {
+        std::thread::sleep(left.min(FINE_STEP));
+    }
+}
+
+/// Sends `rate` requests/s for `seconds` on a fixed schedule, each request a task of its own;
+/// waits for the answers (bounded) and returns the tally. Request `i` reads the users drawn
+/// from `seed + i`. Runs on a single-threaded runtime.
+pub(crate) async fn open_loop(target: &Arc<Target>, rate: f64, seconds: f64, seed: u64) -> Tally {
     let count = ((rate * seconds).ceil() as usize).max(1);
     let interval = Duration::from_secs_f64(1.0 / rate);
     let slots = Arc::new(Slots::new(count));
     let start = Instant::now() + Duration::from_millis(20);
-    // A stalled server must not keep the pacer waiting forever for room in flight.
+    // A stalled server must not keep the schedule waiting forever for room in flight.
     let give_up = start + Duration::from_secs_f64(seconds) + REQUEST_TIMEOUT * 2;
     let mut sent = 0;
     while sent < count {
         let due = start + interval.mul_f64(sent as f64);
-        let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
+        if due > Instant::now() {
+            pace(due).await;
             continue;
         }
         if slots.in_flight.load(Ordering::Acquire) >= MAX_IN_FLIGHT {
-            if now > give_up {
+            if Instant::now() > give_up {
                 break;
             }
-            std::thread::sleep(Duration::from_micros(50));
+            pace(Instant::now() + FINE_STEP).await;
             continue;
         }
         slots.in_flight.fetch_add(1, Ordering::AcqRel);
         let (target, slots, i) = (target.clone(), slots.clone(), sent);
-        runtime.spawn(async move {
+        tokio::spawn(async move {
             let (latency, lag, outcome) = timed(&target, seed.wrapping_add(i as u64), due).await;
             slots.record(i, latency, lag, outcome);
             let end = u64::try_from(Instant::now().duration_since(start).as_nanos()).unwrap_or(u64::MAX);
@@ -142,14 +161,13 @@ pub(crate) fn open_loop(runtime: &Handle, target: &Arc<Target>, rate: f64, secon
         });
         sent += 1;
     }
-    let sending = start.elapsed();
     // Every request has REQUEST_TIMEOUT; this bound only guards against a hang.
     let drain_until = Instant::now() + REQUEST_TIMEOUT + Duration::from_secs(5);
     while slots.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < drain_until {
-        std::thread::sleep(Duration::from_millis(5));
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let mut tally = Tally { sending, ..Tally::default() };
-    tally.elapsed = Duration::from_nanos(slots.last_end_ns.load(Ordering::Relaxed)).max(sending);
+    let last_end = Duration::from_nanos(slots.last_end_ns.load(Ordering::Relaxed));
+    let mut tally = Tally { elapsed: last_end.max(Duration::from_secs_f64(seconds)), ..Tally::default() };
     tally.latency_us.reserve(sent);
     for i in 0..sent {
         let latency = slots.latency_us[i].load(Ordering::Acquire);
@@ -173,20 +191,14 @@ pub(crate) fn open_loop(runtime: &Handle, target: &Arc<Target>, rate: f64, secon
 
 /// `concurrency` loops, each sending the next request as soon as the previous one was
 /// answered, for `seconds`; returns the tally.
-pub(crate) fn closed_loop(
-    runtime: &tokio::runtime::Runtime,
-    target: &Arc<Target>,
-    concurrency: usize,
-    seconds: f64,
-    seed: u64,
-) -> Tally {
+pub(crate) async fn closed_loop(target: &Arc<Target>, concurrency: usize, seconds: f64, seed: u64) -> Tally {
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(seconds);
     let next = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..concurrency)
         .map(|_| {
             let (target, next) = (target.clone(), next.clone());
-            runtime.spawn(async move {
+            tokio::spawn(async move {
                 let mut tally = Tally::default();
                 while Instant::now() < deadline {
                     let n = next.fetch_add(1, Ordering::Relaxed) as u64;
@@ -207,7 +219,7 @@ pub(crate) fn closed_loop(
         .collect();
     let mut total = Tally::default();
     for worker in workers {
-        match runtime.block_on(worker) {
+        match worker.await {
             Ok(t) => {
                 total.latency_us.extend(t.latency_us);
                 total.lag_us.extend(t.lag_us);
@@ -223,6 +235,5 @@ pub(crate) fn closed_loop(
         }
     }
     total.elapsed = started.elapsed();
-    total.sending = total.elapsed;
     total
 }

@@ -53,8 +53,16 @@ use crate::report::{CpuMeter, Line, Machine, print_table, thousands};
 use crate::servers::{Livora, Server, apply, create_client, feast_script_run, free_port, start_feast};
 use crate::targets::{Grpc, Json, Outcome, Target};
 
+/// The load generator allocates for every request and answer; mimalloc, as in `livora` itself,
+/// keeps its CPU (which the server shares) low.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The client the benchmark creates and reads as.
 const CLIENT: &str = "bench";
+/// With `--pin`: the load generator's CPU, and the servers'.
+const CLIENT_CPU: &str = "0";
+const SERVER_CPU: &str = "1";
 
 /// A Livora online store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -132,9 +140,6 @@ struct Args {
     /// HTTP/2 connections of the gRPC client (requests go round-robin).
     #[arg(long, default_value_t = 4)]
     connections: usize,
-    /// Worker threads of the load generator's runtime (the open loop's pacer is one more).
-    #[arg(long, default_value_t = 1)]
-    client_threads: usize,
     /// Feast: worker processes of `feast serve`.
     #[arg(long, default_value_t = 2)]
     feast_workers: usize,
@@ -147,6 +152,14 @@ struct Args {
     /// The Python with Feast installed (`pip install "feast[redis]"`).
     #[arg(long, default_value = "python3")]
     python: String,
+    /// Pin the servers (`livora serve`, `feast serve`) to CPU 1 and the load generator to CPU 0
+    /// (`taskset`), instead of letting them share both cores. Livora's runtime then has one
+    /// worker thread (tokio sizes it by the CPUs it may use).
+    #[arg(long)]
+    pin: bool,
+    /// Extra `KEY=VALUE` environment of `livora serve`, e.g. a `LIVORA__…` setting (repeatable).
+    #[arg(long = "server-env", value_name = "KEY=VALUE")]
+    server_env: Vec<String>,
     /// Where the temporary directories go (default: the system's temp directory).
     #[arg(long)]
     data_parent: Option<PathBuf>,
@@ -170,10 +183,12 @@ impl Args {
         ensure!((0.0..=60.0).contains(&self.warmup_seconds), "--warmup-seconds must be in [0, 60]");
         ensure!((1..=1_024).contains(&self.concurrency), "--concurrency must be 1 to 1024");
         ensure!((1..=64).contains(&self.connections), "--connections must be 1 to 64");
-        ensure!((1..=64).contains(&self.client_threads), "--client-threads must be 1 to 64");
         ensure!((1..=16).contains(&self.feast_workers), "--feast-workers must be 1 to 16");
         ensure!(self.feast_fraction > 0.0 && self.feast_fraction <= 1.0, "--feast-fraction must be in (0, 1]");
         redis_hostport(&self.redis_url)?;
+        for kv in &self.server_env {
+            ensure!(kv.split_once('=').is_some_and(|(k, _)| !k.is_empty()), "--server-env `{kv}`: expected KEY=VALUE");
+        }
         Ok(())
     }
 }
@@ -233,10 +248,9 @@ impl Bench<'_> {
     ) -> f64 {
         self.phase += 1;
         let seed = self.phase * 1_000_000_000;
-        let handle = self.runtime.handle().clone();
         let go = |seconds: f64, seed: u64| match load {
-            Load::Open(rate) => open_loop(&handle, target, rate, seconds, seed),
-            Load::Closed(n) => closed_loop(&self.runtime, target, n, seconds, seed),
+            Load::Open(rate) => self.runtime.block_on(open_loop(target, rate, seconds, seed)),
+            Load::Closed(n) => self.runtime.block_on(closed_loop(target, n, seconds, seed)),
         };
         let description = match load {
             Load::Open(rate) => format!("open loop {}/s", thousands(rate)),
@@ -280,8 +294,13 @@ fn run(args: &Args) -> Result<()> {
     let parent = args.data_parent.clone().unwrap_or_else(std::env::temp_dir);
     let machine = Machine::probe();
     eprintln!("feature_lookup: {} cores, {}, load average {}", machine.cores, machine.cpu, machine.loadavg);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.client_threads)
+    if args.pin {
+        ensure!(machine.cores >= 2, "--pin needs 2 CPUs");
+        servers::pin_self(CLIENT_CPU)?;
+    }
+    // One thread: the open loop paces with the thread's own sleeps (see load.rs), and requests
+    // and connections never hop between threads.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the load generator's runtime")?;
@@ -302,8 +321,16 @@ fn run(args: &Args) -> Result<()> {
         }
     }
     println!(
-        "\nMachine: {} cores, {}; load average at start {}. {} users; client and server share the cores.\n",
-        machine.cores, machine.cpu, machine.loadavg, args.users
+        "\nMachine: {} cores, {}; load average at start {}. {} users; {}.\n",
+        machine.cores,
+        machine.cpu,
+        machine.loadavg,
+        args.users,
+        if args.pin {
+            "servers pinned to CPU 1, the load generator to CPU 0"
+        } else {
+            "the load generator and the servers share the cores"
+        }
     );
     print_table(&bench.lines);
     verdicts(args, &bench.lines);
@@ -340,7 +367,7 @@ fn livora(bench: &mut Bench<'_>, parent: &Path, store: Store, rows: &Rows) -> Re
     let dir = tempfile::Builder::new().prefix("livora-lookup-").tempdir_in(parent)?;
     let data = dir.path().join("data");
     let client = ClientId::new(CLIENT).map_err(anyhow::Error::msg)?;
-    let (name, config, env, prefix) = match store {
+    let (name, config, mut env, prefix) = match store {
         Store::Redb => ("redb", data::redb_config(), Vec::new(), None),
         Store::Redis => {
             let prefix = format!("livora:bench:{}:", Uuid::new_v4().simple());
@@ -352,6 +379,7 @@ fn livora(bench: &mut Bench<'_>, parent: &Path, store: Store, rows: &Rows) -> Re
             ("Redis", data::redis_config(&args.redis_url, &prefix), env, Some(prefix))
         }
     };
+    env.extend(args.server_env.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())));
     let key = create_client(&data, &env, CLIENT)?;
     apply(&data, &env, CLIENT)?;
     let started = std::time::Instant::now();
@@ -379,7 +407,7 @@ fn livora_phases(
     name: &'static str,
 ) -> Result<()> {
     let args = bench.args;
-    let mut server = Livora::start(data, env, log)?;
+    let mut server = Livora::start(data, env, log, args.pin.then_some(SERVER_CPU))?;
     let pid = server.server.pid();
     let connect = |entities| Grpc::connect(server.grpc, args.connections, CLIENT, key, args.users, entities);
     let one = Arc::new(Target::Grpc(bench.runtime.block_on(connect(1))?));
@@ -406,7 +434,10 @@ fn livora_phases(
     if args.modes.contains(&Mode::Json) && name == "redb" {
         bench.measure(http, &json, Load::Open(args.json_rate), args.seconds, pid);
     }
+    // The connections close once the runtime runs again after their last handle is gone; the
+    // server's graceful shutdown waits for them.
     drop((one, json));
+    bench.runtime.block_on(async { tokio::time::sleep(std::time::Duration::from_millis(200)).await });
     server.server.stop()
 }
 
@@ -469,7 +500,9 @@ fn feast(bench: &mut Bench<'_>, parent: &Path, store: FeastStore, rows: &Rows, n
 fn feast_phases(bench: &mut Bench<'_>, repo: &Path, log: &Path, name: &'static str) -> Result<()> {
     let args = bench.args;
     let port = free_port()?;
-    let mut server: Server = bench.runtime.block_on(start_feast(&args.python, repo, port, args.feast_workers, log))?;
+    let pin = args.pin.then_some(SERVER_CPU);
+    let mut server: Server =
+        bench.runtime.block_on(start_feast(&args.python, repo, (port, args.feast_workers), log, pin))?;
     let pid = server.pid();
     let url = format!("http://127.0.0.1:{port}/get-online-features");
     let label = ("Feast", name, "HTTP JSON (feast serve)");
@@ -487,5 +520,6 @@ fn feast_phases(bench: &mut Bench<'_>, repo: &Path, log: &Path, name: &'static s
         }
         bench.measure(label, &target, Load::Open(rate), args.seconds, pid);
     }
+    bench.runtime.block_on(async { tokio::time::sleep(std::time::Duration::from_millis(200)).await });
     server.stop()
 }

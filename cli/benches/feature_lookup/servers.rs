@@ -29,10 +29,33 @@ pub(crate) fn example_repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../feature-store/example-repo")
 }
 
+/// `program`, run on the CPUs `pin` lists (`taskset -c`) when given.
+fn pinned(program: &str, pin: Option<&str>) -> Command {
+    match pin {
+        Some(cpus) => {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", cpus, program]);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Pins this process (every thread it has and will start) to the CPUs `cpus` lists.
+pub(crate) fn pin_self(cpus: &str) -> Result<()> {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-a", "-p", "-c", cpus, &std::process::id().to_string()]);
+    run(cmd, "`taskset`").map(drop)
+}
+
 /// A `livora` command on `data` with a clean environment (no inherited `LIVORA…` settings or
-/// `RUST_LOG`), warnings only, and `env`.
+/// `RUST_LOG`), warnings only, and `env`; on the CPUs `pin` lists when given.
 fn livora(data: &Path, env: &[(String, String)]) -> Command {
-    let mut cmd = Command::new(livora_bin());
+    livora_on(data, env, None)
+}
+
+fn livora_on(data: &Path, env: &[(String, String)], pin: Option<&str>) -> Command {
+    let mut cmd = pinned(livora_bin(), pin);
     for (key, _) in std::env::vars_os() {
         let name = key.to_string_lossy();
         if name.starts_with("LIVORA") || name == "RUST_LOG" {
@@ -127,10 +150,11 @@ pub(crate) struct Livora {
 }
 
 impl Livora {
-    /// Starts `livora serve` on free loopback ports; returns once both listen.
-    pub(crate) fn start(data: &Path, env: &[(String, String)], log: &Path) -> Result<Self> {
+    /// Starts `livora serve` on free loopback ports (on the CPUs `pin` lists, when given);
+    /// returns once both listen.
+    pub(crate) fn start(data: &Path, env: &[(String, String)], log: &Path, pin: Option<&str>) -> Result<Self> {
         let stderr = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-        let mut child = livora(data, env)
+        let mut child = livora_on(data, env, pin)
             .args(["serve", "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
             .stdout(Stdio::piped())
             .stderr(stderr)
@@ -187,11 +211,17 @@ pub(crate) fn feast_script_run(python: &str, args: &[&str]) -> Result<String> {
     out.lines().rev().find(|l| l.trim_start().starts_with('{')).map(str::to_owned).context("no JSON line printed")
 }
 
-/// Starts `feast serve` on `repo` at 127.0.0.1:`port` with `workers` processes; returns once
-/// `/health` answers.
-pub(crate) async fn start_feast(python: &str, repo: &Path, port: u16, workers: usize, log: &Path) -> Result<Server> {
+/// Starts `feast serve` on `repo` at 127.0.0.1:`port` with `workers` processes (on the CPUs
+/// `pin` lists, when given); returns once `/health` answers.
+pub(crate) async fn start_feast(
+    python: &str,
+    repo: &Path,
+    (port, workers): (u16, usize),
+    log: &Path,
+    pin: Option<&str>,
+) -> Result<Server> {
     let out = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-    let child = Command::new(python)
+    let child = pinned(python, pin)
         .arg(feast_script())
         .arg("serve")
         .arg("--dir")
