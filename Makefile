@@ -2,7 +2,7 @@
 # checkout reuses one build cache.
 export CARGO_TARGET_DIR ?= /var/tmp/livora-target
 
-.PHONY: run demo test lint services bench-ingest
+.PHONY: run demo test lint services bench-ingest bench-features
 
 ## Runs the platform on embedded defaults (data in ./livora-data).
 run:
@@ -27,3 +27,8 @@ services:
 ## The ingest load benchmark of BENCHMARKS.md.
 bench-ingest: services
 	cargo bench -p livora --bench ingest_load -- --backend both
+
+## The online lookup benchmark of BENCHMARKS.md: Livora (redb, Redis) and Feast side by side.
+bench-features: services
+	python3 -c 'import feast, redis' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check "feast[redis]"
+	cargo bench -p livora --bench feature_lookup

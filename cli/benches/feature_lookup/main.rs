@@ -1,0 +1,525 @@
+//! Online lookup benchmark: `livora serve` answering `GetOnlineFeatures` for 1 and 100 entities ×
+//! the 25 features of `user_activity`, over gRPC and the JSON twin, on the embedded store (redb)
+//! and on Redis, side by side with Feast's Python feature server on the same rows.
+//!
+//! Run it with `cargo bench -p livora --bench feature_lookup` (`-- --help` lists the flags).
+//! For each Livora online store it:
+//!
+//! 1. makes a temporary data directory, runs `livora clients create bench` and
+//!    `livora apply feature-store/example-repo --client bench`;
+//! 2. writes `--users` rows of `user_activity` (23 stored typed values, event times in the last
+//!    minute, so every value is `PRESENT`) through `livora_feature_store::online::open`: into the
+//!    redb file before the server opens it (the file admits one process), or into Redis under a
+//!    key prefix unique to the run, which the server is then configured with;
+//! 3. starts the `livora serve` binary cargo built for this bench (the bench profile, an
+//!    optimised build) on loopback ports;
+//! 4. measures, each phase after a warm-up at the same load: a closed loop for the highest
+//!    throughput; an open loop at `--rate` (1 entity, gRPC); an open loop at `--batch-rate` with
+//!    `--batch-entities` per request (gRPC); an open loop of the JSON twin at `--json-rate`;
+//! 5. stops the server and deletes the directory (and the Redis keys).
+//!
+//! Then, for each Feast online store (`--feast sqlite,redis`), `feast_reference.py` builds a Feast
+//! repository on the same rows (a Parquet FileSource, one entity `user_id`, one feature view of
+//! the same 25 fields, materialized into the online store) and starts `feast serve`; the same
+//! load generator finds its highest throughput (closed loop), then runs an open loop at
+//! `--feast-fraction` of it, for 1 and for 100 entities. Last, Feast's in-process
+//! `FeatureStore.get_online_features` is timed in Python, its best case.
+//!
+//! Open loops send each request at its scheduled time whatever the server does and count the
+//! latency from that time (see `load.rs`), so there is no coordinated omission. The load
+//! generator shares the machine's cores with the server; the report gives the CPU each used.
+//! The results are printed as a Markdown table. Traffic only goes to loopback addresses, and
+//! every loop is bounded in time and count.
+
+mod data;
+mod load;
+mod report;
+mod servers;
+mod targets;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::{Parser, ValueEnum};
+use livora_common::ClientId;
+use reqwest::header::HeaderMap;
+use uuid::Uuid;
+
+use crate::data::Rows;
+use crate::load::{closed_loop, open_loop};
+use crate::report::{CpuMeter, Line, Machine, print_table, thousands};
+use crate::servers::{Livora, Server, apply, create_client, feast_script_run, free_port, start_feast};
+use crate::targets::{Grpc, Json, Outcome, Target};
+
+/// The load generator allocates for every request and answer; mimalloc, as in `livora` itself,
+/// keeps its CPU (which the server shares) low.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The client the benchmark creates and reads as.
+const CLIENT: &str = "bench";
+/// With `--pin`: the load generator's CPU, and the servers'.
+const CLIENT_CPU: &str = "0";
+const SERVER_CPU: &str = "1";
+
+/// A Livora online store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Store {
+    /// The embedded redb file (the default backend).
+    Redb,
+    /// Redis at `--redis-url`.
+    Redis,
+}
+
+/// A Feast online store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum FeastStore {
+    /// Feast's SQLite online store (its local default).
+    Sqlite,
+    /// Feast's Redis online store, at `--redis-url`.
+    Redis,
+    /// No Feast reference.
+    None,
+}
+
+/// What to measure on each Livora store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// Closed loops: the highest throughput (gRPC, and JSON on redb).
+    Max,
+    /// gRPC, 1 entity, open loop at `--rate`.
+    Grpc,
+    /// gRPC, `--batch-entities` entities, open loop at `--batch-rate`.
+    Batch,
+    /// The JSON twin, 1 entity, open loop at `--json-rate` (redb only).
+    Json,
+}
+
+/// Online lookup benchmark: Livora (gRPC, JSON; redb, Redis) and Feast on the same rows.
+#[derive(Debug, Parser)]
+#[command(name = "feature_lookup")]
+struct Args {
+    /// Users (entity rows) in the online store; each request reads random ones.
+    #[arg(long, default_value_t = 100_000)]
+    users: usize,
+    /// Livora's online stores to measure.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "redb,redis")]
+    store: Vec<Store>,
+    /// What to measure on each Livora store.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "max,grpc,batch,json")]
+    modes: Vec<Mode>,
+    /// Feast's online stores to compare with (`none` for none).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "sqlite,redis")]
+    feast: Vec<FeastStore>,
+    /// Open loop, 1 entity over gRPC: requests/s.
+    #[arg(long, default_value_t = 20_000.0)]
+    rate: f64,
+    /// Entity rows per request of the batch phase.
+    #[arg(long, default_value_t = 100)]
+    batch_entities: usize,
+    /// Open loop of the batch phase: requests/s.
+    #[arg(long, default_value_t = 1_000.0)]
+    batch_rate: f64,
+    /// Open loop of the JSON twin, 1 entity: requests/s.
+    #[arg(long, default_value_t = 10_000.0)]
+    json_rate: f64,
+    /// Seconds measured of each open loop.
+    #[arg(long, default_value_t = 15.0)]
+    seconds: f64,
+    /// Seconds of warm-up before each phase (same load, not measured).
+    #[arg(long, default_value_t = 3.0)]
+    warmup_seconds: f64,
+    /// Seconds measured of each closed loop.
+    #[arg(long, default_value_t = 10.0)]
+    max_seconds: f64,
+    /// Requests in flight in the closed loops.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// HTTP/2 connections of the gRPC client (requests go round-robin).
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Feast: worker processes of `feast serve`.
+    #[arg(long, default_value_t = 2)]
+    feast_workers: usize,
+    /// Feast: the open loops' rate, as a share of the closed loop's throughput.
+    #[arg(long, default_value_t = 0.5)]
+    feast_fraction: f64,
+    /// Redis, for `--store redis` and `--feast redis` (loopback only).
+    #[arg(long, default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    /// The Python with Feast installed (`pip install "feast[redis]"`).
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// Pin the servers (`livora serve`, `feast serve`) to CPU 1 and the load generator to CPU 0
+    /// (`taskset`), instead of letting them share both cores. Livora's runtime then has one
+    /// worker thread (tokio sizes it by the CPUs it may use).
+    #[arg(long)]
+    pin: bool,
+    /// Extra `KEY=VALUE` environment of `livora serve`, e.g. a `LIVORA__…` setting (repeatable).
+    #[arg(long = "server-env", value_name = "KEY=VALUE")]
+    server_env: Vec<String>,
+    /// Where the temporary directories go (default: the system's temp directory).
+    #[arg(long)]
+    data_parent: Option<PathBuf>,
+    /// Passed by `cargo bench`. Without it (e.g. `cargo test --benches`) nothing is run.
+    #[arg(long)]
+    bench: bool,
+}
+
+impl Args {
+    /// Refuses values that would make the run unbounded or meaningless.
+    fn check(&self) -> Result<()> {
+        ensure!((1..=10_000_000).contains(&self.users), "--users must be 1 to 10000000");
+        for (name, rate) in [("--rate", self.rate), ("--batch-rate", self.batch_rate), ("--json-rate", self.json_rate)]
+        {
+            ensure!((1.0..=200_000.0).contains(&rate), "{name} must be in [1, 200000] requests/s");
+        }
+        ensure!((1..=1_000).contains(&self.batch_entities), "--batch-entities must be 1 to 1000");
+        for (name, v) in [("--seconds", self.seconds), ("--max-seconds", self.max_seconds)] {
+            ensure!(v > 0.0 && v <= 300.0, "{name} must be in (0, 300]");
+        }
+        ensure!((0.0..=60.0).contains(&self.warmup_seconds), "--warmup-seconds must be in [0, 60]");
+        ensure!((1..=1_024).contains(&self.concurrency), "--concurrency must be 1 to 1024");
+        ensure!((1..=64).contains(&self.connections), "--connections must be 1 to 64");
+        ensure!((1..=16).contains(&self.feast_workers), "--feast-workers must be 1 to 16");
+        ensure!(self.feast_fraction > 0.0 && self.feast_fraction <= 1.0, "--feast-fraction must be in (0, 1]");
+        redis_hostport(&self.redis_url)?;
+        for kv in &self.server_env {
+            ensure!(kv.split_once('=').is_some_and(|(k, _)| !k.is_empty()), "--server-env `{kv}`: expected KEY=VALUE");
+        }
+        Ok(())
+    }
+}
+
+/// `127.0.0.1:6379` of a `redis://127.0.0.1:6379` URL; anything but loopback is refused.
+fn redis_hostport(url: &str) -> Result<String> {
+    let rest = url.strip_prefix("redis://").context("--redis-url must be redis://127.0.0.1:PORT")?;
+    let hostport = rest.trim_end_matches('/').replace("localhost", "127.0.0.1");
+    let addr: std::net::SocketAddr =
+        hostport.parse().with_context(|| format!("--redis-url `{url}`: expected host:port"))?;
+    ensure!(addr.ip().is_loopback(), "--redis-url must point at a loopback address, not {}", addr.ip());
+    Ok(hostport)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if !args.bench {
+        eprintln!("feature_lookup: nothing run; start it with `cargo bench -p livora --bench feature_lookup`");
+        return ExitCode::SUCCESS;
+    }
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("feature_lookup: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One phase: a load against a target.
+enum Load {
+    /// A fixed schedule of this many requests/s.
+    Open(f64),
+    /// This many loops, each sending when answered.
+    Closed(usize),
+}
+
+/// The bench's shared state.
+struct Bench<'a> {
+    args: &'a Args,
+    runtime: tokio::runtime::Runtime,
+    lines: Vec<Line>,
+    /// Seeds the users of each phase differently.
+    phase: u64,
+}
+
+impl Bench<'_> {
+    /// Warms up, then measures `load` on `target` for `seconds`, and adds the line; returns the
+    /// answered requests/s.
+    fn measure(
+        &mut self,
+        label: (&'static str, &'static str, &'static str),
+        target: &Arc<Target>,
+        load: Load,
+        seconds: f64,
+        server: u32,
+    ) -> f64 {
+        self.phase += 1;
+        let seed = self.phase * 1_000_000_000;
+        let go = |seconds: f64, seed: u64| match load {
+            Load::Open(rate) => self.runtime.block_on(open_loop(target, rate, seconds, seed)),
+            Load::Closed(n) => self.runtime.block_on(closed_loop(target, n, seconds, seed)),
+        };
+        let description = match load {
+            Load::Open(rate) => format!("open loop {}/s", thousands(rate)),
+            Load::Closed(n) => format!("closed loop, {n} in flight"),
+        };
+        eprintln!("feature_lookup: {} {} {}, {} entities: {description}", label.0, label.1, label.2, target.entities());
+        if self.args.warmup_seconds > 0.0 {
+            go(self.args.warmup_seconds, seed + 500_000_000);
+        }
+        let compiler_before = Machine::compiler_running();
+        let cpu = CpuMeter::start(server);
+        let tally = go(seconds, seed);
+        let cpu = cpu.stop();
+        let mut line =
+            Line::new(label, target.entities(), description, &tally, Some(cpu), matches!(load, Load::Open(_)));
+        line.disturbed = compiler_before || Machine::compiler_running();
+        eprintln!(
+            "feature_lookup:   {} req/s, p50 {:.3} ms, p99 {:.3} ms, errors: {}{}",
+            thousands(line.achieved),
+            f64::from(line.pct_us[0]) / 1000.0,
+            line.p99_ms(),
+            line.errors,
+            tally.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default()
+        );
+        let achieved = line.achieved;
+        self.lines.push(line);
+        achieved
+    }
+
+    /// One request that must succeed before any timing.
+    fn probe(&self, target: &Target) -> Result<()> {
+        match self.runtime.block_on(target.call(1)) {
+            Outcome::Ok => Ok(()),
+            Outcome::Failed(kind, message) => bail!("the first request failed ({kind}): {message}"),
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<()> {
+    args.check()?;
+    let parent = args.data_parent.clone().unwrap_or_else(std::env::temp_dir);
+    let machine = Machine::probe();
+    eprintln!("feature_lookup: {} cores, {}, load average {}", machine.cores, machine.cpu, machine.loadavg);
+    if args.pin {
+        ensure!(machine.cores >= 2, "--pin needs 2 CPUs");
+        servers::pin_self(CLIENT_CPU)?;
+    }
+    // One thread: the open loop paces with the thread's own sleeps (see load.rs), and requests
+    // and connections never hop between threads.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the load generator's runtime")?;
+    let now = chrono::Utc::now().timestamp_micros();
+    let rows = Rows::generate(args.users, now, 42);
+    let mut bench = Bench { args, runtime, lines: Vec::new(), phase: 0 };
+    let mut failures = Vec::new();
+    for &store in &args.store {
+        if let Err(e) = livora(&mut bench, &parent, store, &rows) {
+            eprintln!("feature_lookup: Livora on {store:?} failed: {e:#}");
+            failures.push(format!("Livora {store:?}: {e:#}"));
+        }
+    }
+    for &store in args.feast.iter().filter(|&&s| s != FeastStore::None) {
+        if let Err(e) = feast(&mut bench, &parent, store, &rows, now) {
+            eprintln!("feature_lookup: Feast on {store:?} failed: {e:#}");
+            failures.push(format!("Feast {store:?}: {e:#}"));
+        }
+    }
+    println!(
+        "\nMachine: {} cores, {}; load average at start {}. {} users; {}.\n",
+        machine.cores,
+        machine.cpu,
+        machine.loadavg,
+        args.users,
+        if args.pin {
+            "servers pinned to CPU 1, the load generator to CPU 0"
+        } else {
+            "the load generator and the servers share the cores"
+        }
+    );
+    print_table(&bench.lines);
+    verdicts(args, &bench.lines);
+    if !failures.is_empty() {
+        bail!("{} part(s) failed: {}", failures.len(), failures.join("; "));
+    }
+    Ok(())
+}
+
+/// Prints whether the targets of issue 3 §6 are met.
+fn verdicts(args: &Args, lines: &[Line]) {
+    println!();
+    for (store, bound) in [("redb", 1.0), ("Redis", 2.0)] {
+        let line = lines.iter().find(|l| {
+            l.system == "Livora" && l.store == store && l.api == "gRPC" && l.entities == 1 && l.load.starts_with("open")
+        });
+        if let Some(l) = line {
+            let rate_met = l.achieved >= args.rate * 0.99;
+            let met = rate_met && l.p99_ms() < bound && l.errors == "0";
+            println!(
+                "Target {store}: 1 × 25 over gRPC, p99 < {bound} ms at {} req/s: {} (p99 {:.3} ms at {} req/s answered)",
+                thousands(args.rate),
+                if met { "met" } else { "NOT met" },
+                l.p99_ms(),
+                thousands(l.achieved)
+            );
+        }
+    }
+}
+
+/// Measures Livora on one online store.
+fn livora(bench: &mut Bench<'_>, parent: &Path, store: Store, rows: &Rows) -> Result<()> {
+    let args = bench.args;
+    let dir = tempfile::Builder::new().prefix("livora-lookup-").tempdir_in(parent)?;
+    let data = dir.path().join("data");
+    let client = ClientId::new(CLIENT).map_err(anyhow::Error::msg)?;
+    let (name, config, mut env, prefix) = match store {
+        Store::Redb => ("redb", data::redb_config(), Vec::new(), None),
+        Store::Redis => {
+            let prefix = format!("livora:bench:{}:", Uuid::new_v4().simple());
+            let env = vec![
+                ("LIVORA__ONLINE_STORE__BACKEND".to_owned(), "redis".to_owned()),
+                ("LIVORA__ONLINE_STORE__URL".to_owned(), args.redis_url.clone()),
+                ("LIVORA__ONLINE_STORE__KEY_PREFIX".to_owned(), prefix.clone()),
+            ];
+            ("Redis", data::redis_config(&args.redis_url, &prefix), env, Some(prefix))
+        }
+    };
+    env.extend(args.server_env.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())));
+    let key = create_client(&data, &env, CLIENT)?;
+    apply(&data, &env, CLIENT)?;
+    let started = std::time::Instant::now();
+    bench.runtime.block_on(rows.populate(&config, &data, &client))?;
+    eprintln!("feature_lookup: {} rows written to {name} in {:.1}s", rows.rows.len(), started.elapsed().as_secs_f64());
+
+    let measured = livora_phases(bench, &dir.path().join("server.log"), &data, &env, &key, name);
+    let cleaned = match &prefix {
+        Some(prefix) => bench.runtime.block_on(data::delete_redis_prefix(&args.redis_url, prefix)).map(|n| {
+            eprintln!("feature_lookup: deleted {n} redis keys");
+        }),
+        None => Ok(()),
+    };
+    measured?;
+    cleaned
+}
+
+/// Starts `livora serve` and runs every mode asked for.
+fn livora_phases(
+    bench: &mut Bench<'_>,
+    log: &Path,
+    data: &Path,
+    env: &[(String, String)],
+    key: &str,
+    name: &'static str,
+) -> Result<()> {
+    let args = bench.args;
+    let mut server = Livora::start(data, env, log, args.pin.then_some(SERVER_CPU))?;
+    let pid = server.server.pid();
+    let connect = |entities| Grpc::connect(server.grpc, args.connections, CLIENT, key, args.users, entities);
+    let one = Arc::new(Target::Grpc(bench.runtime.block_on(connect(1))?));
+    bench.probe(&one).with_context(|| format!("server log:\n{}", server.server.log_tail()))?;
+    let json_url = format!("http://{}/v1/features/online", server.http);
+    let json = Arc::new(Target::Json(Json::new(json_url, Json::livora_headers(CLIENT, key)?, args.users, 1)?));
+    bench.probe(&json)?;
+    let grpc = ("Livora", name, "gRPC");
+    let http = ("Livora", name, "JSON (HTTP/1.1)");
+    if args.modes.contains(&Mode::Max) {
+        bench.measure(grpc, &one, Load::Closed(args.concurrency), args.max_seconds, pid);
+        if name == "redb" {
+            bench.measure(http, &json, Load::Closed(args.concurrency), args.max_seconds, pid);
+        }
+    }
+    if args.modes.contains(&Mode::Grpc) {
+        bench.measure(grpc, &one, Load::Open(args.rate), args.seconds, pid);
+    }
+    if args.modes.contains(&Mode::Batch) {
+        let batch = Arc::new(Target::Grpc(bench.runtime.block_on(connect(args.batch_entities))?));
+        bench.probe(&batch)?;
+        bench.measure(grpc, &batch, Load::Open(args.batch_rate), args.seconds, pid);
+    }
+    if args.modes.contains(&Mode::Json) && name == "redb" {
+        bench.measure(http, &json, Load::Open(args.json_rate), args.seconds, pid);
+    }
+    // The connections close once the runtime runs again after their last handle is gone; the
+    // server's graceful shutdown waits for them.
+    drop((one, json));
+    bench.runtime.block_on(async { tokio::time::sleep(std::time::Duration::from_millis(200)).await });
+    server.server.stop()
+}
+
+/// Measures Feast's feature server on one of its online stores, and its in-process reads.
+fn feast(bench: &mut Bench<'_>, parent: &Path, store: FeastStore, rows: &Rows, now: i64) -> Result<()> {
+    let args = bench.args;
+    let dir = tempfile::Builder::new().prefix("livora-lookup-feast-").tempdir_in(parent)?;
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo)?;
+    let repo_arg = repo.to_string_lossy().into_owned();
+    let csv = dir.path().join("rows.csv");
+    rows.write_csv(&csv, now)?;
+    let (online, name) = match store {
+        FeastStore::Redis => ("redis", "Redis"),
+        _ => ("sqlite", "SQLite"),
+    };
+    let redis = redis_hostport(&args.redis_url)?;
+    let csv_arg = csv.to_string_lossy().into_owned();
+    eprintln!("feature_lookup: Feast: apply and materialize {} rows into {name}", rows.rows.len());
+    let setup = feast_script_run(
+        &args.python,
+        &["setup", "--dir", &repo_arg, "--csv", &csv_arg, "--online", online, "--redis", &redis],
+    )?;
+    eprintln!("feature_lookup: Feast setup: {setup}");
+
+    let served = feast_phases(bench, &repo, &dir.path().join("feast.log"), name);
+    let users = args.users.to_string();
+    let mut inprocess = Ok(());
+    if served.is_ok() {
+        for entities in [1, args.batch_entities] {
+            let ran = feast_script_run(
+                &args.python,
+                &["inprocess", "--dir", &repo_arg, "--users", &users, "--entities", &entities.to_string()],
+            )
+            .and_then(|out| Ok(serde_json::from_str::<serde_json::Value>(&out)?));
+            match ran {
+                Ok(json) => {
+                    eprintln!("feature_lookup: Feast in-process, {entities} entities: {json}");
+                    bench.lines.push(Line::inprocess(name, entities, &json));
+                }
+                Err(e) => inprocess = Err(e),
+            }
+        }
+    }
+    let teardown = if store == FeastStore::Redis {
+        feast_script_run(&args.python, &["teardown", "--dir", &repo_arg]).map(drop).or_else(|e| {
+            // teardown prints nothing on success: only a failed run is an error.
+            if e.to_string().contains("no JSON line") { Ok(()) } else { Err(e) }
+        })
+    } else {
+        Ok(())
+    };
+    served?;
+    inprocess?;
+    teardown
+}
+
+/// Starts `feast serve` and measures it: highest throughput, then an open loop at a share of it,
+/// for 1 and for `--batch-entities` entities.
+fn feast_phases(bench: &mut Bench<'_>, repo: &Path, log: &Path, name: &'static str) -> Result<()> {
+    let args = bench.args;
+    let port = free_port()?;
+    let pin = args.pin.then_some(SERVER_CPU);
+    let mut server: Server =
+        bench.runtime.block_on(start_feast(&args.python, repo, (port, args.feast_workers), log, pin))?;
+    let pid = server.pid();
+    let url = format!("http://127.0.0.1:{port}/get-online-features");
+    let label = ("Feast", name, "HTTP JSON (feast serve)");
+    for (entities, open_cap) in [(1, args.rate), (args.batch_entities, args.batch_rate)] {
+        let target = Arc::new(Target::Json(Json::new(url.clone(), HeaderMap::new(), args.users, entities)?));
+        bench.probe(&target).with_context(|| format!("feast log:\n{}", server.log_tail()))?;
+        let max = bench.measure(label, &target, Load::Closed(args.concurrency), args.max_seconds, pid);
+        let rate = (max * args.feast_fraction).min(open_cap).max(1.0);
+        if entities == 1 && max < args.rate {
+            eprintln!(
+                "feature_lookup: Feast ({name}) answers at most {} req/s: it cannot sustain {} req/s",
+                thousands(max),
+                thousands(args.rate)
+            );
+        }
+        bench.measure(label, &target, Load::Open(rate), args.seconds, pid);
+    }
+    bench.runtime.block_on(async { tokio::time::sleep(std::time::Duration::from_millis(200)).await });
+    server.stop()
+}
