@@ -6,18 +6,18 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use livora_proto::livora::v1 as pb;
-use pb::feature_service_client::FeatureServiceClient;
 use bytes::{BufMut, BytesMut};
 use http_body_util::{BodyExt, Full};
-use prost::Message as _;
-use tonic::client::GrpcService;
-use tonic::codegen::http;
+use livora_proto::livora::v1 as pb;
+use pb::feature_service_client::FeatureServiceClient;
 use pb::get_online_features_request::Kind;
 use pb::value::Val;
+use prost::Message as _;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
+use tonic::client::GrpcService;
+use tonic::codegen::http;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
@@ -174,7 +174,8 @@ impl Grpc {
     async fn check_in_full(&self) -> Result<()> {
         let mut client = FeatureServiceClient::new(self.channels[0].clone());
         let answer = client.get_online_features(self.request(7)).await?.into_inner();
-        let names: Vec<String> = feature_refs().iter().map(|r| r.split_once(':').map_or(r.clone(), |(_, f)| f.into())).collect();
+        let names: Vec<String> =
+            feature_refs().iter().map(|r| r.split_once(':').map_or(r.clone(), |(_, f)| f.into())).collect();
         anyhow::ensure!(answer.feature_names == names, "answered the features {:?}", answer.feature_names);
         let present = pb::FeatureStatus::Present as i32;
         for (name, vector) in names.iter().zip(&answer.results) {
@@ -233,7 +234,8 @@ impl Grpc {
         let trailers = collected.trailers().cloned();
         let status = trailers.as_ref().and_then(|t| t.get("grpc-status")).or_else(|| parts.headers.get("grpc-status"));
         if parts.status != http::StatusCode::OK || status.map(|s| s.as_bytes()) != Some(b"0") {
-            let message = trailers.as_ref().and_then(|t| t.get("grpc-message")).or_else(|| parts.headers.get("grpc-message"));
+            let message =
+                trailers.as_ref().and_then(|t| t.get("grpc-message")).or_else(|| parts.headers.get("grpc-message"));
             return Outcome::Failed("grpc status", format!("{} {status:?} {message:?}", parts.status));
         }
         let bytes = collected.to_bytes();
