@@ -11,8 +11,9 @@ use anyhow::{Context, Result, ensure};
 use chrono::{DateTime, DurationRound, SecondsFormat, Utc};
 use livora_common::{ClientId, Event};
 use livora_feature_store::definitions::{FeatureKind, parse_files};
+use livora_feature_store::online::{RedbConfig, RedbStore};
 use livora_feature_store::stream::CompiledView;
-use livora_feature_store::{Value, batch};
+use livora_feature_store::{OnlineStore, RowKey, Value, batch};
 use livora_simulator::{SimConfig, Simulator};
 use livora_tests::{Livora, create_client, post};
 use polars::prelude::SerReader as _;
@@ -125,22 +126,17 @@ async fn posted_events_become_online_features_equal_to_the_batch_engine() -> Res
     ensure!(metrics.contains("livora_features_stream_duplicates_total 100"), "the resent batch is dropped: {metrics}");
     let unique: HashSet<_> = events.iter().map(|e| e.event_id).collect();
     ensure!(unique.len() == events.len());
-    let online: Json = http
-        .post(format!("{}/v1/features/online", server.url()))
-        .bearer_auth(&key)
-        .header("x-client-id", "shop")
-        .json(&request)
-        .send()
-        .await?
-        .json()
-        .await?;
-    // A clean stop appends the last feature rows to the offline feature log.
+    // A clean stop appends the last feature rows to the offline feature log; the online rows
+    // are then read from the store itself (the server no longer holds it).
     server.stop()?;
+    let store = RedbStore::open(&RedbConfig::default(), data.path()).await?;
+    let keys: Vec<RowKey> = users.iter().map(|u| RowKey::new("user", u.clone(), "user_activity")).collect();
+    let rows = store.read(&shop, &keys).await?;
 
-    // The same features as a point-in-time dataset over a spine of every user, sampled hourly up
-    // to now: at the last sample each user's values are the ones served online.
+    // The same features as a point-in-time dataset over a spine of every user, sampled hourly
+    // until after every row's time: at the last sample each user's values are the online ones.
     let out = data.path().join("dataset.parquet");
-    let end = Utc::now();
+    let end = Utc::now() + chrono::Duration::hours(2);
     let built = Command::new(BIN)
         .arg("--data-dir")
         .arg(data.path())
@@ -167,7 +163,8 @@ async fn posted_events_become_online_features_equal_to_the_batch_engine() -> Res
             .with_context(|| format!("{user} has no row at the last sample of the spine"))?;
         for (f, name) in names.iter().enumerate() {
             let cell = dataset.column(name)?.get(row)?;
-            let served = &online["results"][f]["values"][u];
+            let online_row = rows[u].as_ref().with_context(|| format!("{user} has no online row"))?;
+            let served = &json_of(&online_row.values[f].1);
             let same = match (cell.clone(), served) {
                 (polars::prelude::AnyValue::Null, Json::Null) => true,
                 (polars::prelude::AnyValue::Int64(x), Json::Number(n)) => n.as_i64() == Some(x),
