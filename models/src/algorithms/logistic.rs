@@ -1,0 +1,57 @@
+//! Logistic regression, fitted with `linfa-logistic` (L-BFGS, L2 penalty).
+
+use linfa::prelude::*;
+use linfa_logistic::LogisticRegression;
+use ndarray::{Array1, Array2};
+use serde::{Deserialize, Serialize};
+
+use super::{FitParams, sigmoid};
+use crate::error::{Error, Result};
+
+/// A fitted logistic regression: `p = σ(intercept + Σ coefficientᵢ xᵢ)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Logistic {
+    /// The intercept.
+    pub intercept: f64,
+    /// One coefficient per model column.
+    pub coefficients: Vec<f64>,
+}
+
+impl Logistic {
+    /// Fits on `x` (row-major, `width` columns) and `y` (both classes present).
+    pub fn fit(x: &[f64], width: usize, y: &[bool], params: &FitParams) -> Result<Self> {
+        let err = |message: String| Error::Fit { algorithm: "logistic", message };
+        let records = Array2::from_shape_vec((y.len(), width), x.to_vec()).map_err(|e| err(e.to_string()))?;
+        let targets = Array1::from_iter(y.iter().copied());
+        let dataset = Dataset::new(records, targets);
+        let fitted = LogisticRegression::default()
+            .alpha(params.l2)
+            .max_iterations(params.max_iterations)
+            .gradient_tolerance(1e-6)
+            .fit(&dataset)
+            .map_err(|e| err(e.to_string()))?;
+        // linfa's probabilities are those of the larger label: `true`, the positive class.
+        let mut coefficients = fitted.params().to_vec();
+        let mut intercept = fitted.intercept();
+        if fitted.labels().pos.class != true {
+            coefficients.iter_mut().for_each(|c| *c = -*c);
+            intercept = -intercept;
+        }
+        Ok(Self { intercept, coefficients })
+    }
+
+    /// The log-odds of one row.
+    fn logit(&self, row: &[f64]) -> f64 {
+        self.intercept + self.coefficients.iter().zip(row).map(|(c, x)| c * x).sum::<f64>()
+    }
+
+    /// The positive-class probability of each row.
+    pub fn predict(&self, x: &[f64], width: usize) -> Vec<f64> {
+        x.chunks_exact(width).map(|row| sigmoid(self.logit(row))).collect()
+    }
+
+    /// `coefficientᵢ · xᵢ` per column, and the intercept.
+    pub fn contributions(&self, row: &[f64]) -> (Vec<f64>, f64) {
+        (self.coefficients.iter().zip(row).map(|(c, x)| c * x).collect(), self.intercept)
+    }
+}

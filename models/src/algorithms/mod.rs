@@ -1,0 +1,183 @@
+//! The algorithms of the zoo and the fitted classifiers they produce.
+//!
+//! Every classifier reads the rows an [`crate::Encoder`] produces (row-major, `width` columns)
+//! and returns the probability of the positive class. Linear and tree models also explain a
+//! score: the contribution of each model column to the log-odds.
+
+mod gbdt;
+mod logistic;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+pub use gbdt::Gbdt;
+pub use logistic::Logistic;
+
+use crate::error::{Error, Result};
+
+/// A training algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// The training set's positive rate for every row: the floor any model must beat.
+    Prior,
+    /// L2-regularised logistic regression (`linfa-logistic`).
+    Logistic,
+    /// Gradient-boosted decision trees (`perpetual`).
+    Gbdt,
+}
+
+impl Algorithm {
+    /// Every algorithm, in the order `--algorithm` lists them.
+    pub const ALL: [Algorithm; 3] = [Algorithm::Prior, Algorithm::Logistic, Algorithm::Gbdt];
+
+    /// The name used on the command line and in manifests.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Prior => "prior",
+            Self::Logistic => "logistic",
+            Self::Gbdt => "gbdt",
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|a| a.name()).collect();
+            Error::InvalidArgument(format!("unknown algorithm `{s}`; expected one of {}", names.join(", ")))
+        })
+    }
+}
+
+/// Knobs of the fit; every algorithm reads the ones it has.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FitParams {
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Logistic regression: L2 penalty (scikit-learn's `1 / C`).
+    pub l2: f64,
+    /// Logistic regression: iterations of the optimiser at most.
+    pub max_iterations: u64,
+    /// Gradient-boosted trees: perpetual's budget (higher fits more; 0.5–1.5 is sensible).
+    pub budget: f32,
+}
+
+impl Default for FitParams {
+    fn default() -> Self {
+        Self { seed: 42, l2: 1.0, max_iterations: 300, budget: 1.0 }
+    }
+}
+
+/// A fitted binary classifier.
+#[derive(Debug, Clone)]
+pub enum Classifier {
+    /// A constant probability.
+    Prior {
+        /// The training set's positive rate.
+        rate: f64,
+    },
+    /// Logistic regression.
+    Logistic(Logistic),
+    /// Gradient-boosted trees.
+    Gbdt(Gbdt),
+}
+
+impl Classifier {
+    /// Fits `algorithm` on `x` (row-major, `width` columns) and `y`.
+    pub fn fit(algorithm: Algorithm, x: &[f64], width: usize, y: &[bool], params: &FitParams) -> Result<Self> {
+        check_shape(x, width, y.len())?;
+        let positives = y.iter().filter(|&&v| v).count();
+        if positives == 0 || positives == y.len() {
+            return Err(Error::InsufficientData(format!(
+                "the training rows have a single class ({positives} positive of {}); a classifier needs both",
+                y.len()
+            )));
+        }
+        Ok(match algorithm {
+            Algorithm::Prior => Self::Prior { rate: positives as f64 / y.len() as f64 },
+            Algorithm::Logistic => Self::Logistic(Logistic::fit(x, width, y, params)?),
+            Algorithm::Gbdt => Self::Gbdt(Gbdt::fit(x, width, y, params)?),
+        })
+    }
+
+    /// The algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            Self::Prior { .. } => Algorithm::Prior,
+            Self::Logistic(_) => Algorithm::Logistic,
+            Self::Gbdt(_) => Algorithm::Gbdt,
+        }
+    }
+
+    /// The probability of the positive class for each row of `x` (row-major, `width` columns).
+    pub fn predict(&self, x: &[f64], width: usize) -> Vec<f64> {
+        let rows = if width == 0 { 0 } else { x.len() / width };
+        match self {
+            Self::Prior { rate } => vec![*rate; rows],
+            Self::Logistic(m) => m.predict(x, width),
+            Self::Gbdt(m) => m.predict(x, width),
+        }
+    }
+
+    /// Each column's contribution to the log-odds of one row, and the bias (the log-odds with
+    /// no information); `None` for the prior.
+    pub fn contributions(&self, row: &[f64]) -> Option<(Vec<f64>, f64)> {
+        match self {
+            Self::Prior { .. } => None,
+            Self::Logistic(m) => Some(m.contributions(row)),
+            Self::Gbdt(m) => Some(m.contributions(row)),
+        }
+    }
+
+    /// The fitted parameters as JSON (the artifact's weights file).
+    pub fn to_json(&self) -> Result<String> {
+        let err = |e: serde_json::Error| Error::Fit { algorithm: self.algorithm().name(), message: e.to_string() };
+        match self {
+            Self::Prior { rate } => serde_json::to_string(&serde_json::json!({ "rate": rate })).map_err(err),
+            Self::Logistic(m) => serde_json::to_string(m).map_err(err),
+            Self::Gbdt(m) => m.to_json(),
+        }
+    }
+
+    /// A classifier of `algorithm` from the JSON [`Classifier::to_json`] wrote.
+    pub fn from_json(algorithm: Algorithm, json: &str) -> Result<Self> {
+        let err = |e: serde_json::Error| Error::InvalidArgument(format!("{algorithm} weights: {e}"));
+        Ok(match algorithm {
+            Algorithm::Prior => {
+                #[derive(Deserialize)]
+                struct P {
+                    rate: f64,
+                }
+                Self::Prior { rate: serde_json::from_str::<P>(json).map_err(err)?.rate }
+            }
+            Algorithm::Logistic => Self::Logistic(serde_json::from_str(json).map_err(err)?),
+            Algorithm::Gbdt => Self::Gbdt(Gbdt::from_json(json)?),
+        })
+    }
+}
+
+fn check_shape(x: &[f64], width: usize, rows: usize) -> Result<()> {
+    if width == 0 || x.len() != rows * width {
+        return Err(Error::InvalidArgument(format!(
+            "the matrix has {} values, expected {rows} rows × {width} columns",
+            x.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The logistic function.
+pub fn sigmoid(z: f64) -> f64 {
+    1.0 / (1.0 + (-z).exp())
+}

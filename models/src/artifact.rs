@@ -1,0 +1,195 @@
+//! Model artifacts: a directory per model version holding `manifest.json` (what the model is,
+//! what it reads, how it was trained and how it scored) and `weights.json` (the fitted
+//! parameters). Inference loads a version from these two files alone.
+//!
+//! A directory appears whole: it is written under a temporary name, synced and renamed.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::algorithms::{Algorithm, Classifier, FitParams};
+use crate::encoding::{Encoder, Input};
+use crate::error::{Error, Result};
+use crate::metrics::ClassifierMetrics;
+
+/// The manifest format this code writes and reads.
+pub const FORMAT: u32 = 1;
+
+/// A feature the model reads, as the feature store names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeatureRef {
+    /// The feature view.
+    pub view: String,
+    /// The feature.
+    pub feature: String,
+}
+
+impl FeatureRef {
+    /// `view__feature`, the column name in datasets and the encoder.
+    pub fn column(&self) -> String {
+        format!("{}__{}", self.view, self.feature)
+    }
+}
+
+/// How a version was trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Training {
+    /// First spine time.
+    pub start: DateTime<Utc>,
+    /// Last spine time.
+    pub end: DateTime<Utc>,
+    /// Spine cadence, seconds.
+    pub cadence_seconds: u64,
+    /// Rows before this time train, rows from it on evaluate.
+    pub split_at: DateTime<Utc>,
+    /// Training rows.
+    pub train_rows: usize,
+    /// Evaluation rows.
+    pub test_rows: usize,
+    /// Positive share of the training rows.
+    pub train_positive_rate: f64,
+    /// The fit's parameters, seed included.
+    pub params: FitParams,
+    /// SHA-256 of the encoded training and evaluation matrices and labels, hex: equal
+    /// fingerprints mean equal data.
+    pub dataset_fingerprint: String,
+    /// Wall time of the whole job, seconds.
+    pub seconds: f64,
+}
+
+/// A model's and its baseline's metrics on the same evaluation rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// The model's.
+    pub model: ClassifierMetrics,
+    /// The baseline algorithm.
+    pub baseline_algorithm: Algorithm,
+    /// The baseline's.
+    pub baseline: ClassifierMetrics,
+}
+
+/// What a model version is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// [`FORMAT`].
+    pub format: u32,
+    /// The zoo model (`churn`).
+    pub model: String,
+    /// Its version, 1, 2, … per client and model.
+    pub version: i64,
+    /// The client it belongs to.
+    pub client_id: String,
+    /// The algorithm.
+    pub algorithm: Algorithm,
+    /// The feature service it reads.
+    pub feature_service: String,
+    /// The client's feature registry version the dataset was built with.
+    pub feature_registry_version: i64,
+    /// The features it reads, in encoder order.
+    pub features: Vec<FeatureRef>,
+    /// How features become model columns.
+    pub encoder: Encoder,
+    /// The label, in words.
+    pub label: String,
+    /// How it was trained.
+    pub training: Training,
+    /// How it scored.
+    pub evaluation: Evaluation,
+    /// The Livora version that trained it.
+    pub code_version: String,
+    /// When it was trained.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A score and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Score {
+    /// Probability of the positive class.
+    pub probability: f64,
+    /// The features that moved the log-odds most, largest magnitude first: (feature column,
+    /// contribution). Empty for the prior.
+    pub contributions: Vec<(String, f64)>,
+}
+
+/// A loaded model version.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    /// What it is.
+    pub manifest: Manifest,
+    /// The fitted classifier.
+    pub classifier: Classifier,
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::artifact(path, e))
+}
+
+impl Artifact {
+    /// Writes the artifact to `dir` (which must not exist), atomically.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        if dir.exists() {
+            return Err(Error::artifact(dir, "already exists; versions are never rewritten"));
+        }
+        let parent = dir.parent().ok_or_else(|| Error::artifact(dir, "has no parent directory"))?;
+        std::fs::create_dir_all(parent).map_err(|e| Error::artifact(parent, e))?;
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("model");
+        let tmp: PathBuf = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir(&tmp).map_err(|e| Error::artifact(&tmp, e))?;
+        let manifest = serde_json::to_string_pretty(&self.manifest).map_err(|e| Error::artifact(dir, e))?;
+        for (file, body) in [("manifest.json", manifest), ("weights.json", self.classifier.to_json()?)] {
+            let path = tmp.join(file);
+            let f = std::fs::File::create(&path).map_err(|e| Error::artifact(&path, e))?;
+            std::io::Write::write_all(&mut &f, body.as_bytes()).map_err(|e| Error::artifact(&path, e))?;
+            f.sync_all().map_err(|e| Error::artifact(&path, e))?;
+        }
+        std::fs::rename(&tmp, dir).map_err(|e| Error::artifact(dir, e))?;
+        if let Ok(d) = std::fs::File::open(parent) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Loads the artifact in `dir`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let path = dir.join("manifest.json");
+        let manifest: Manifest = serde_json::from_str(&read(&path)?).map_err(|e| Error::artifact(&path, e))?;
+        if manifest.format != FORMAT {
+            return Err(Error::artifact(
+                &path,
+                format!("format {} is not supported by this Livora (format {FORMAT})", manifest.format),
+            ));
+        }
+        let weights = dir.join("weights.json");
+        let classifier = Classifier::from_json(manifest.algorithm, &read(&weights)?)
+            .map_err(|e| Error::artifact(&weights, e))?;
+        Ok(Self { manifest, classifier })
+    }
+
+    /// Scores one row (`inputs` in [`Manifest::features`] order), explaining it with the `top`
+    /// largest feature contributions.
+    pub fn score(&self, inputs: &[Input<'_>], top: usize) -> Result<Score> {
+        let encoder = &self.manifest.encoder;
+        let mut row = Vec::with_capacity(encoder.width());
+        encoder.encode_into(inputs, &mut row)?;
+        let probability = self.classifier.predict(&row, row.len())[0];
+        let mut contributions = Vec::new();
+        if top > 0
+            && let Some((columns, _bias)) = self.classifier.contributions(&row)
+        {
+            // Sum the columns of each feature: "country" moved the score, not "country=FR".
+            let mut per_feature = vec![0.0; encoder.features.len()];
+            for (c, f) in columns.iter().zip(encoder.column_features()) {
+                per_feature[f] += c;
+            }
+            let mut ranked: Vec<(String, f64)> =
+                encoder.features.iter().map(|f| f.name.clone()).zip(per_feature).collect();
+            ranked.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then_with(|| a.0.cmp(&b.0)));
+            ranked.truncate(top);
+            contributions = ranked;
+        }
+        Ok(Score { probability, contributions })
+    }
+}

@@ -1,0 +1,28 @@
+//! Livora's model zoo, shared by training and inference so that the two cannot drift.
+//!
+//! - [`zoo`]: each model defined once — churn and lead scoring: feature service, spine, label,
+//!   default algorithm and baseline.
+//! - [`encoding`]: feature values to model columns, fitted on the training rows and stored in the
+//!   artifact.
+//! - [`algorithms`]: the prior, logistic regression (`linfa-logistic`) and gradient-boosted
+//!   trees (`perpetual`), with per-feature contributions for explanations.
+//! - [`metrics`]: ROC AUC, PR AUC, log loss, Brier score, calibration; precision, recall and
+//!   NDCG at k.
+//! - [`artifact`]: versioned model files (manifest + weights), loadable by inference alone.
+//! - [`registry`]: versions and aliases (`production`, `staging`, `shadow`) per client.
+
+pub mod algorithms;
+pub mod artifact;
+pub mod encoding;
+pub mod error;
+pub mod metrics;
+pub mod registry;
+pub mod zoo;
+
+pub use algorithms::{Algorithm, Classifier, FitParams};
+pub use artifact::{Artifact, Evaluation, FeatureRef, Manifest, Score, Training};
+pub use encoding::{Column, Encoder, Input, Table};
+pub use error::{Error, Result};
+pub use metrics::{ClassifierMetrics, RankingMetrics, classifier_metrics, ranking_metrics};
+pub use registry::{ALIASES, ModelRegistry, ModelVersion};
+pub use zoo::{LabelSpec, ModelSpec, ZOO, spec};

@@ -1,0 +1,156 @@
+//! The model zoo: each model defined once — what it predicts, from which feature service, for
+//! which entity rows, with which label and algorithms. Training and inference both read these
+//! definitions, so a served model cannot drift from the one that was trained.
+
+use crate::algorithms::Algorithm;
+use crate::error::{Error, Result};
+
+/// The event type that counts as a purchase in every label.
+pub const PURCHASE: &str = "purchase";
+
+const DAY_MICROS: i64 = 86_400_000_000;
+
+/// A model of the zoo.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    /// Its name (`churn`).
+    pub name: &'static str,
+    /// What it predicts.
+    pub description: &'static str,
+    /// The feature service it reads (registered in the client's feature repository).
+    pub feature_service: &'static str,
+    /// The feature view whose entities make the training rows (the spine).
+    pub spine_view: &'static str,
+    /// The label.
+    pub label: LabelSpec,
+    /// The algorithm `livora train` uses unless told otherwise.
+    pub default_algorithm: Algorithm,
+    /// The algorithm every candidate is compared with on the same split.
+    pub baseline: Algorithm,
+}
+
+/// How a row at time `t` is labelled from the entity's purchases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabelSpec {
+    /// Churn: for a customer (a purchase at or before `t`), positive when no purchase follows in
+    /// `(t, t + horizon]`. Rows of people who never bought are not customers and are left out.
+    NoPurchaseWithin {
+        /// The horizon, days.
+        horizon_days: i64,
+    },
+    /// Lead conversion: for a lead (no purchase at or before `t`), positive when the first
+    /// purchase falls in `(t, t + horizon]`. Customers are left out.
+    FirstPurchaseWithin {
+        /// The horizon, days.
+        horizon_days: i64,
+    },
+}
+
+impl LabelSpec {
+    /// The horizon in microseconds: a row at `t` can be labelled once events up to `t + horizon`
+    /// are known.
+    pub fn horizon_micros(self) -> i64 {
+        match self {
+            Self::NoPurchaseWithin { horizon_days } | Self::FirstPurchaseWithin { horizon_days } => {
+                horizon_days * DAY_MICROS
+            }
+        }
+    }
+
+    /// The label of a row at `t` (µs) given the entity's purchase times (µs, ascending), or
+    /// `None` when the row is not in the model's population. Only purchases after `t` decide the
+    /// label, and only purchases at or before `t` decide the population: no feature is read.
+    pub fn label(self, t: i64, purchases: &[i64]) -> Option<bool> {
+        debug_assert!(purchases.is_sorted());
+        // Purchases at or before t, and the first one after.
+        let before = purchases.partition_point(|&p| p <= t);
+        let next = purchases.get(before).copied();
+        let within = next.is_some_and(|p| p <= t + self.horizon_micros());
+        match self {
+            Self::NoPurchaseWithin { .. } => (before > 0).then_some(!within),
+            Self::FirstPurchaseWithin { .. } => (before == 0).then_some(within),
+        }
+    }
+
+    /// One line for manifests and `livora models show`.
+    pub fn describe(self) -> String {
+        match self {
+            Self::NoPurchaseWithin { horizon_days } => {
+                format!("customers (a purchase at or before t): 1 when no purchase in (t, t + {horizon_days}d]")
+            }
+            Self::FirstPurchaseWithin { horizon_days } => {
+                format!("leads (no purchase at or before t): 1 when the first purchase is in (t, t + {horizon_days}d]")
+            }
+        }
+    }
+}
+
+/// Churn: P(no purchase in the next 30 days | features at t), for customers.
+pub const CHURN: ModelSpec = ModelSpec {
+    name: "churn",
+    description: "P(no purchase in the next 30 days) of a customer",
+    feature_service: "churn",
+    spine_view: "user_activity",
+    label: LabelSpec::NoPurchaseWithin { horizon_days: 30 },
+    default_algorithm: Algorithm::Gbdt,
+    baseline: Algorithm::Logistic,
+};
+
+/// Lead scoring: P(first purchase within 14 days | features at t), for identified users who have
+/// not bought yet.
+pub const LEAD_SCORING: ModelSpec = ModelSpec {
+    name: "lead_scoring",
+    description: "P(first purchase within 14 days) of an identified user who has not bought yet",
+    feature_service: "lead_scoring",
+    spine_view: "user_activity",
+    label: LabelSpec::FirstPurchaseWithin { horizon_days: 14 },
+    default_algorithm: Algorithm::Gbdt,
+    baseline: Algorithm::Logistic,
+};
+
+/// Every model of the zoo.
+pub const ZOO: [&ModelSpec; 2] = [&CHURN, &LEAD_SCORING];
+
+/// The model called `name`.
+pub fn spec(name: &str) -> Result<&'static ModelSpec> {
+    ZOO.iter().copied().find(|m| m.name == name).ok_or_else(|| {
+        let names: Vec<&str> = ZOO.iter().map(|m| m.name).collect();
+        Error::NotFound(format!("unknown model `{name}`; the zoo has {}", names.join(", ")))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: i64 = DAY_MICROS;
+
+    #[test]
+    fn churn_labels_customers_only_and_looks_only_ahead() {
+        let churn = CHURN.label;
+        // Never bought by t: not a customer.
+        assert_eq!(churn.label(10 * D, &[]), None);
+        assert_eq!(churn.label(10 * D, &[11 * D]), None);
+        // Bought at t exactly: a customer; the purchase at t is not "after".
+        assert_eq!(churn.label(10 * D, &[10 * D]), Some(true));
+        // Next purchase on the last day of the horizon: retained; one microsecond later: churned.
+        assert_eq!(churn.label(10 * D, &[D, 40 * D]), Some(false));
+        assert_eq!(churn.label(10 * D, &[D, 40 * D + 1]), Some(true));
+    }
+
+    #[test]
+    fn lead_conversion_labels_leads_only() {
+        let lead = LEAD_SCORING.label;
+        assert_eq!(lead.label(10 * D, &[]), Some(false));
+        assert_eq!(lead.label(10 * D, &[24 * D]), Some(true));
+        assert_eq!(lead.label(10 * D, &[24 * D + 1]), Some(false));
+        assert_eq!(lead.label(10 * D, &[5 * D, 12 * D]), None);
+    }
+
+    #[test]
+    fn unknown_models_list_the_zoo() {
+        assert_eq!(spec("churn").map(|m| m.feature_service).ok(), Some("churn"));
+        let err = spec("chrun").expect_err("typo");
+        assert_eq!(err.to_string(), "unknown model `chrun`; the zoo has churn, lead_scoring");
+    }
+}
