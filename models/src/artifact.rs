@@ -163,8 +163,8 @@ impl Artifact {
             ));
         }
         let weights = dir.join("weights.json");
-        let classifier = Classifier::from_json(manifest.algorithm, &read(&weights)?)
-            .map_err(|e| Error::artifact(&weights, e))?;
+        let classifier =
+            Classifier::from_json(manifest.algorithm, &read(&weights)?).map_err(|e| Error::artifact(&weights, e))?;
         Ok(Self { manifest, classifier })
     }
 

@@ -198,10 +198,8 @@ impl Encoder {
                     for v in values.iter().flatten() {
                         *counts.entry(v.as_str()).or_default() += 1;
                     }
-                    let mut levels: Vec<(&str, usize)> = counts
-                        .into_iter()
-                        .filter(|&(_, c)| c as f64 >= MIN_LEVEL_SHARE * rows as f64)
-                        .collect();
+                    let mut levels: Vec<(&str, usize)> =
+                        counts.into_iter().filter(|&(_, c)| c as f64 >= MIN_LEVEL_SHARE * rows as f64).collect();
                     // Most frequent first, then by name: deterministic whatever the hash order.
                     levels.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
                     levels.truncate(MAX_LEVELS);
@@ -269,13 +267,13 @@ impl Encoder {
                     out.push(1.0);
                 }
                 (Encoding::Numeric { .. }, Input::Text(s)) => {
-                    return Err(Error::InvalidArgument(format!(
-                        "feature `{}` is numeric, got the text {s:?}",
-                        f.name
-                    )));
+                    return Err(Error::InvalidArgument(format!("feature `{}` is numeric, got the text {s:?}", f.name)));
                 }
                 (Encoding::Categorical { .. }, Input::Number(x)) => {
-                    return Err(Error::InvalidArgument(format!("feature `{}` is categorical, got the number {x}", f.name)));
+                    return Err(Error::InvalidArgument(format!(
+                        "feature `{}` is categorical, got the number {x}",
+                        f.name
+                    )));
                 }
             }
         }

@@ -5,7 +5,7 @@
 //! - [`encoding`]: feature values to model columns, fitted on the training rows and stored in the
 //!   artifact.
 //! - [`algorithms`]: the prior, logistic regression (`linfa-logistic`) and gradient-boosted
-//!   trees (`perpetual`), with per-feature contributions for explanations.
+//!   trees (`forust-ml`), with per-feature contributions for explanations.
 //! - [`metrics`]: ROC AUC, PR AUC, log loss, Brier score, calibration; precision, recall and
 //!   NDCG at k.
 //! - [`artifact`]: versioned model files (manifest + weights), loadable by inference alone.

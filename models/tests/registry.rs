@@ -37,7 +37,9 @@ fn artifact(client_id: &str, version: i64, algorithm: Algorithm) -> Artifact {
             algorithm,
             feature_service: "churn".into(),
             feature_registry_version: 1,
-            features: (0..s.width).map(|c| FeatureRef { view: "user_activity".into(), feature: format!("f{c}") }).collect(),
+            features: (0..s.width)
+                .map(|c| FeatureRef { view: "user_activity".into(), feature: format!("f{c}") })
+                .collect(),
             encoder,
             label: "test".into(),
             training: Training {

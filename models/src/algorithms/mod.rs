@@ -25,7 +25,7 @@ pub enum Algorithm {
     Prior,
     /// L2-regularised logistic regression (`linfa-logistic`).
     Logistic,
-    /// Gradient-boosted decision trees (`perpetual`).
+    /// Gradient-boosted decision trees (`forust-ml`).
     Gbdt,
 }
 
@@ -69,13 +69,17 @@ pub struct FitParams {
     pub l2: f64,
     /// Logistic regression: iterations of the optimiser at most.
     pub max_iterations: u64,
-    /// Gradient-boosted trees: perpetual's budget (higher fits more; 0.5–1.5 is sensible).
-    pub budget: f32,
+    /// Gradient-boosted trees: the most trees (fewer when early stopping ends the fit).
+    pub trees: usize,
+    /// Gradient-boosted trees: the shrinkage of each tree.
+    pub learning_rate: f32,
+    /// Gradient-boosted trees: the depth of each tree.
+    pub max_depth: usize,
 }
 
 impl Default for FitParams {
     fn default() -> Self {
-        Self { seed: 42, l2: 1.0, max_iterations: 300, budget: 1.0 }
+        Self { seed: 42, l2: 1.0, max_iterations: 300, trees: 300, learning_rate: 0.1, max_depth: 5 }
     }
 }
 

@@ -1,4 +1,5 @@
 //! Generated data with a known ground truth, shared by the model tests.
+#![allow(dead_code)]
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
