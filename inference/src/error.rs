@@ -35,7 +35,9 @@ pub enum Error {
     },
     /// The library is an ONNX Runtime older than the one `ort` needs.
     #[error(
-        "the ONNX Runtime library `{}` is version {found}, older than the {required} this build needs: {RUNTIME_HINT}",
+        "the ONNX Runtime library `{}` is version {found}, older than the {required} this build needs: upgrade it \
+         (`python3 -m pip install --upgrade onnxruntime`) or point ORT_DYLIB_PATH or inference.onnx.runtime_path \
+         at a newer one",
         path.display()
     )]
     RuntimeTooOld {

@@ -129,13 +129,25 @@ fn load_error(error: ort::LoadDynamicError, library: &Library, path: &Path) -> E
                 required: format!("1.{}", ort::MINOR_VERSION),
             };
         }
-        ort::LoadDynamicError::Dlopen { error, .. } => error.to_string(),
+        ort::LoadDynamicError::Dlopen { error, .. } => with_sources(&error),
         ort::LoadDynamicError::MissingApi { .. } => {
             "it does not export `OrtGetApiBase`, so it is not ONNX Runtime".to_string()
         }
         other => other.to_string(),
     };
     Error::RuntimeNotLoadable { path: path.to_path_buf(), origin: library.origin, reason }
+}
+
+/// `error: its source: ...`; libloading's own message is only "dlopen failed", the loader's why
+/// is its source.
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message = format!("{message}: {cause}");
+        source = cause.source();
+    }
+    message
 }
 
 /// One environment for the process, with one thread pool that every session shares, so that
