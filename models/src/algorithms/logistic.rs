@@ -2,7 +2,7 @@
 
 use linfa::prelude::*;
 use linfa_logistic::LogisticRegression;
-use ndarray::{Array1, Array2};
+use linfa_ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
 use super::{FitParams, sigmoid};
