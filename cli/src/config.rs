@@ -111,6 +111,11 @@ impl Config {
         if lake.contains("://") { self.data_dir().join("offline") } else { PathBuf::from(lake) }
     }
 
+    /// Where model artifacts are kept (`<data dir>/models`).
+    pub fn models_root(&self) -> PathBuf {
+        self.data_dir().join("models")
+    }
+
     /// The embedded log directory.
     pub fn log_dir(&self) -> PathBuf {
         self.event_log.embedded.dir.clone().unwrap_or_else(|| self.data_dir().join("log"))

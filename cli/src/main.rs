@@ -9,8 +9,10 @@ mod dataset;
 mod events;
 mod features;
 mod materialize;
+mod models;
 mod serve;
 mod simulate;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +62,11 @@ enum Command {
     /// Builds point-in-time correct training sets.
     #[command(subcommand)]
     Dataset(dataset::DatasetCommand),
+    /// Trains a model of the zoo (churn, lead scoring) and registers a new version.
+    Train(train::TrainArgs),
+    /// Lists, shows, compares, promotes and rolls back model versions.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
 }
 
 /// Writes `text` to stdout; a closed pipe (`livora … | head`) is not an error.
@@ -97,6 +104,8 @@ fn main() -> ExitCode {
             Command::Features(cmd) => features::run(&config, cmd).await,
             Command::Dataset(cmd) => dataset::run(&config, cmd).await,
             Command::Materialize(args) => materialize::run(&config, args).await,
+            Command::Train(args) => train::run(&config, args).await,
+            Command::Models(cmd) => models::run(&config, cmd).await,
         }
     });
     match result {

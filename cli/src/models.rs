@@ -1,0 +1,196 @@
+//! `livora models`: the registered model versions, their metrics, and the aliases that serve.
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use livora_common::ClientId;
+use livora_models::{ClassifierMetrics, Manifest, ModelRegistry};
+
+use crate::config::Config;
+
+/// `livora models …`.
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Lists the versions of every model (or one), newest first, with their aliases.
+    List {
+        /// The client.
+        #[arg(long)]
+        client: ClientId,
+        /// Only this model.
+        model: Option<String>,
+    },
+    /// Shows a version: what it reads, how it was trained, its metrics and calibration.
+    Show {
+        /// The client.
+        #[arg(long)]
+        client: ClientId,
+        /// `model` (its production version), `model@alias` or `model@<version>`.
+        reference: String,
+    },
+    /// Compares versions on their evaluation metrics, side by side.
+    Compare {
+        /// The client.
+        #[arg(long)]
+        client: ClientId,
+        /// Two or more references (`churn@3 churn@production`).
+        #[arg(num_args = 2..)]
+        references: Vec<String>,
+    },
+    /// Points an alias at a version.
+    Promote {
+        /// The client.
+        #[arg(long)]
+        client: ClientId,
+        /// The model.
+        model: String,
+        /// The version.
+        version: i64,
+        /// `production`, `staging` or `shadow`.
+        #[arg(long, default_value = "production")]
+        alias: String,
+    },
+    /// Moves an alias back to the version it pointed at before its last promotion.
+    Rollback {
+        /// The client.
+        #[arg(long)]
+        client: ClientId,
+        /// The model.
+        model: String,
+        /// `production`, `staging` or `shadow`.
+        #[arg(long, default_value = "production")]
+        alias: String,
+    },
+}
+
+pub async fn run(config: &Config, command: ModelsCommand) -> Result<()> {
+    let registry = ModelRegistry::connect(&config.registry_url(), config.models_root())
+        .await
+        .context("cannot open the model registry")?;
+    match command {
+        ModelsCommand::List { client, model } => {
+            let versions = registry.list(&client, model.as_deref()).await?;
+            if versions.is_empty() {
+                println!("client `{client}` has no models; train one with `livora train <model> --client {client} …`");
+                return Ok(());
+            }
+            println!(
+                "{:<14} {:>4}  {:<9} {:>8} {:>8}  {:<17} aliases",
+                "model", "ver", "algorithm", "auc", "base", "trained"
+            );
+            for v in versions {
+                let m = &v.manifest;
+                println!(
+                    "{:<14} {:>4}  {:<9} {:>8.4} {:>8.4}  {:<17} {}",
+                    v.model,
+                    v.version,
+                    m.algorithm.name(),
+                    m.evaluation.model.roc_auc,
+                    m.evaluation.baseline.roc_auc,
+                    m.created_at.format("%Y-%m-%d %H:%M"),
+                    v.aliases.join(",")
+                );
+            }
+        }
+        ModelsCommand::Show { client, reference } => {
+            let v = registry.resolve(&client, &reference).await?;
+            let m = &v.manifest;
+            println!("{} v{} ({}), client {}", m.model, m.version, m.algorithm, m.client_id);
+            println!("  aliases:   {}", if v.aliases.is_empty() { "none".into() } else { v.aliases.join(", ") });
+            println!("  label:     {}", m.label);
+            println!(
+                "  features:  service `{}` at feature registry v{}; {} read:",
+                m.feature_service,
+                m.feature_registry_version,
+                m.features.len()
+            );
+            for f in &m.encoder.features {
+                println!("    {:<44} missing {:>5.1}%", f.name, 100.0 * f.missing_rate);
+            }
+            for s in &m.encoder.skipped {
+                println!("    {:<44} skipped: {}", s.name, s.reason);
+            }
+            let t = &m.training;
+            println!(
+                "  training:  spine {} .. {} every {}s, split at {}; {} train / {} evaluate rows, {:.1}% positive",
+                t.start.format("%Y-%m-%d"),
+                t.end.format("%Y-%m-%d"),
+                t.cadence_seconds,
+                t.split_at.format("%Y-%m-%d"),
+                t.train_rows,
+                t.test_rows,
+                100.0 * t.train_positive_rate
+            );
+            println!(
+                "  seed {}, dataset {}, code {}, {:.1}s",
+                t.params.seed,
+                &t.dataset_fingerprint[..16.min(t.dataset_fingerprint.len())],
+                m.code_version,
+                t.seconds
+            );
+            println!("  artifact:  {}", v.path.display());
+            print_evaluation(m);
+            println!("  calibration (evaluation rows):");
+            println!("    {:<11} {:>7} {:>10} {:>9}", "predicted", "rows", "mean pred", "observed");
+            for b in &m.evaluation.model.calibration {
+                if b.rows > 0 {
+                    println!(
+                        "    {:.1} – {:.1}  {:>7} {:>10.3} {:>9.3}",
+                        b.lower, b.upper, b.rows, b.mean_predicted, b.observed_rate
+                    );
+                }
+            }
+        }
+        ModelsCommand::Compare { client, references } => {
+            let mut columns = Vec::new();
+            for r in &references {
+                let v = registry.resolve(&client, r).await?;
+                columns.push((format!("{}@{}", v.model, v.version), v.manifest));
+            }
+            print!("{:<12}", "");
+            for (name, _) in &columns {
+                print!(" {name:>16}");
+            }
+            println!();
+            let rows: [(&str, fn(&Manifest) -> String); 8] = [
+                ("algorithm", |m| m.algorithm.name().to_owned()),
+                ("roc auc", |m| format!("{:.4}", m.evaluation.model.roc_auc)),
+                ("pr auc", |m| format!("{:.4}", m.evaluation.model.pr_auc)),
+                ("log loss", |m| format!("{:.4}", m.evaluation.model.log_loss)),
+                ("brier", |m| format!("{:.4}", m.evaluation.model.brier)),
+                ("eval rows", |m| m.evaluation.model.rows.to_string()),
+                ("split at", |m| m.training.split_at.format("%Y-%m-%d").to_string()),
+                ("dataset", |m| m.training.dataset_fingerprint.chars().take(12).collect()),
+            ];
+            for (label, value) in rows {
+                print!("{label:<12}");
+                for (_, m) in &columns {
+                    print!(" {:>16}", value(m));
+                }
+                println!();
+            }
+            if columns.windows(2).any(|w| w[0].1.training.dataset_fingerprint != w[1].1.training.dataset_fingerprint) {
+                println!("note: the versions were evaluated on different data; compare each with its baseline");
+            }
+        }
+        ModelsCommand::Promote { client, model, version, alias } => {
+            let before = registry.promote(&client, &model, version, &alias).await?;
+            println!("{model} {alias}: v{version} (was {})", before.map_or("none".into(), |v| format!("v{v}")));
+        }
+        ModelsCommand::Rollback { client, model, alias } => {
+            let (from, to) = registry.rollback(&client, &model, &alias).await?;
+            println!("{model} {alias}: v{to} (was v{from})");
+        }
+    }
+    Ok(())
+}
+
+/// The model's and its baseline's metrics, side by side.
+pub fn print_evaluation(m: &Manifest) {
+    let e = &m.evaluation;
+    let row = |name: &str, x: &ClassifierMetrics| {
+        println!("    {:<10} {:>8.4} {:>8.4} {:>9.4} {:>8.4}", name, x.roc_auc, x.pr_auc, x.log_loss, x.brier);
+    };
+    println!("  evaluation on {} rows ({} positive):", e.model.rows, e.model.positives);
+    println!("    {:<10} {:>8} {:>8} {:>9} {:>8}", "", "roc auc", "pr auc", "log loss", "brier");
+    row(m.algorithm.name(), &e.model);
+    row(&format!("{} (baseline)", e.baseline_algorithm), &e.baseline);
+}

@@ -1,0 +1,148 @@
+//! `livora train`: trains a zoo model on the feature store and registers a new version.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use livora_common::ClientId;
+use livora_feature_store::{LocalOfflineStore, Registry};
+use livora_ingest::lake::{LakeReader, store};
+use livora_models::{Algorithm, FitParams, ModelRegistry, zoo};
+use livora_training::{Purchases, TrainRequest};
+
+use crate::config::Config;
+use crate::models::print_evaluation;
+
+/// `livora train`.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The zoo model: `churn` or `lead_scoring`.
+    pub model: String,
+    /// The client whose data trains it.
+    #[arg(long)]
+    pub client: ClientId,
+    /// First spine time (RFC 3339).
+    #[arg(long)]
+    pub start: DateTime<Utc>,
+    /// Last spine time (RFC 3339, included). Labels need events up to this time plus the
+    /// model's horizon (30 days for churn, 14 for lead scoring).
+    #[arg(long)]
+    pub end: DateTime<Utc>,
+    /// Spine cadence: each entity is sampled this often.
+    #[arg(long, default_value = "1d", value_parser = humantime::parse_duration)]
+    pub cadence: Duration,
+    /// The algorithm (`prior`, `logistic`, `gbdt`); default: the model's (`gbdt`).
+    #[arg(long)]
+    pub algorithm: Option<Algorithm>,
+    /// Seed of every random choice: the same data and seed train the same model.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Share of the spine's times, the latest, that evaluate.
+    #[arg(long, default_value_t = 0.2)]
+    pub test_fraction: f64,
+    /// Gradient-boosted trees: the most trees (early stopping may use fewer).
+    #[arg(long, default_value_t = FitParams::default().trees)]
+    pub trees: usize,
+    /// Gradient-boosted trees: the learning rate.
+    #[arg(long, default_value_t = FitParams::default().learning_rate)]
+    pub learning_rate: f32,
+    /// Gradient-boosted trees: the depth of each tree.
+    #[arg(long, default_value_t = FitParams::default().max_depth)]
+    pub max_depth: usize,
+    /// Logistic regression: L2 penalty (scikit-learn's 1/C).
+    #[arg(long, default_value_t = FitParams::default().l2)]
+    pub l2: f64,
+    /// Point this alias (`production`, `staging`, `shadow`) at the new version.
+    #[arg(long)]
+    pub promote: Option<String>,
+}
+
+pub async fn run(config: &Config, args: TrainArgs) -> Result<()> {
+    let started = Instant::now();
+    let spec = zoo::spec(&args.model)?;
+    let features = Registry::connect(&config.registry_url()).await.context("cannot open the feature registry")?;
+    let Some(current) = features.current(&args.client).await? else {
+        bail!("client `{}` has no feature definitions; run `livora apply <repo> --client {}`", args.client, args.client)
+    };
+    let models = ModelRegistry::connect(&config.registry_url(), config.models_root())
+        .await
+        .context("cannot open the model registry")?;
+
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+
+    bar.set_message("reading purchases from the lake".to_owned());
+    let lake = LakeReader::new(store::open(&config.lake_root(), &config.lake)?);
+    let times = lake.user_event_times(args.client.as_str(), zoo::PURCHASE).await?;
+    let purchases = Purchases { times: times.times, latest: times.latest };
+
+    let request = TrainRequest {
+        client: args.client.clone(),
+        model: spec,
+        start: args.start,
+        end: args.end,
+        cadence: args.cadence,
+        algorithm: args.algorithm,
+        params: FitParams {
+            seed: args.seed,
+            l2: args.l2,
+            trees: args.trees,
+            learning_rate: args.learning_rate,
+            max_depth: args.max_depth,
+            ..FitParams::default()
+        },
+        test_fraction: args.test_fraction,
+    };
+    let version = models.next_version(&args.client, spec.name).await?;
+    let root = config.offline_root();
+    let (artifact, prepared) = {
+        let (request, bar, repo) = (request.clone(), bar.clone(), current.repo.clone());
+        tokio::task::spawn_blocking(move || -> Result<_> {
+            let store = LocalOfflineStore::new(&root);
+            let prepared = livora_training::prepare(&request, &repo, current.version, &store, &root, &purchases, &bar)?;
+            let artifact = livora_training::fit(&request, &prepared, version, &bar)?;
+            Ok((artifact, prepared))
+        })
+        .await??
+    };
+    bar.set_message("registering".to_owned());
+    let registered = models.register(&args.client, &artifact).await?;
+    bar.finish_and_clear();
+
+    let m = &artifact.manifest;
+    let d = prepared.dropped;
+    println!(
+        "trained {} v{} ({}) for client {} in {:.1?}",
+        m.model,
+        m.version,
+        m.algorithm,
+        args.client,
+        started.elapsed()
+    );
+    println!(
+        "  rows: {} train, {} evaluate (split at {}); {} outside the population, {} with an open label window",
+        m.training.train_rows,
+        m.training.test_rows,
+        m.training.split_at.format("%Y-%m-%d %H:%M"),
+        d.not_in_population,
+        d.label_not_observed
+    );
+    println!(
+        "  features: {} read, {} skipped; artifact {}",
+        m.features.len(),
+        m.encoder.skipped.len(),
+        registered.path.display()
+    );
+    print_evaluation(m);
+    if let Some(alias) = args.promote {
+        let before = models.promote(&args.client, spec.name, m.version, &alias).await?;
+        println!("{alias}: v{} (was {})", m.version, before.map_or("none".into(), |v| format!("v{v}")));
+    }
+    Ok(())
+}
