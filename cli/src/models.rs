@@ -74,17 +74,18 @@ pub async fn run(config: &Config, command: ModelsCommand) -> Result<()> {
             }
             println!(
                 "{:<14} {:>4}  {:<9} {:>8} {:>8}  {:<17} aliases",
-                "model", "ver", "algorithm", "auc", "base", "trained"
+                "model", "ver", "algorithm", "auc", "base", "created"
             );
             for v in versions {
                 let m = &v.manifest;
+                let auc = |x: Option<f64>| x.map_or("-".to_owned(), |a| format!("{a:.4}"));
                 println!(
-                    "{:<14} {:>4}  {:<9} {:>8.4} {:>8.4}  {:<17} {}",
+                    "{:<14} {:>4}  {:<9} {:>8} {:>8}  {:<17} {}",
                     v.model,
                     v.version,
                     m.algorithm.name(),
-                    m.evaluation.model.roc_auc,
-                    m.evaluation.baseline.roc_auc,
+                    auc(m.evaluation.as_ref().map(|e| e.model.roc_auc)),
+                    auc(m.evaluation.as_ref().map(|e| e.baseline.roc_auc)),
                     m.created_at.format("%Y-%m-%d %H:%M"),
                     v.aliases.join(",")
                 );
@@ -108,7 +109,11 @@ pub async fn run(config: &Config, command: ModelsCommand) -> Result<()> {
             for s in &m.encoder.skipped {
                 println!("    {:<44} skipped: {}", s.name, s.reason);
             }
-            let t = &m.training;
+            println!("  artifact:  {}", v.path.display());
+            let Some(t) = &m.training else {
+                println!("  imported: not trained by Livora, no evaluation recorded");
+                return Ok(());
+            };
             println!(
                 "  training:  spine {} .. {} every {}s, split at {}; {} train / {} evaluate rows, {:.1}% positive",
                 t.start.format("%Y-%m-%d"),
@@ -126,11 +131,11 @@ pub async fn run(config: &Config, command: ModelsCommand) -> Result<()> {
                 m.code_version,
                 t.seconds
             );
-            println!("  artifact:  {}", v.path.display());
             print_evaluation(m);
+            let Some(e) = &m.evaluation else { return Ok(()) };
             println!("  calibration (evaluation rows):");
             println!("    {:<11} {:>7} {:>10} {:>9}", "predicted", "rows", "mean pred", "observed");
-            for b in &m.evaluation.model.calibration {
+            for b in &e.model.calibration {
                 if b.rows > 0 {
                     println!(
                         "    {:.1} – {:.1}  {:>7} {:>10.3} {:>9.3}",
@@ -150,15 +155,21 @@ pub async fn run(config: &Config, command: ModelsCommand) -> Result<()> {
                 print!(" {name:>16}");
             }
             println!();
-            let rows: [(&str, fn(&Manifest) -> String); 8] = [
-                ("algorithm", |m| m.algorithm.name().to_owned()),
-                ("roc auc", |m| format!("{:.4}", m.evaluation.model.roc_auc)),
-                ("pr auc", |m| format!("{:.4}", m.evaluation.model.pr_auc)),
-                ("log loss", |m| format!("{:.4}", m.evaluation.model.log_loss)),
-                ("brier", |m| format!("{:.4}", m.evaluation.model.brier)),
-                ("eval rows", |m| m.evaluation.model.rows.to_string()),
-                ("split at", |m| m.training.split_at.format("%Y-%m-%d").to_string()),
-                ("dataset", |m| m.training.dataset_fingerprint.chars().take(12).collect()),
+            let metric = |m: &Manifest, f: fn(&ClassifierMetrics) -> String| {
+                m.evaluation.as_ref().map_or("-".to_owned(), |e| f(&e.model))
+            };
+            let rows: [(&str, Box<dyn Fn(&Manifest) -> String>); 8] = [
+                ("algorithm", Box::new(|m| m.algorithm.name().to_owned())),
+                ("roc auc", Box::new(move |m| metric(m, |x| format!("{:.4}", x.roc_auc)))),
+                ("pr auc", Box::new(move |m| metric(m, |x| format!("{:.4}", x.pr_auc)))),
+                ("log loss", Box::new(move |m| metric(m, |x| format!("{:.4}", x.log_loss)))),
+                ("brier", Box::new(move |m| metric(m, |x| format!("{:.4}", x.brier)))),
+                ("eval rows", Box::new(move |m| metric(m, |x| x.rows.to_string()))),
+                (
+                    "split at",
+                    Box::new(|m| m.training.as_ref().map_or("-".into(), |t| t.split_at.format("%Y-%m-%d").to_string())),
+                ),
+                ("dataset", Box::new(|m| fingerprint(m).chars().take(12).collect())),
             ];
             for (label, value) in rows {
                 print!("{label:<12}");
@@ -167,7 +178,7 @@ pub async fn run(config: &Config, command: ModelsCommand) -> Result<()> {
                 }
                 println!();
             }
-            if columns.windows(2).any(|w| w[0].1.training.dataset_fingerprint != w[1].1.training.dataset_fingerprint) {
+            if columns.windows(2).any(|w| fingerprint(&w[0].1) != fingerprint(&w[1].1)) {
                 println!("note: the versions were evaluated on different data; compare each with its baseline");
             }
         }
@@ -183,9 +194,13 @@ pub async fn run(config: &Config, command: ModelsCommand) -> Result<()> {
     Ok(())
 }
 
+fn fingerprint(m: &Manifest) -> &str {
+    m.training.as_ref().map_or("-", |t| t.dataset_fingerprint.as_str())
+}
+
 /// The model's and its baseline's metrics, side by side.
 pub fn print_evaluation(m: &Manifest) {
-    let e = &m.evaluation;
+    let Some(e) = &m.evaluation else { return };
     let row = |name: &str, x: &ClassifierMetrics| {
         println!("    {:<10} {:>8.4} {:>8.4} {:>9.4} {:>8.4}", name, x.roc_auc, x.pr_auc, x.log_loss, x.brier);
     };

@@ -117,6 +117,7 @@ pub async fn run(config: &Config, args: TrainArgs) -> Result<()> {
 
     let m = &artifact.manifest;
     let d = prepared.dropped;
+    let Some(t) = &m.training else { bail!("the job recorded no training summary") };
     println!(
         "trained {} v{} ({}) for client {} in {:.1?}",
         m.model,
@@ -127,9 +128,9 @@ pub async fn run(config: &Config, args: TrainArgs) -> Result<()> {
     );
     println!(
         "  rows: {} train, {} evaluate (split at {}); {} outside the population, {} with an open label window",
-        m.training.train_rows,
-        m.training.test_rows,
-        m.training.split_at.format("%Y-%m-%d %H:%M"),
+        t.train_rows,
+        t.test_rows,
+        t.split_at.format("%Y-%m-%d %H:%M"),
         d.not_in_population,
         d.label_not_observed
     );

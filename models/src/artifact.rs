@@ -1,6 +1,7 @@
 //! Model artifacts: a directory per model version holding `manifest.json` (what the model is,
-//! what it reads, how it was trained and how it scored) and `weights.json` (the fitted
-//! parameters). Inference loads a version from these two files alone.
+//! what it reads, how it was trained and how it scored) and the weights: `weights.json` (the
+//! fitted parameters of a native model) or `model.onnx` (a model trained elsewhere). Inference
+//! loads a version from these two files alone.
 //!
 //! A directory appears whole: it is written under a temporary name, synced and renamed.
 
@@ -16,6 +17,10 @@ use crate::metrics::ClassifierMetrics;
 
 /// The manifest format this code writes and reads.
 pub const FORMAT: u32 = 1;
+
+const MANIFEST: &str = "manifest.json";
+const WEIGHTS: &str = "weights.json";
+const ONNX: &str = "model.onnx";
 
 /// A feature the model reads, as the feature store names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,10 +98,10 @@ pub struct Manifest {
     pub encoder: Encoder,
     /// The label, in words.
     pub label: String,
-    /// How it was trained.
-    pub training: Training,
-    /// How it scored.
-    pub evaluation: Evaluation,
+    /// How it was trained (`None` for an imported model).
+    pub training: Option<Training>,
+    /// How it scored (`None` for an imported model).
+    pub evaluation: Option<Evaluation>,
     /// The Livora version that trained it.
     pub code_version: String,
     /// When it was trained.
@@ -113,13 +118,22 @@ pub struct Score {
     pub contributions: Vec<(String, f64)>,
 }
 
+/// The weights of a model version.
+#[derive(Debug, Clone)]
+pub enum Weights {
+    /// A classifier Livora fitted.
+    Native(Classifier),
+    /// An ONNX model, as bytes; `livora-inference` runs it.
+    Onnx(Vec<u8>),
+}
+
 /// A loaded model version.
 #[derive(Debug, Clone)]
 pub struct Artifact {
     /// What it is.
     pub manifest: Manifest,
-    /// The fitted classifier.
-    pub classifier: Classifier,
+    /// Its weights.
+    pub weights: Weights,
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -139,10 +153,14 @@ impl Artifact {
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir(&tmp).map_err(|e| Error::artifact(&tmp, e))?;
         let manifest = serde_json::to_string_pretty(&self.manifest).map_err(|e| Error::artifact(dir, e))?;
-        for (file, body) in [("manifest.json", manifest), ("weights.json", self.classifier.to_json()?)] {
+        let weights = match &self.weights {
+            Weights::Native(c) => (WEIGHTS, c.to_json()?.into_bytes()),
+            Weights::Onnx(bytes) => (ONNX, bytes.clone()),
+        };
+        for (file, body) in [(MANIFEST, manifest.into_bytes()), weights] {
             let path = tmp.join(file);
             let f = std::fs::File::create(&path).map_err(|e| Error::artifact(&path, e))?;
-            std::io::Write::write_all(&mut &f, body.as_bytes()).map_err(|e| Error::artifact(&path, e))?;
+            std::io::Write::write_all(&mut &f, &body).map_err(|e| Error::artifact(&path, e))?;
             f.sync_all().map_err(|e| Error::artifact(&path, e))?;
         }
         std::fs::rename(&tmp, dir).map_err(|e| Error::artifact(dir, e))?;
@@ -154,7 +172,7 @@ impl Artifact {
 
     /// Loads the artifact in `dir`.
     pub fn load(dir: &Path) -> Result<Self> {
-        let path = dir.join("manifest.json");
+        let path = dir.join(MANIFEST);
         let manifest: Manifest = serde_json::from_str(&read(&path)?).map_err(|e| Error::artifact(&path, e))?;
         if manifest.format != FORMAT {
             return Err(Error::artifact(
@@ -162,22 +180,49 @@ impl Artifact {
                 format!("format {} is not supported by this Livora (format {FORMAT})", manifest.format),
             ));
         }
-        let weights = dir.join("weights.json");
-        let classifier =
-            Classifier::from_json(manifest.algorithm, &read(&weights)?).map_err(|e| Error::artifact(&weights, e))?;
-        Ok(Self { manifest, classifier })
+        let weights = if manifest.algorithm == Algorithm::Onnx {
+            let path = dir.join(ONNX);
+            Weights::Onnx(std::fs::read(&path).map_err(|e| Error::artifact(&path, e))?)
+        } else {
+            let path = dir.join(WEIGHTS);
+            Weights::Native(
+                Classifier::from_json(manifest.algorithm, &read(&path)?).map_err(|e| Error::artifact(&path, e))?,
+            )
+        };
+        Ok(Self { manifest, weights })
     }
 
-    /// Scores one row (`inputs` in [`Manifest::features`] order), explaining it with the `top`
-    /// largest feature contributions.
+    /// The fitted classifier of a native model.
+    pub fn classifier(&self) -> Option<&Classifier> {
+        match &self.weights {
+            Weights::Native(c) => Some(c),
+            Weights::Onnx(_) => None,
+        }
+    }
+
+    /// The model row of one entity (`inputs` in [`Manifest::features`] order).
+    pub fn encode(&self, inputs: &[Input<'_>]) -> Result<Vec<f64>> {
+        let mut row = Vec::with_capacity(self.manifest.encoder.width());
+        self.manifest.encoder.encode_into(inputs, &mut row)?;
+        Ok(row)
+    }
+
+    /// Scores one row of a native model (`inputs` in [`Manifest::features`] order), explaining
+    /// it with the `top` largest feature contributions. An ONNX model is an
+    /// [`Error::InvalidArgument`]: `livora-inference` runs those.
     pub fn score(&self, inputs: &[Input<'_>], top: usize) -> Result<Score> {
+        let Some(classifier) = self.classifier() else {
+            return Err(Error::InvalidArgument(format!(
+                "{} v{} is an ONNX model: score it with livora-inference's ONNX runtime",
+                self.manifest.model, self.manifest.version
+            )));
+        };
         let encoder = &self.manifest.encoder;
-        let mut row = Vec::with_capacity(encoder.width());
-        encoder.encode_into(inputs, &mut row)?;
-        let probability = self.classifier.predict(&row, row.len())[0];
+        let row = self.encode(inputs)?;
+        let probability = classifier.predict(&row, row.len())[0];
         let mut contributions = Vec::new();
         if top > 0
-            && let Some((columns, _bias)) = self.classifier.contributions(&row)
+            && let Some((columns, _bias)) = classifier.contributions(&row)
         {
             // Sum the columns of each feature: "country" moved the score, not "country=FR".
             let mut per_feature = vec![0.0; encoder.features.len()];

@@ -124,6 +124,9 @@ pub enum Encoding {
         /// The values with a column of their own.
         levels: Vec<String>,
     },
+    /// The number as it is, missing as NaN: the input of a model imported as ONNX, which does
+    /// its own preprocessing.
+    Raw,
 }
 
 /// One feature of the encoder.
@@ -144,6 +147,7 @@ impl EncodedFeature {
         match &self.encoding {
             Encoding::Numeric { .. } => 2,
             Encoding::Categorical { levels } => levels.len() + 2,
+            Encoding::Raw => 1,
         }
     }
 }
@@ -229,6 +233,10 @@ impl Encoder {
                     out.extend(levels.iter().map(|l| format!("{}={l}", f.name)));
                     out.push(format!("{}=(other)", f.name));
                 }
+                Encoding::Raw => {
+                    out.push(f.name.clone());
+                    continue;
+                }
             }
             out.push(format!("{} (missing)", f.name));
         }
@@ -266,7 +274,9 @@ impl Encoder {
                     out.extend(std::iter::repeat_n(0.0, levels.len() + 1));
                     out.push(1.0);
                 }
-                (Encoding::Numeric { .. }, Input::Text(s)) => {
+                (Encoding::Raw, Input::Number(x)) => out.push(*x),
+                (Encoding::Raw, Input::Missing) => out.push(f64::NAN),
+                (Encoding::Numeric { .. } | Encoding::Raw, Input::Text(s)) => {
                     return Err(Error::InvalidArgument(format!("feature `{}` is numeric, got the text {s:?}", f.name)));
                 }
                 (Encoding::Categorical { .. }, Input::Number(x)) => {

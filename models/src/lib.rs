@@ -20,7 +20,7 @@ pub mod registry;
 pub mod zoo;
 
 pub use algorithms::{Algorithm, Classifier, FitParams};
-pub use artifact::{Artifact, Evaluation, FeatureRef, Manifest, Score, Training};
+pub use artifact::{Artifact, Evaluation, FeatureRef, Manifest, Score, Training, Weights};
 pub use encoding::{Column, Encoder, Input, Table};
 pub use error::{Error, Result};
 pub use metrics::{ClassifierMetrics, RankingMetrics, classifier_metrics, ranking_metrics};

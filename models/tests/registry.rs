@@ -6,7 +6,7 @@ use chrono::{TimeZone, Utc};
 use livora_common::ClientId;
 use livora_models::encoding::{Column, Encoder, Input, Table};
 use livora_models::{
-    Algorithm, Artifact, Classifier, Evaluation, FeatureRef, FitParams, Manifest, ModelRegistry, Training,
+    Algorithm, Artifact, Classifier, Evaluation, FeatureRef, FitParams, Manifest, ModelRegistry, Training, Weights,
     classifier_metrics,
 };
 use livora_tests::postgres::with_database_of_its_own;
@@ -42,7 +42,7 @@ fn artifact(client_id: &str, version: i64, algorithm: Algorithm) -> Artifact {
                 .collect(),
             encoder,
             label: "test".into(),
-            training: Training {
+            training: Some(Training {
                 start: t,
                 end: t,
                 cadence_seconds: 86_400,
@@ -53,12 +53,16 @@ fn artifact(client_id: &str, version: i64, algorithm: Algorithm) -> Artifact {
                 params: FitParams::default(),
                 dataset_fingerprint: "00".into(),
                 seconds: 0.0,
-            },
-            evaluation: Evaluation { model: metrics.clone(), baseline_algorithm: Algorithm::Prior, baseline: metrics },
+            }),
+            evaluation: Some(Evaluation {
+                model: metrics.clone(),
+                baseline_algorithm: Algorithm::Prior,
+                baseline: metrics,
+            }),
             code_version: "test".into(),
             created_at: t,
         },
-        classifier,
+        weights: Weights::Native(classifier),
     }
 }
 

@@ -12,7 +12,7 @@ use livora_feature_store::{OfflineStore, Repo, SpineOptions};
 use livora_models::encoding::Skipped;
 use livora_models::{
     Algorithm, Artifact, Classifier, Encoder, Evaluation, FeatureRef, FitParams, Manifest, ModelSpec, Table, Training,
-    classifier_metrics,
+    Weights, classifier_metrics,
 };
 use polars::prelude::IntoLazy;
 use sha2::{Digest, Sha256};
@@ -292,7 +292,7 @@ pub fn fit(request: &TrainRequest, prepared: &Prepared, version: i64, progress: 
         features,
         encoder,
         label: spec.label.describe(),
-        training: Training {
+        training: Some(Training {
             start: request.start,
             end: request.end,
             cadence_seconds: request.cadence.as_secs(),
@@ -303,12 +303,12 @@ pub fn fit(request: &TrainRequest, prepared: &Prepared, version: i64, progress: 
             params: request.params,
             dataset_fingerprint: fingerprint(&[(&x_train, &y_train), (&x_test, &y_test)]),
             seconds: started.elapsed().as_secs_f64(),
-        },
-        evaluation,
+        }),
+        evaluation: Some(evaluation),
         code_version: env!("CARGO_PKG_VERSION").to_owned(),
         created_at: Utc::now(),
     };
-    Ok(Artifact { manifest, classifier: model })
+    Ok(Artifact { manifest, weights: Weights::Native(model) })
 }
 
 #[cfg(test)]

@@ -27,9 +27,7 @@ pub fn table_of(
         let converted = match column.dtype() {
             DataType::Boolean | DataType::Float32 | DataType::Float64 => Some(numeric(column)?),
             d if d.is_integer() => Some(numeric(column)?),
-            DataType::String => {
-                Some(Column::Categorical(column.str()?.iter().map(|v| v.map(str::to_owned)).collect()))
-            }
+            DataType::String => Some(Column::Categorical(column.str()?.iter().map(|v| v.map(str::to_owned)).collect())),
             DataType::Datetime(..) | DataType::Date => {
                 skipped.push(Skipped {
                     name: name.clone(),

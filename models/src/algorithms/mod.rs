@@ -27,10 +27,12 @@ pub enum Algorithm {
     Logistic,
     /// Gradient-boosted decision trees (`forust-ml`).
     Gbdt,
+    /// A model trained elsewhere and imported as ONNX; scored by `livora-inference`.
+    Onnx,
 }
 
 impl Algorithm {
-    /// Every algorithm, in the order `--algorithm` lists them.
+    /// Every algorithm `livora train` fits, in the order `--algorithm` lists them.
     pub const ALL: [Algorithm; 3] = [Algorithm::Prior, Algorithm::Logistic, Algorithm::Gbdt];
 
     /// The name used on the command line and in manifests.
@@ -39,6 +41,7 @@ impl Algorithm {
             Self::Prior => "prior",
             Self::Logistic => "logistic",
             Self::Gbdt => "gbdt",
+            Self::Onnx => "onnx",
         }
     }
 }
@@ -112,6 +115,11 @@ impl Classifier {
             Algorithm::Prior => Self::Prior { rate: positives as f64 / y.len() as f64 },
             Algorithm::Logistic => Self::Logistic(Logistic::fit(x, width, y, params)?),
             Algorithm::Gbdt => Self::Gbdt(Gbdt::fit(x, width, y, params)?),
+            Algorithm::Onnx => {
+                return Err(Error::InvalidArgument(
+                    "onnx models are imported (`livora models import`), not trained".into(),
+                ));
+            }
         })
     }
 
@@ -167,6 +175,9 @@ impl Classifier {
             }
             Algorithm::Logistic => Self::Logistic(serde_json::from_str(json).map_err(err)?),
             Algorithm::Gbdt => Self::Gbdt(Gbdt::from_json(json)?),
+            Algorithm::Onnx => {
+                return Err(Error::InvalidArgument("onnx models have no native weights".into()));
+            }
         })
     }
 }

@@ -1,0 +1,224 @@
+//! Training on simulated shop traffic with a known ground truth: the simulator's customers
+//! churn by a hidden decline process, and its leads convert by a hidden interest. The events
+//! go to a lake; `user_activity`'s history is backfilled from it by the batch engine; a
+//! customer-profile table comes from the sign-ups; then the churn and lead-scoring jobs run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, DurationRound, TimeZone, Utc};
+use indicatif::ProgressBar;
+use livora_common::{ClientId, Event};
+use livora_feature_store::backfill::{BackfillOptions, backfill};
+use livora_feature_store::{LocalOfflineStore, Repo, load_repo};
+use livora_ingest::lake::schema::events_batch;
+use livora_ingest::lake::{LakeConfig, LakeReader, store};
+use livora_models::{Algorithm, Artifact, Evaluation, FitParams, Training, zoo};
+use livora_simulator::{SimConfig, Simulator};
+use livora_training::{Purchases, TrainRequest, fit, prepare};
+use parquet::arrow::ArrowWriter;
+use polars::prelude::*;
+
+const USERS: u32 = 2_000;
+const DAYS: u32 = 120;
+
+fn shop() -> ClientId {
+    ClientId::new("shop").expect("client id")
+}
+
+fn day0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 2, 0, 0, 0).single().expect("time")
+}
+
+fn simulated() -> Vec<Event> {
+    let mut sim = Simulator::new(SimConfig { client_id: shop(), users: USERS, days: DAYS, start: day0(), seed: 11 });
+    sim.events()
+        .map(|mut v| {
+            v["received_at"] = v["timestamp"].clone();
+            serde_json::from_value(v).expect("a simulated event is canonical")
+        })
+        .collect()
+}
+
+/// Writes `events` as the lake does: one file per client, day and hour.
+fn write_lake(root: &Path, events: &[Event]) {
+    let mut parts: BTreeMap<(String, u32), Vec<&Event>> = BTreeMap::new();
+    for e in events {
+        let hour = e.timestamp.duration_trunc(chrono::Duration::hours(1)).expect("hour");
+        parts
+            .entry((hour.format("%Y-%m-%d").to_string(), hour.format("%H").to_string().parse().expect("h")))
+            .or_default()
+            .push(e);
+    }
+    for ((dt, hour), events) in parts {
+        let dir = root.join(format!("raw/events/client_id=shop/dt={dt}/hour={hour:02}"));
+        std::fs::create_dir_all(&dir).expect("partition");
+        let batch = events_batch(events.into_iter()).expect("batch");
+        let file = std::fs::File::create(dir.join("part-0.parquet")).expect("file");
+        let mut writer = ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
+        writer.write(&batch).expect("write");
+        writer.close().expect("close");
+    }
+}
+
+/// The back office's profile table, from the sign-ups: one snapshot row per customer.
+fn write_profiles(root: &Path, events: &[Event]) {
+    let signups: Vec<&Event> = events.iter().filter(|e| e.event_type == "signup" && e.user_id.is_some()).collect();
+    let micros: Vec<i64> = signups.iter().map(|e| e.timestamp.timestamp_micros()).collect();
+    let ts = |name: &str| {
+        Int64Chunked::from_vec(name.into(), micros.clone())
+            .into_datetime(TimeUnit::Microseconds, Some(polars::prelude::TimeZone::UTC))
+            .into_column()
+    };
+    let text = |f: &dyn Fn(&Event) -> Option<String>| signups.iter().map(|e| f(e)).collect::<Vec<_>>();
+    let mut frame = DataFrame::new_infer_height(vec![
+        Column::new("user_id".into(), text(&|e| e.user_id.clone())),
+        ts("event_timestamp"),
+        ts("created_timestamp"),
+        ts("signed_up_at"),
+        Column::new(
+            "signup_method".into(),
+            text(&|e| e.props.to_map().get("method").and_then(|m| m.as_str()).map(str::to_owned)),
+        ),
+        Column::new(
+            "country".into(),
+            text(&|e| {
+                e.context
+                    .to_map()
+                    .get("locale")
+                    .and_then(|l| l.as_str())
+                    .and_then(|l| l.split('-').nth(1))
+                    .map(str::to_owned)
+            }),
+        ),
+        Column::new(
+            "newsletter_opt_in".into(),
+            signups
+                .iter()
+                .map(|e| e.props.to_map().get("source").and_then(|s| s.as_str()) == Some("newsletter"))
+                .collect::<Vec<_>>(),
+        ),
+    ])
+    .expect("profiles");
+    let dir = root.join("tables/customer_profile/client_id=shop");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = std::fs::File::create(dir.join("snapshot.parquet")).expect("file");
+    ParquetWriter::new(file).finish(&mut frame).expect("write profiles");
+}
+
+struct Shop {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    repo: Repo,
+    purchases: Purchases,
+}
+
+async fn shop_with_history() -> Shop {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().to_path_buf();
+    let events = simulated();
+    write_lake(&root, &events);
+    write_profiles(&root, &events);
+    let repo = load_repo(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../feature-store/example-repo"))
+        .expect("the example repository loads");
+    let store = LocalOfflineStore::new(&root);
+    let options =
+        BackfillOptions::new(day0(), day0() + chrono::Duration::days(i64::from(DAYS)), Duration::from_secs(86_400));
+    let lake = LakeReader::new(store::open(&root.display().to_string(), &LakeConfig::default()).expect("lake"));
+    let from_lake = lake.read_events("shop", (None, None)).await.expect("events read back");
+    assert_eq!(from_lake.len(), events.len());
+    backfill(&store, &shop(), &repo, "user_activity", &from_lake, &options, Utc::now().timestamp_micros(), &|_, _| {})
+        .expect("backfill");
+    let times = lake.user_event_times("shop", zoo::PURCHASE).await.expect("purchases");
+    Shop { _dir: dir, root, repo, purchases: Purchases { times: times.times, latest: times.latest } }
+}
+
+fn request(model: &'static livora_models::ModelSpec, algorithm: Algorithm) -> TrainRequest {
+    TrainRequest {
+        client: shop(),
+        model,
+        start: day0() + chrono::Duration::days(14),
+        end: day0() + chrono::Duration::days(i64::from(DAYS) - 1),
+        cadence: Duration::from_secs(86_400),
+        algorithm: Some(algorithm),
+        params: FitParams::default(),
+        test_fraction: 0.25,
+    }
+}
+
+fn evaluation(a: &Artifact) -> &Evaluation {
+    a.manifest.evaluation.as_ref().expect("a trained model is evaluated")
+}
+
+fn training(a: &Artifact) -> &Training {
+    a.manifest.training.as_ref().expect("a trained model says how")
+}
+
+fn weights(a: &Artifact) -> String {
+    a.classifier().expect("native").to_json().expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn churn_and_lead_scoring_learn_the_simulated_truth() {
+    let shop = shop_with_history().await;
+    let store = Arc::new(LocalOfflineStore::new(&shop.root));
+    let bar = ProgressBar::hidden();
+    for spec in [&zoo::CHURN, &zoo::LEAD_SCORING] {
+        let req = request(spec, Algorithm::Gbdt);
+        let prepared =
+            prepare(&req, &shop.repo, 1, store.as_ref(), &shop.root, &shop.purchases, &bar).expect("prepare");
+        // Rows whose label window is still open were dropped, not guessed.
+        assert!(prepared.dropped.label_not_observed > 0, "{:?}", prepared.dropped);
+        assert!(prepared.features.iter().all(|f| !f.feature.ends_with("_at")), "instants are not model inputs");
+        let gbdt = fit(&req, &prepared, 1, &bar).expect("fit gbdt");
+        let logistic = fit(&request(spec, Algorithm::Logistic), &prepared, 2, &bar).expect("fit logistic");
+        let (g, l) = (evaluation(&gbdt), evaluation(&logistic));
+        eprintln!(
+            "{}: {} train / {} evaluation rows, {:.1}% positive; AUC gbdt {:.4}, logistic {:.4}, prior {:.4}",
+            spec.name,
+            training(&gbdt).train_rows,
+            training(&gbdt).test_rows,
+            100.0 * training(&gbdt).train_positive_rate,
+            g.model.roc_auc,
+            l.model.roc_auc,
+            l.baseline.roc_auc
+        );
+        assert_eq!(g.baseline_algorithm, Algorithm::Logistic);
+        assert_eq!(l.baseline_algorithm, Algorithm::Prior);
+        assert_eq!(g.baseline, l.model, "the baseline is evaluated on the same rows as the model");
+        assert!(g.model.roc_auc > 0.70, "{}: gbdt AUC {}", spec.name, g.model.roc_auc);
+        assert!(l.model.roc_auc > 0.65, "{}: logistic AUC {}", spec.name, l.model.roc_auc);
+        assert!(
+            g.model.log_loss < l.baseline.log_loss,
+            "{}: gbdt log loss {} vs prior {}",
+            spec.name,
+            g.model.log_loss,
+            l.baseline.log_loss
+        );
+
+        // Seeded: the same data and seed give the same dataset fingerprint and weights.
+        let again = fit(&req, &prepared, 1, &bar).expect("fit again");
+        assert_eq!(training(&again).dataset_fingerprint, training(&gbdt).dataset_fingerprint);
+        assert_eq!(weights(&again), weights(&gbdt));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_range_without_observable_labels_is_refused_with_advice() {
+    let shop = shop_with_history().await;
+    let store = LocalOfflineStore::new(&shop.root);
+    let bar = ProgressBar::hidden();
+    // The last 20 days: no churn label window (30 days) has closed by the lake's last event.
+    let mut req = request(&zoo::CHURN, Algorithm::Gbdt);
+    req.start = day0() + chrono::Duration::days(i64::from(DAYS) - 20);
+    let prepared = prepare(&req, &shop.repo, 1, &store, &shop.root, &shop.purchases, &bar).expect("prepare");
+    assert!(prepared.labels.is_empty());
+    let err = fit(&req, &prepared, 1, &bar).expect_err("nothing to train on");
+    assert!(err.to_string().contains("widen --start/--end"), "{err}");
+
+    req.end = req.start;
+    let err = prepare(&req, &shop.repo, 1, &store, &shop.root, &shop.purchases, &bar).expect_err("empty range");
+    assert!(err.to_string().contains("--end"), "{err}");
+}
