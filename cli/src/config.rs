@@ -30,6 +30,8 @@ pub struct Config {
     pub features: FeatureStoreConfig,
     /// The online store's backend (`[online_store]`).
     pub online_store: OnlineConfig,
+    /// Model inference (`[inference]`).
+    pub inference: livora_inference::InferenceConfig,
 }
 
 /// Logging (`[telemetry]`).

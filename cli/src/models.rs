@@ -1,9 +1,18 @@
 //! `livora models`: the registered model versions, their metrics, and the aliases that serve.
 
-use anyhow::{Context, Result};
-use clap::Subcommand;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use chrono::Utc;
+use clap::{Args, Subcommand};
 use livora_common::ClientId;
-use livora_models::{ClassifierMetrics, Manifest, ModelRegistry};
+use livora_feature_store::Registry;
+use livora_feature_store::dataset::{self, Selection};
+use livora_feature_store::value::ValueType;
+use livora_models::encoding::{EncodedFeature, Encoding};
+use livora_models::{
+    Algorithm, Artifact, ClassifierMetrics, Encoder, FeatureRef, Manifest, ModelRegistry, Weights, zoo,
+};
 
 use crate::config::Config;
 
@@ -48,6 +57,10 @@ pub enum ModelsCommand {
         #[arg(long, default_value = "production")]
         alias: String,
     },
+    /// Registers a model trained elsewhere (scikit-learn via skl2onnx, LightGBM or XGBoost via
+    /// onnxmltools) as a new version. The model reads one float matrix whose columns are the
+    /// features, in the order given, as the feature store serves them (missing = NaN).
+    Import(ImportArgs),
     /// Moves an alias back to the version it pointed at before its last promotion.
     Rollback {
         /// The client.
@@ -59,6 +72,29 @@ pub enum ModelsCommand {
         #[arg(long, default_value = "production")]
         alias: String,
     },
+}
+
+/// `livora models import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The model name (a zoo model such as `churn`, to compete with its trained versions, or a
+    /// name of your own: lowercase letters, digits and `_`).
+    pub model: String,
+    /// The client.
+    #[arg(long)]
+    pub client: ClientId,
+    /// The ONNX file (exported with `zipmap=False` for a classifier).
+    #[arg(long)]
+    pub onnx: PathBuf,
+    /// The model's input columns, in order, as `view:feature` (comma-separated).
+    #[arg(long, value_delimiter = ',', conflicts_with = "service", required_unless_present = "service")]
+    pub features: Vec<String>,
+    /// A feature service whose features, in its order, are the model's input columns.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// What the model predicts (shown by `livora models show`).
+    #[arg(long)]
+    pub label: Option<String>,
 }
 
 pub async fn run(config: &Config, command: ModelsCommand) -> Result<()> {
@@ -186,6 +222,7 @@ pub async fn run(config: &Config, command: ModelsCommand) -> Result<()> {
             let before = registry.promote(&client, &model, version, &alias).await?;
             println!("{model} {alias}: v{version} (was {})", before.map_or("none".into(), |v| format!("v{v}")));
         }
+        ModelsCommand::Import(args) => import(config, &registry, args).await?,
         ModelsCommand::Rollback { client, model, alias } => {
             let (from, to) = registry.rollback(&client, &model, &alias).await?;
             println!("{model} {alias}: v{to} (was v{from})");
@@ -208,4 +245,83 @@ pub fn print_evaluation(m: &Manifest) {
     println!("    {:<10} {:>8} {:>8} {:>9} {:>8}", "", "roc auc", "pr auc", "log loss", "brier");
     row(m.algorithm.name(), &e.model);
     row(&format!("{} (baseline)", e.baseline_algorithm), &e.baseline);
+}
+
+/// `livora models import`: checks the ONNX graph against the features, then registers it.
+async fn import(config: &Config, registry: &ModelRegistry, args: ImportArgs) -> Result<()> {
+    let name_ok =
+        !args.model.is_empty() && args.model.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !name_ok {
+        bail!("model name `{}`: use lowercase letters, digits and `_`", args.model);
+    }
+    let features = Registry::connect(&config.registry_url()).await.context("cannot open the feature registry")?;
+    let Some(current) = features.current(&args.client).await? else {
+        bail!("client `{}` has no feature definitions; run `livora apply <repo> --client {}`", args.client, args.client)
+    };
+    let selection = match &args.service {
+        Some(s) => Selection::Service(s.clone()),
+        None => Selection::Refs(args.features.clone()),
+    };
+    let refs = dataset::resolve(&current.repo, &selection)?;
+    for (view, feature) in &refs {
+        let ty = current.repo.views[view].feature(feature).map(|f| f.value_type);
+        if !matches!(ty, Some(ValueType::Int64 | ValueType::Float64 | ValueType::Bool)) {
+            bail!(
+                "feature `{view}:{feature}` is {}: an ONNX model reads numbers (booleans as 0/1); encode it in the \
+                 model or leave it out with --features",
+                ty.map_or("unknown", ValueType::as_str)
+            );
+        }
+    }
+    let bytes = std::fs::read(&args.onnx).with_context(|| format!("cannot read {}", args.onnx.display()))?;
+    let model = livora_inference::OnnxModel::from_bytes(bytes.clone(), &config.inference.onnx)?;
+    if let Some(n) = model.n_features()
+        && n != refs.len()
+    {
+        bail!("the ONNX model reads {n} columns, but {} features were given", refs.len());
+    }
+    let features: Vec<FeatureRef> = refs.into_iter().map(|(view, feature)| FeatureRef { view, feature }).collect();
+    let encoder = Encoder {
+        features: features
+            .iter()
+            .map(|f| EncodedFeature { name: f.column(), encoding: Encoding::Raw, missing_rate: 0.0 })
+            .collect(),
+        skipped: Vec::new(),
+    };
+    let label = args
+        .label
+        .unwrap_or_else(|| zoo::spec(&args.model).map_or_else(|_| "imported".to_owned(), |s| s.label.describe()));
+    let version = registry.next_version(&args.client, &args.model).await?;
+    let meta = model.metadata();
+    let artifact = Artifact {
+        manifest: Manifest {
+            format: livora_models::artifact::FORMAT,
+            model: args.model.clone(),
+            version,
+            client_id: args.client.as_str().to_owned(),
+            algorithm: Algorithm::Onnx,
+            feature_service: args.service.clone().unwrap_or_default(),
+            feature_registry_version: current.version,
+            features,
+            encoder,
+            label,
+            training: None,
+            evaluation: None,
+            code_version: format!("imported; producer {}", meta.producer_name.as_deref().unwrap_or("unknown")),
+            created_at: Utc::now(),
+        },
+        weights: Weights::Onnx(bytes),
+    };
+    let registered = registry.register(&args.client, &artifact).await?;
+    println!(
+        "imported {} v{} (onnx, input `{}` of {} columns, output `{}`) for client {}; artifact {}",
+        args.model,
+        version,
+        meta.input_name,
+        artifact.manifest.features.len(),
+        meta.output_name,
+        args.client,
+        registered.path.display()
+    );
+    Ok(())
 }

@@ -1,8 +1,16 @@
-//! The ONNX runtime's configuration (`[inference.onnx]`).
+//! The inference configuration (`[inference]`).
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+
+/// `[inference]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InferenceConfig {
+    /// The ONNX runtime, for models imported as ONNX.
+    pub onnx: OnnxConfig,
+}
 
 /// `[inference.onnx]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

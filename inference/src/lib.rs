@@ -10,6 +10,6 @@ pub mod config;
 pub mod error;
 pub mod runtime;
 
-pub use config::OnnxConfig;
+pub use config::{InferenceConfig, OnnxConfig};
 pub use error::{Error, Result};
 pub use runtime::onnx::{OnnxMetadata, OnnxModel, ScoreKind, init_runtime};
