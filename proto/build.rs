@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 /// Every .proto of Livora, relative to this crate's root (which is also the import root).
-const PROTOS: &[&str] = &["livora/v1/features.proto"];
+const PROTOS: &[&str] = &["livora/v1/features.proto", "livora/v1/inference.proto"];
 
 fn main() -> Result<()> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);

@@ -263,6 +263,15 @@ async fn import(config: &Config, registry: &ModelRegistry, args: ImportArgs) -> 
         None => Selection::Refs(args.features.clone()),
     };
     let refs = dataset::resolve(&current.repo, &selection)?;
+    let mut entities: Vec<&str> = refs.iter().map(|(view, _)| current.repo.views[view].entity.as_str()).collect();
+    entities.sort_unstable();
+    entities.dedup();
+    let [entity] = entities[..] else {
+        bail!("the features belong to entities {entities:?}; a model scores one entity: pick features of one")
+    };
+    let Some(join_key) = current.repo.entities.get(entity).and_then(|e| e.join_keys.first()).cloned() else {
+        bail!("entity `{entity}` has no join key")
+    };
     for (view, feature) in &refs {
         let ty = current.repo.views[view].feature(feature).map(|f| f.value_type);
         if !matches!(ty, Some(ValueType::Int64 | ValueType::Float64 | ValueType::Bool)) {
@@ -302,6 +311,7 @@ async fn import(config: &Config, registry: &ModelRegistry, args: ImportArgs) -> 
             algorithm: Algorithm::Onnx,
             feature_service: args.service.clone().unwrap_or_default(),
             feature_registry_version: current.version,
+            join_key,
             features,
             encoder,
             label,

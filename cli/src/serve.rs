@@ -233,14 +233,31 @@ impl Serving {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, online_store = server.online().backend(), "serving features over gRPC");
         println!("serving features over gRPC on {addr}");
+        println!("serving predictions (livora.v1.InferenceService) on the same port");
         let (stop, mut stop_requested) = watch::channel(false);
         let (ended, stopped) = watch::channel(false);
-        let service = GrpcFeatureService::new(server.clone(), clients);
+        let service = GrpcFeatureService::new(server.clone(), clients.clone());
+        let models = livora_models::ModelRegistry::connect(&config.registry_url(), config.models_root())
+            .await
+            .context("cannot open the model registry")?;
+        let predictor = Arc::new(livora_inference::Predictor::new(
+            models,
+            server.clone(),
+            config.inference.onnx.clone(),
+            config.inference.alias_refresh,
+            config.features.serving.max_entity_rows,
+        ));
+        let policy = match config.inference.missing_policy {
+            livora_inference::MissingPolicyConfig::Impute => livora_inference::MissingPolicy::Impute,
+            livora_inference::MissingPolicyConfig::Refuse => livora_inference::MissingPolicy::Refuse,
+        };
+        let routes = tonic::service::Routes::default()
+            .add_service(livora_inference::GrpcInferenceService::new(predictor, clients, policy).into_server());
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop_requested.wait_for(|&s| s).await;
             };
-            let served = serving::grpc::serve(listener, service, shutdown).await;
+            let served = serving::grpc::serve(listener, service, routes, shutdown).await;
             let _ = ended.send(true);
             served
         });

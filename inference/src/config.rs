@@ -1,15 +1,46 @@
 //! The inference configuration (`[inference]`).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 /// `[inference]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InferenceConfig {
+    /// How long what an alias (`churn@production`) points at is trusted before the model
+    /// registry is asked again: promotions and rollbacks reach serving within this time.
+    /// Default 1s.
+    #[serde(with = "humantime_serde")]
+    pub alias_refresh: Duration,
+    /// What a missing or expired feature does when a request does not say: `impute` (score with
+    /// the training mean and the missing indicator, and say so; the default) or `refuse` (no
+    /// score for that entity).
+    pub missing_policy: MissingPolicyConfig,
     /// The ONNX runtime, for models imported as ONNX.
     pub onnx: OnnxConfig,
+}
+
+impl Default for InferenceConfig {
+    fn default() -> Self {
+        Self {
+            alias_refresh: Duration::from_secs(1),
+            missing_policy: MissingPolicyConfig::Impute,
+            onnx: OnnxConfig::default(),
+        }
+    }
+}
+
+/// `inference.missing_policy`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingPolicyConfig {
+    /// Score with imputed values, and say which.
+    #[default]
+    Impute,
+    /// Do not score an entity with a missing value.
+    Refuse,
 }
 
 /// `[inference.onnx]`.

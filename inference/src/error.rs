@@ -100,6 +100,12 @@ pub enum Error {
     /// ONNX Runtime failed while scoring, or returned an output of an unexpected shape.
     #[error("inference failed: {0}")]
     Inference(String),
+    /// The model registry or an artifact failed, or a model, version or alias is unknown.
+    #[error(transparent)]
+    Model(#[from] livora_models::Error),
+    /// The feature store failed to answer the model's features, or refused the request.
+    #[error(transparent)]
+    Features(#[from] livora_feature_store::Error),
 }
 
 /// Convenience alias.
@@ -121,6 +127,8 @@ impl Error {
                 ErrorCode::InvalidArgument
             }
             Self::Inference(_) => ErrorCode::Internal,
+            Self::Model(e) => e.code(),
+            Self::Features(e) => e.code(),
         }
     }
 }

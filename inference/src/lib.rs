@@ -1,15 +1,22 @@
 //! Livora's model inference.
 //!
-//! The crate will hold the model registry, the runtimes that score rows of features (native,
-//! ONNX, SageMaker) and the Predict and KServe V2 services in front of them. Today it holds the
-//! ONNX runtime ([`runtime::onnx`]): a binary classifier or scorer trained in Python and exported
-//! to ONNX ([`OnnxModel`]), run by the ONNX Runtime library that the `onnxruntime` wheel ships,
-//! loaded at run time ([`init_runtime`], configured by [`OnnxConfig`]).
+//! [`Predictor`] scores entities with a registered model version: it resolves the version an
+//! alias points at (re-read every `alias_refresh`: promotions reach serving without a restart),
+//! fetches the model's features from the online store through the feature server, encodes them
+//! with the encoder stored in the artifact — the one training fitted — and scores with the
+//! model's runtime: native (logistic regression, boosted trees, with per-feature contributions)
+//! or ONNX ([`runtime::onnx`]: a model trained in Python and exported to ONNX, run by the ONNX
+//! Runtime library that the `onnxruntime` wheel ships, loaded at run time). [`grpc`] serves it
+//! as `livora.v1.InferenceService/Predict`.
 
 pub mod config;
 pub mod error;
+pub mod grpc;
+pub mod predictor;
 pub mod runtime;
 
-pub use config::{InferenceConfig, OnnxConfig};
+pub use config::{InferenceConfig, MissingPolicyConfig, OnnxConfig};
 pub use error::{Error, Result};
+pub use grpc::GrpcInferenceService;
+pub use predictor::{MissingPolicy, Predictions, Predictor, Row, RowStatus};
 pub use runtime::onnx::{OnnxMetadata, OnnxModel, ScoreKind, init_runtime};

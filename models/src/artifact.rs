@@ -92,6 +92,9 @@ pub struct Manifest {
     pub feature_service: String,
     /// The client's feature registry version the dataset was built with.
     pub feature_registry_version: i64,
+    /// The entity join key the model scores by (`user_id`): every feature it reads belongs to
+    /// that entity.
+    pub join_key: String,
     /// The features it reads, in encoder order.
     pub features: Vec<FeatureRef>,
     /// How features become model columns.
@@ -224,16 +227,7 @@ impl Artifact {
         if top > 0
             && let Some((columns, _bias)) = classifier.contributions(&row)
         {
-            // Sum the columns of each feature: "country" moved the score, not "country=FR".
-            let mut per_feature = vec![0.0; encoder.features.len()];
-            for (c, f) in columns.iter().zip(encoder.column_features()) {
-                per_feature[f] += c;
-            }
-            let mut ranked: Vec<(String, f64)> =
-                encoder.features.iter().map(|f| f.name.clone()).zip(per_feature).collect();
-            ranked.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then_with(|| a.0.cmp(&b.0)));
-            ranked.truncate(top);
-            contributions = ranked;
+            contributions = encoder.feature_contributions(&columns, top);
         }
         Ok(Score { probability, contributions })
     }

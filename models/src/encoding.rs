@@ -248,6 +248,19 @@ impl Encoder {
         self.features.iter().enumerate().flat_map(|(i, f)| std::iter::repeat_n(i, f.width())).collect()
     }
 
+    /// Sums per-column contributions into per-feature ones ("country" moved the score, not
+    /// "country=FR") and keeps the `top` largest in magnitude, largest first.
+    pub fn feature_contributions(&self, columns: &[f64], top: usize) -> Vec<(String, f64)> {
+        let mut per_feature = vec![0.0; self.features.len()];
+        for (c, f) in columns.iter().zip(self.column_features()) {
+            per_feature[f] += c;
+        }
+        let mut ranked: Vec<(String, f64)> = self.features.iter().map(|f| f.name.clone()).zip(per_feature).collect();
+        ranked.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then_with(|| a.0.cmp(&b.0)));
+        ranked.truncate(top);
+        ranked
+    }
+
     /// Appends the encoding of one row (`inputs` in [`Encoder::features`] order) to `out`.
     /// A number given for a categorical feature, or text for a numeric one, is an error naming
     /// the feature.

@@ -100,6 +100,8 @@ pub struct Prepared {
     pub dropped: Dropped,
     /// The client's feature registry version.
     pub feature_registry_version: i64,
+    /// The join key of the spine's entity.
+    pub join_key: String,
 }
 
 /// Builds the labelled dataset of `request` from the client's definitions (`repo`, at
@@ -179,6 +181,7 @@ pub fn prepare(
         skipped,
         dropped,
         feature_registry_version,
+        join_key: key,
     })
 }
 
@@ -289,6 +292,7 @@ pub fn fit(request: &TrainRequest, prepared: &Prepared, version: i64, progress: 
         algorithm,
         feature_service: spec.feature_service.to_owned(),
         feature_registry_version: prepared.feature_registry_version,
+        join_key: prepared.join_key.clone(),
         features,
         encoder,
         label: spec.label.describe(),

@@ -20,6 +20,7 @@ use pb::get_online_features_request::Kind;
 use pb::value::Val;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
+use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
@@ -161,9 +162,13 @@ fn proto_status(status: FeatureStatus) -> pb::FeatureStatus {
 /// `grpc.health.v1.Health` and reflection (`grpc.reflection.v1`, and `v1alpha` for the clients
 /// that only speak it, such as grpcio's reflection database and older grpcurl). Connections get TCP_NODELAY:
 /// answers are small and must not wait for Nagle's algorithm.
+///
+/// `routes` holds the other rooms' services served on the same port (model inference); pass
+/// `Routes::default()` for none.
 pub async fn serve(
     listener: TcpListener,
     service: GrpcFeatureService,
+    routes: Routes,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -179,13 +184,12 @@ pub async fn serve(
     set_health(&reporter, healthy).await;
     let probe = tokio::spawn(watch_health(reporter.clone(), server, healthy));
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let served = Server::builder()
+    let routes = routes
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(FeatureServiceServer::new(service))
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
+        .add_service(FeatureServiceServer::new(service));
+    let served = Server::builder().add_routes(routes).serve_with_incoming_shutdown(incoming, shutdown).await;
     probe.abort();
     served.map_err(std::io::Error::other)
 }

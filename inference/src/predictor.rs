@@ -1,0 +1,293 @@
+//! Scoring entities with a registered model: resolve the version an alias points at, fetch the
+//! model's features online, encode them as the model was trained to read them, score, explain.
+//!
+//! Loaded versions are cached per (client, model, version); what a reference (`churn`,
+//! `churn@staging`) points at is re-read from the model registry at most every
+//! `alias_refresh`, so that promoting or rolling back a version reaches serving within that
+//! time without a restart (hot reload), while a hot path costs no database round trip.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use livora_common::ClientId;
+use livora_feature_store::serving::{EntityColumn, FeatureServer, FeatureStatus, KeyValue, OnlineFeatures, Selection};
+use livora_feature_store::value::Value;
+use livora_models::{Algorithm, Classifier, Input, Manifest, ModelRegistry, Weights};
+
+use crate::config::OnnxConfig;
+use crate::error::{Error, Result};
+use crate::runtime::onnx::OnnxModel;
+
+/// What a missing or expired feature value does to a prediction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MissingPolicy {
+    /// Score anyway, imputing as in training (mean + missing indicator); say which were imputed.
+    #[default]
+    Impute,
+    /// Do not score an entity with a missing value.
+    Refuse,
+}
+
+/// Whether an entity was scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowStatus {
+    /// Every feature present.
+    Scored,
+    /// Scored with some features imputed.
+    ScoredWithImputation,
+    /// Not scored ([`MissingPolicy::Refuse`] and a feature missing).
+    Refused,
+}
+
+/// One entity's prediction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// The entity key.
+    pub entity_key: String,
+    /// Scored or refused.
+    pub status: RowStatus,
+    /// Probability of the positive class; `None` when refused.
+    pub score: Option<f64>,
+    /// Each feature's status, in the model's feature order.
+    pub statuses: Vec<FeatureStatus>,
+    /// Each feature value's event time (µs), in the model's feature order.
+    pub event_times: Vec<Option<i64>>,
+    /// The largest per-feature contributions to the log-odds, largest first.
+    pub contributions: Vec<(String, f64)>,
+}
+
+/// The answer to a prediction request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Predictions {
+    /// The model.
+    pub model: String,
+    /// The version that scored.
+    pub version: i64,
+    /// Its algorithm.
+    pub algorithm: Algorithm,
+    /// The features read, in input order (`view__feature`).
+    pub feature_names: Vec<String>,
+    /// One per entity key, in request order.
+    pub rows: Vec<Row>,
+}
+
+/// How a loaded version scores.
+enum Runtime {
+    Native(Classifier),
+    Onnx(OnnxModel),
+}
+
+/// A version ready to score.
+pub struct Loaded {
+    /// Its manifest.
+    pub manifest: Manifest,
+    runtime: Runtime,
+    /// Its features as the feature store names them (`view:feature`).
+    refs: Vec<String>,
+}
+
+impl Loaded {
+    fn new(manifest: Manifest, weights: Weights, onnx: &OnnxConfig) -> Result<Self> {
+        let runtime = match weights {
+            Weights::Native(c) => Runtime::Native(c),
+            Weights::Onnx(bytes) => Runtime::Onnx(OnnxModel::from_bytes(bytes, onnx)?),
+        };
+        let refs = manifest.features.iter().map(|f| format!("{}:{}", f.view, f.feature)).collect();
+        Ok(Self { manifest, runtime, refs })
+    }
+
+    /// Probabilities of `rows` encoded rows (row-major).
+    fn predict(&self, x: &[f64], rows: usize) -> Result<Vec<f64>> {
+        let width = self.manifest.encoder.width();
+        match &self.runtime {
+            Runtime::Native(c) => Ok(c.predict(x, width)),
+            Runtime::Onnx(m) => {
+                let data: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+                let array = ndarray::ArrayView2::from_shape((rows, width), &data)
+                    .map_err(|e| Error::InvalidInput(e.to_string()))?;
+                Ok(m.predict(array)?.into_iter().map(f64::from).collect())
+            }
+        }
+    }
+}
+
+/// Scores entities; shared by the gRPC services.
+pub struct Predictor {
+    models: ModelRegistry,
+    features: Arc<FeatureServer>,
+    onnx: OnnxConfig,
+    alias_refresh: Duration,
+    max_entity_rows: usize,
+    /// (client, reference) → when it was resolved, and to what.
+    resolved: Mutex<HashMap<(ClientId, String), (Instant, Arc<Loaded>)>>,
+    /// (client, model, version) → the loaded version.
+    loaded: Mutex<HashMap<(ClientId, String, i64), Arc<Loaded>>>,
+}
+
+fn input(value: &Value, status: FeatureStatus) -> Input<'_> {
+    if status != FeatureStatus::Present {
+        return Input::Missing;
+    }
+    match value {
+        Value::Int64(x) => Input::Number(*x as f64),
+        Value::Float64(x) => Input::Number(*x),
+        Value::Bool(b) => Input::Number(if *b { 1.0 } else { 0.0 }),
+        Value::String(s) => Input::Text(s),
+        Value::Null | Value::Timestamp(_) => Input::Missing,
+    }
+}
+
+impl Predictor {
+    /// A predictor over the model registry and the feature server.
+    pub fn new(
+        models: ModelRegistry,
+        features: Arc<FeatureServer>,
+        onnx: OnnxConfig,
+        alias_refresh: Duration,
+        max_entity_rows: usize,
+    ) -> Self {
+        Self {
+            models,
+            features,
+            onnx,
+            alias_refresh,
+            max_entity_rows,
+            resolved: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The loaded version `reference` points at for `client`.
+    pub async fn resolve(&self, client: &ClientId, reference: &str) -> Result<Arc<Loaded>> {
+        let key = (client.clone(), reference.to_owned());
+        if let Some((at, loaded)) = self.resolved.lock().map_err(poisoned)?.get(&key)
+            && at.elapsed() < self.alias_refresh
+        {
+            return Ok(loaded.clone());
+        }
+        let version = self.models.resolve(client, reference).await?;
+        let id = (client.clone(), version.model.clone(), version.version);
+        let cached = self.loaded.lock().map_err(poisoned)?.get(&id).cloned();
+        let loaded = match cached {
+            Some(l) => l,
+            None => {
+                let artifact = self.models.load(&version)?;
+                let onnx = self.onnx.clone();
+                // Loading parses weights (and may create ONNX sessions): off the async workers.
+                let loaded =
+                    tokio::task::spawn_blocking(move || Loaded::new(artifact.manifest, artifact.weights, &onnx))
+                        .await
+                        .map_err(|e| Error::Inference(format!("loading the model panicked: {e}")))??;
+                let loaded = Arc::new(loaded);
+                tracing::info!(client = %client, model = %version.model, version = version.version, "model loaded");
+                self.loaded.lock().map_err(poisoned)?.insert(id, loaded.clone());
+                loaded
+            }
+        };
+        self.resolved.lock().map_err(poisoned)?.insert(key, (Instant::now(), loaded.clone()));
+        Ok(loaded)
+    }
+
+    /// Scores `entity_keys` with the version `reference` points at.
+    pub async fn predict(
+        &self,
+        client: &ClientId,
+        reference: &str,
+        entity_keys: &[String],
+        top: usize,
+        policy: MissingPolicy,
+    ) -> Result<Predictions> {
+        if reference.trim().is_empty() {
+            return Err(Error::InvalidInput("model: name a model (`churn`, `churn@staging`, `churn@3`)".into()));
+        }
+        if entity_keys.is_empty() {
+            return Err(Error::InvalidInput("entity_keys: give at least one entity key".into()));
+        }
+        if entity_keys.len() > self.max_entity_rows {
+            return Err(Error::InvalidInput(format!(
+                "entity_keys: {} keys, more than the {} a request may score",
+                entity_keys.len(),
+                self.max_entity_rows
+            )));
+        }
+        let loaded = self.resolve(client, reference).await?;
+        let m = &loaded.manifest;
+        let mut online = OnlineFeatures::default();
+        let column =
+            EntityColumn { join_key: &m.join_key, values: entity_keys.iter().map(|k| KeyValue::String(k)).collect() };
+        self.features
+            .get_online_features(client, Selection::Features(&loaded.refs), &[column], true, &mut online)
+            .await?;
+        let encoder = &m.encoder;
+        let expected = encoder.features.iter().map(|f| f.name.as_str());
+        if online.feature_names.len() != encoder.features.len()
+            || !online.feature_names.iter().map(String::as_str).eq(expected)
+        {
+            return Err(Error::Inference(format!(
+                "{} v{} reads {} features but the feature store answered {:?}",
+                m.model,
+                m.version,
+                encoder.features.len(),
+                online.feature_names
+            )));
+        }
+        let n = entity_keys.len();
+        let width = encoder.width();
+        let mut rows: Vec<Row> = Vec::with_capacity(n);
+        let mut x: Vec<f64> = Vec::with_capacity(n * width);
+        let mut scored: Vec<usize> = Vec::with_capacity(n);
+        let mut inputs: Vec<Input<'_>> = Vec::with_capacity(m.features.len());
+        for (i, key) in entity_keys.iter().enumerate() {
+            inputs.clear();
+            let mut statuses = Vec::with_capacity(m.features.len());
+            let mut event_times = Vec::with_capacity(m.features.len());
+            for f in &online.results {
+                inputs.push(input(&f.values[i], f.statuses[i]));
+                statuses.push(f.statuses[i]);
+                event_times.push(f.event_times[i]);
+            }
+            let complete = statuses.iter().all(|s| *s == FeatureStatus::Present);
+            let status = match (complete, policy) {
+                (true, _) => RowStatus::Scored,
+                (false, MissingPolicy::Impute) => RowStatus::ScoredWithImputation,
+                (false, MissingPolicy::Refuse) => RowStatus::Refused,
+            };
+            if status != RowStatus::Refused {
+                encoder.encode_into(&inputs, &mut x)?;
+                scored.push(i);
+            }
+            rows.push(Row {
+                entity_key: key.clone(),
+                status,
+                score: None,
+                statuses,
+                event_times,
+                contributions: Vec::new(),
+            });
+        }
+        if !scored.is_empty() {
+            let scores = loaded.predict(&x, scored.len())?;
+            for (j, &i) in scored.iter().enumerate() {
+                rows[i].score = Some(scores[j]);
+                if top > 0
+                    && let Runtime::Native(c) = &loaded.runtime
+                    && let Some((columns, _)) = c.contributions(&x[j * width..(j + 1) * width])
+                {
+                    rows[i].contributions = encoder.feature_contributions(&columns, top);
+                }
+            }
+        }
+        Ok(Predictions {
+            model: m.model.clone(),
+            version: m.version,
+            algorithm: m.algorithm,
+            feature_names: online.feature_names,
+            rows,
+        })
+    }
+}
+
+fn poisoned<T>(_: std::sync::PoisonError<T>) -> Error {
+    Error::Inference("a model cache lock was poisoned by a panic".into())
+}
