@@ -311,6 +311,7 @@ async fn import(config: &Config, registry: &ModelRegistry, args: ImportArgs) -> 
             algorithm: Algorithm::Onnx,
             feature_service: args.service.clone().unwrap_or_default(),
             feature_registry_version: current.version,
+            entity: entity.to_owned(),
             join_key,
             features,
             encoder,

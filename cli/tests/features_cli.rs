@@ -28,7 +28,7 @@ fn apply_plan_list_describe_and_refusals() {
     let first = livora(data.path(), &["apply", repo, "--client", "demo"]);
     let (out, err) = text(&first);
     assert!(first.status.success(), "{out}{err}");
-    assert!(out.contains("+ view user_activity") && out.contains("10 to add, 0 to change, 0 to remove."), "{out}");
+    assert!(out.contains("+ view user_activity") && out.contains("14 to add, 0 to change, 0 to remove."), "{out}");
     assert!(out.contains("now at version 1"), "{out}");
 
     let again = livora(data.path(), &["apply", repo, "--client", "demo"]);

@@ -12,11 +12,13 @@
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod prediction_log;
 pub mod predictor;
 pub mod runtime;
 
 pub use config::{InferenceConfig, MissingPolicyConfig, OnnxConfig};
 pub use error::{Error, Result};
 pub use grpc::GrpcInferenceService;
+pub use prediction_log::{PredictionRecord, PredictionSink, SinkConfig};
 pub use predictor::{MissingPolicy, Predictions, Predictor, Row, RowStatus};
 pub use runtime::onnx::{OnnxMetadata, OnnxModel, ScoreKind, init_runtime};

@@ -17,6 +17,7 @@ use livora_models::{Algorithm, Classifier, Input, Manifest, ModelRegistry, Weigh
 
 use crate::config::OnnxConfig;
 use crate::error::{Error, Result};
+use crate::prediction_log::{PredictionRecord, PredictionSink};
 use crate::runtime::onnx::OnnxModel;
 
 /// What a missing or expired feature value does to a prediction.
@@ -123,6 +124,8 @@ pub struct Predictor {
     resolved: Mutex<HashMap<(ClientId, String), (Instant, Arc<Loaded>)>>,
     /// (client, model, version) → the loaded version.
     loaded: Mutex<HashMap<(ClientId, String, i64), Arc<Loaded>>>,
+    /// Where scores flow back (prediction view, prediction log); none in tools that only read.
+    sink: Option<PredictionSink>,
 }
 
 fn input(value: &Value, status: FeatureStatus) -> Input<'_> {
@@ -155,7 +158,14 @@ impl Predictor {
             max_entity_rows,
             resolved: Mutex::new(HashMap::new()),
             loaded: Mutex::new(HashMap::new()),
+            sink: None,
         }
+    }
+
+    /// Sends every score to `sink`: the prediction view online and the prediction log.
+    pub fn with_sink(mut self, sink: PredictionSink) -> Self {
+        self.sink = Some(sink);
+        self
     }
 
     /// The loaded version `reference` points at for `client`.
@@ -266,8 +276,27 @@ impl Predictor {
                 contributions: Vec::new(),
             });
         }
+        let mut records = Vec::new();
         if !scored.is_empty() {
             let scores = loaded.predict(&x, scored.len())?;
+            if self.sink.is_some() {
+                let at = chrono::Utc::now().timestamp_micros();
+                records = scored
+                    .iter()
+                    .zip(&scores)
+                    .map(|(&i, &probability)| PredictionRecord {
+                        client: client.clone(),
+                        model: m.model.clone(),
+                        version: m.version,
+                        entity: m.entity.clone(),
+                        join_key: m.join_key.clone(),
+                        entity_key: entity_keys[i].clone(),
+                        probability,
+                        at,
+                        features: features_json(&online, i),
+                    })
+                    .collect();
+            }
             for (j, &i) in scored.iter().enumerate() {
                 rows[i].score = Some(scores[j]);
                 if top > 0
@@ -278,6 +307,9 @@ impl Predictor {
                 }
             }
         }
+        if let Some(sink) = &self.sink {
+            sink.record(records).await?;
+        }
         Ok(Predictions {
             model: m.model.clone(),
             version: m.version,
@@ -286,6 +318,24 @@ impl Predictor {
             rows,
         })
     }
+}
+
+/// Row `i`'s feature values as a JSON object, for the prediction log.
+fn features_json(online: &OnlineFeatures, i: usize) -> String {
+    let mut object = serde_json::Map::with_capacity(online.feature_names.len());
+    for (name, column) in online.feature_names.iter().zip(&online.results) {
+        let value = match (&column.values[i], column.statuses[i]) {
+            (_, s) if s != FeatureStatus::Present => serde_json::Value::Null,
+            (Value::Int64(x), _) => (*x).into(),
+            (Value::Float64(x), _) => serde_json::Number::from_f64(*x).map_or(serde_json::Value::Null, Into::into),
+            (Value::Bool(b), _) => (*b).into(),
+            (Value::String(s), _) => s.clone().into(),
+            (Value::Timestamp(t), _) => (*t).into(),
+            (Value::Null, _) => serde_json::Value::Null,
+        };
+        object.insert(name.clone(), value);
+    }
+    serde_json::Value::Object(object).to_string()
 }
 
 fn poisoned<T>(_: std::sync::PoisonError<T>) -> Error {

@@ -61,6 +61,7 @@ fn artifact(version: i64, shift: f64) -> Artifact {
             algorithm: Algorithm::Logistic,
             feature_service: "churn".into(),
             feature_registry_version: 1,
+            entity: "user".into(),
             join_key: "user_id".into(),
             features: features(),
             encoder,

@@ -92,6 +92,8 @@ pub struct Manifest {
     pub feature_service: String,
     /// The client's feature registry version the dataset was built with.
     pub feature_registry_version: i64,
+    /// The entity the model scores (`user`).
+    pub entity: String,
     /// The entity join key the model scores by (`user_id`): every feature it reads belongs to
     /// that entity.
     pub join_key: String,

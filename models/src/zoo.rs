@@ -108,6 +108,29 @@ pub const LEAD_SCORING: ModelSpec = ModelSpec {
     baseline: Algorithm::Logistic,
 };
 
+/// The feature view a model's scores are served as (`churn_prediction`): online, each entity's
+/// latest score; offline, the prediction log. A client that wants its segments to filter on
+/// scores registers it (the example repository does).
+pub fn prediction_view(model: &str) -> String {
+    format!("{model}_prediction")
+}
+
+/// The prediction view's score feature (`churn_probability`).
+pub fn probability_feature(model: &str) -> String {
+    format!("{model}_probability")
+}
+
+/// The prediction view's feature naming the version that scored (`churn_model_version`).
+pub fn version_feature(model: &str) -> String {
+    format!("{model}_model_version")
+}
+
+/// Where the prediction log of `model` lives under the offline root (`predictions/churn`):
+/// the path of the prediction view's Parquet source.
+pub fn prediction_log_path(model: &str) -> String {
+    format!("predictions/{model}")
+}
+
 /// Every model of the zoo.
 pub const ZOO: [&ModelSpec; 2] = [&CHURN, &LEAD_SCORING];
 

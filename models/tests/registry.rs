@@ -37,6 +37,7 @@ fn artifact(client_id: &str, version: i64, algorithm: Algorithm) -> Artifact {
             algorithm,
             feature_service: "churn".into(),
             feature_registry_version: 1,
+            entity: "user".into(),
             join_key: "user_id".into(),
             features: (0..s.width)
                 .map(|c| FeatureRef { view: "user_activity".into(), feature: format!("f{c}") })

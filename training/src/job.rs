@@ -100,7 +100,9 @@ pub struct Prepared {
     pub dropped: Dropped,
     /// The client's feature registry version.
     pub feature_registry_version: i64,
-    /// The join key of the spine's entity.
+    /// The spine's entity.
+    pub entity: String,
+    /// Its join key.
     pub join_key: String,
 }
 
@@ -181,6 +183,7 @@ pub fn prepare(
         skipped,
         dropped,
         feature_registry_version,
+        entity: view.entity.clone(),
         join_key: key,
     })
 }
@@ -292,6 +295,7 @@ pub fn fit(request: &TrainRequest, prepared: &Prepared, version: i64, progress: 
         algorithm,
         feature_service: spec.feature_service.to_owned(),
         feature_registry_version: prepared.feature_registry_version,
+        entity: prepared.entity.clone(),
         join_key: prepared.join_key.clone(),
         features,
         encoder,

@@ -37,12 +37,13 @@ pub use load::{DefinitionError, load_repo, parse_files};
 
 /// The example shop feature repository (`feature-store/example-repo`), compiled in: the demo
 /// registers it for the `demo` client.
-pub const EXAMPLE_REPO: [(&str, &str); 6] = [
+pub const EXAMPLE_REPO: [(&str, &str); 7] = [
     ("entities.toml", include_str!("../../example-repo/entities.toml")),
     ("sources.toml", include_str!("../../example-repo/sources.toml")),
     ("user_activity.toml", include_str!("../../example-repo/user_activity.toml")),
     ("product_activity.toml", include_str!("../../example-repo/product_activity.toml")),
     ("customer_profile.toml", include_str!("../../example-repo/customer_profile.toml")),
+    ("predictions.toml", include_str!("../../example-repo/predictions.toml")),
     ("services.toml", include_str!("../../example-repo/services.toml")),
 ];
 
