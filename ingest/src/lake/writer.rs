@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Timelike, Utc};
+use livora_common::client::InvalidClientId;
 use livora_common::{ClientId, Event};
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
@@ -16,7 +17,7 @@ use tokio::sync::watch;
 
 use super::config::{Compression, LakeConfig};
 use super::dedupe::{DedupeError, DedupeStore};
-use super::schema::{QuarantineRecord, Stage, events_batch, quarantine_batch};
+use super::schema::{DecodeError, QuarantineRecord, Stage, events_batch, quarantine_batch};
 use super::{events_prefix, quarantine_prefix};
 use crate::log::{Delivery, LogConsumer, LogError, LogRecord, Position};
 use crate::metrics::Metrics;
@@ -43,6 +44,18 @@ pub enum LakeError {
     /// Talking to the object store failed.
     #[error("object store: {0}")]
     Store(#[from] object_store::Error),
+    /// A lake file cannot be read back as events.
+    #[error("{path}: {source}")]
+    Decode {
+        /// The file.
+        path: String,
+        /// What is wrong, and in which row.
+        #[source]
+        source: DecodeError,
+    },
+    /// A client id that no lake partition can have.
+    #[error(transparent)]
+    Client(#[from] InvalidClientId),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
