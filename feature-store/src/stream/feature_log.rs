@@ -5,7 +5,9 @@
 //! typed column per aggregation — so point-in-time retrieval reads streaming views like any other
 //! view. Appends happen before each checkpoint; after a crash the rows since the last checkpoint
 //! are emitted and appended again with a later `created_timestamp` and the same values, which the
-//! point-in-time rule (ties go to the latest created) makes harmless.
+//! point-in-time rule (ties go to the latest created) makes harmless. A
+//! [backfill](crate::backfill) writes rows of the same layout, computed by the batch engine on a
+//! grid, into the same history.
 
 use std::sync::Arc;
 
