@@ -13,7 +13,7 @@ use livora_feature_store::definitions::{EXAMPLE_REPO, parse_files};
 use livora_feature_store::stream::CompiledView;
 use livora_feature_store::{Value, batch};
 use livora_simulator::{SimConfig, Simulator};
-use polars::prelude::{AnyValue, SerReader as _, TimeUnit};
+use polars::prelude::SerReader as _;
 
 const BIN: &str = env!("CARGO_BIN_EXE_livora");
 
@@ -23,19 +23,6 @@ fn livora(data_dir: &Path, args: &[&str]) -> Output {
 
 fn text(o: &Output) -> (String, String) {
     (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
-}
-
-fn value_of(cell: AnyValue<'_>) -> Value {
-    match cell {
-        AnyValue::Null => Value::Null,
-        AnyValue::Boolean(b) => Value::Bool(b),
-        AnyValue::Int64(x) => Value::Int64(x),
-        AnyValue::Float64(x) => Value::Float64(x),
-        AnyValue::String(s) => Value::String(s.to_owned()),
-        AnyValue::StringOwned(s) => Value::String(s.to_string()),
-        AnyValue::Datetime(t, TimeUnit::Microseconds, _) => Value::Timestamp(t),
-        other => panic!("unexpected cell {other:?}"),
-    }
 }
 
 #[test]
@@ -95,7 +82,13 @@ fn a_backfill_from_the_lake_gives_datasets_the_batch_engine_values() {
     for (i, agg) in view.aggs.iter().enumerate() {
         let column = dataset.column(&agg.name).unwrap();
         for (row, want) in expected.iter().enumerate() {
-            assert_eq!(value_of(column.get(row).unwrap()), want[i], "{} at {:?}", agg.name, queries[row]);
+            assert_eq!(
+                Value::from_cell(column.get(row).unwrap(), agg.ty),
+                want[i],
+                "{} at {:?}",
+                agg.name,
+                queries[row]
+            );
         }
     }
 }

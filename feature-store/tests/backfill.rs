@@ -16,7 +16,9 @@ use livora_feature_store::definitions::{EXAMPLE_REPO, parse_files};
 use livora_feature_store::offline::EVENT_TIMESTAMP;
 use livora_feature_store::stream::feature_log::frame;
 use livora_feature_store::stream::{CompiledView, FeatureRow, StateKey};
-use livora_feature_store::{Error, LocalOfflineStore, OfflineStore, Repo, SpineOptions, TimeRange, Value, batch};
+use livora_feature_store::{
+    Error, LocalOfflineStore, OfflineStore, Repo, SpineOptions, TimeRange, Value, ValueType, batch,
+};
 use livora_simulator::{SimConfig, Simulator};
 use polars::prelude::*;
 
@@ -81,19 +83,6 @@ fn dataset(store: &LocalOfflineStore, root: &std::path::Path, repo: &Repo, optio
     dataset::build(repo, store, root, &shop(), request).unwrap().collect().unwrap()
 }
 
-fn value_of(cell: AnyValue<'_>) -> Value {
-    match cell {
-        AnyValue::Null => Value::Null,
-        AnyValue::Boolean(b) => Value::Bool(b),
-        AnyValue::Int64(x) => Value::Int64(x),
-        AnyValue::Float64(x) => Value::Float64(x),
-        AnyValue::String(s) => Value::String(s.to_owned()),
-        AnyValue::StringOwned(s) => Value::String(s.to_string()),
-        AnyValue::Datetime(t, TimeUnit::Microseconds, _) => Value::Timestamp(t),
-        other => panic!("unexpected cell {other:?}"),
-    }
-}
-
 /// The (user, time µs) of every dataset row, in order.
 fn rows(frame: &DataFrame) -> Vec<(String, i64)> {
     let users = frame.column("user_id").unwrap().str().unwrap().clone();
@@ -110,7 +99,7 @@ fn assert_equals_batch_engine(frame: &DataFrame, view: &CompiledView, events: &[
     for (i, agg) in view.aggs.iter().enumerate() {
         let column = frame.column(&agg.name).unwrap();
         for (row, want) in expected.iter().enumerate() {
-            let got = value_of(column.get(row).unwrap());
+            let got = Value::from_cell(column.get(row).unwrap(), agg.ty);
             assert_eq!(got, want[i], "{} of {} at {}", agg.name, queries[row].0, queries[row].1);
         }
     }
@@ -118,7 +107,9 @@ fn assert_equals_batch_engine(frame: &DataFrame, view: &CompiledView, events: &[
     let days = frame.column("days_since_last_seen").unwrap();
     for (row, want) in expected.iter().enumerate() {
         let Value::Timestamp(seen) = want[last_seen] else { panic!("every spine row follows an event") };
-        let Value::Float64(got) = value_of(days.get(row).unwrap()) else { panic!("days_since is a float") };
+        let Value::Float64(got) = Value::from_cell(days.get(row).unwrap(), ValueType::Float64) else {
+            panic!("days_since is a float")
+        };
         // Serving divides by the day in f64; the dataset's polars expression can land one ulp
         // off, so this derived feature is compared to a relative 1e-15, not exactly.
         let want = (queries[row].1 - seen) as f64 / 86_400_000_000.0;
