@@ -11,7 +11,7 @@
 //! implementations of "sum over a sliding window of buckets" would drift (float summation order,
 //! JSON number parsing, bucket edges). The events come from the lake
 //! (`livora_ingest::lake::LakeReader::read_events`); the arithmetic is defined once. The
-//! [backfill](crate::backfill) writes a streaming view's history from it.
+//! [backfill](mod@crate::backfill) writes a streaming view's history from it.
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -7,8 +7,8 @@
 //! [`OnlineConfig`] and opened with [`online::open`]. [`serving`] answers online feature reads
 //! over gRPC and HTTP, with a status and an event time per value.
 //! The [`offline`] store keeps the full history as Parquet and builds
-//! training sets from it with point-in-time joins; [`backfill`] computes a streaming view's
-//! history from the raw lake with the [`batch`] engine.
+//! training sets from it with point-in-time joins; [`backfill`](mod@backfill) computes a
+//! streaming view's history from the raw lake with the [`batch`] engine.
 
 pub mod backfill;
 pub mod batch;

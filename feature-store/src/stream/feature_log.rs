@@ -6,7 +6,7 @@
 //! view. Appends happen before each checkpoint; after a crash the rows since the last checkpoint
 //! are emitted and appended again with a later `created_timestamp` and the same values, which the
 //! point-in-time rule (ties go to the latest created) makes harmless. A
-//! [backfill](crate::backfill) writes rows of the same layout, computed by the batch engine on a
+//! [backfill](mod@crate::backfill) writes rows of the same layout, computed by the batch engine on a
 //! grid, into the same history.
 
 use std::sync::Arc;
@@ -40,7 +40,7 @@ fn datetime(name: &str, values: Vec<Option<i64>>) -> Column {
 }
 
 /// One row of a streaming view's history, as [`frame`] lays it out: the stream's
-/// [`FeatureRow`]s, and the rows a [backfill](crate::backfill) computes on a grid.
+/// [`FeatureRow`]s, and the rows a [backfill](mod@crate::backfill) computes on a grid.
 pub trait HistoryRow {
     /// The entity key (the join key's value).
     fn key(&self) -> &str;
