@@ -41,6 +41,10 @@ use crate::value::Value;
 /// features.
 pub const DEFAULT_CHUNK_ROWS: usize = 100_000;
 
+/// The most grid times an entity may have: a cadence that fine is a mistake, and would not fit
+/// in memory.
+pub const MAX_GRID_TIMES: i64 = 10_000_000;
+
 /// The grid of a backfill, and how much it computes at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackfillOptions {
@@ -151,6 +155,12 @@ pub fn backfill(
     let compiled = streaming_view(client, repo, view)?;
     let grid = Grid::new(options.start, options.end, options.cadence, "backfill")?;
     let last_step = grid.last_step();
+    if last_step >= MAX_GRID_TIMES {
+        return Err(Error::InvalidArgument(format!(
+            "backfill: the grid has {} times per entity, more than {MAX_GRID_TIMES}; use a coarser cadence",
+            i128::from(last_step) + 1
+        )));
+    }
     // Each entity's events and first grid step; entities first seen after `end` have no row.
     let entities: Vec<(String, Vec<&Event>, i64)> = batch::events_by_entity(&compiled, events)
         .into_iter()

@@ -203,6 +203,8 @@ fn only_registered_streaming_views_are_backfilled_and_the_grid_is_checked() {
     assert!(go("user_activity", &reversed).unwrap_err().to_string().contains("is before start"));
     let zero = BackfillOptions { cadence: Duration::ZERO, ..options.clone() };
     assert!(go("user_activity", &zero).unwrap_err().to_string().contains("cadence"));
+    let too_fine = BackfillOptions { cadence: Duration::from_micros(1), ..options.clone() };
+    assert!(go("user_activity", &too_fine).unwrap_err().to_string().contains("use a coarser cadence"));
     assert!(!dir.path().join("features").exists(), "nothing is written on a refused backfill");
 
     // Progress is reported per chunk, up to every entity.
