@@ -1,13 +1,19 @@
-//! `livora apply` and `livora features …`: feature definitions as code, and what is registered.
+//! `livora apply` and `livora features …`: feature definitions as code, what is registered, and
+//! the backfill of a streaming view's history from the raw lake.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 use livora_common::ClientId;
+use livora_feature_store::backfill::{self, BackfillOptions};
 use livora_feature_store::definitions::{FeatureKind, Repo, SourceKind, format_duration};
-use livora_feature_store::{Error, Registry};
+use livora_feature_store::{Error, LocalOfflineStore, Registry};
+use livora_ingest::lake::{LakeReader, store};
 
 use crate::config::Config;
 
@@ -50,6 +56,30 @@ pub enum FeaturesCommand {
         #[arg(long)]
         client: ClientId,
     },
+    /// Computes a streaming view's offline history from the raw lake with the batch engine: the
+    /// values of every entity at every `--cadence` from `--start` to `--end`, appended to the
+    /// offline store (the latest run wins where rows meet).
+    Backfill(BackfillArgs),
+}
+
+/// `livora features backfill`.
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    /// The client.
+    #[arg(long)]
+    pub client: ClientId,
+    /// The streaming feature view.
+    #[arg(long)]
+    pub view: String,
+    /// The first grid time (RFC 3339); earlier events still fill the windows.
+    #[arg(long)]
+    pub start: DateTime<Utc>,
+    /// The last grid time (RFC 3339), included.
+    #[arg(long)]
+    pub end: DateTime<Utc>,
+    /// The time between two rows of an entity (`1h`, `1d`).
+    #[arg(long, default_value = "1d", value_parser = humantime::parse_duration)]
+    pub cadence: Duration,
 }
 
 async fn open(config: &Config) -> Result<Registry> {
@@ -100,27 +130,98 @@ fn located(root: &std::path::Path, e: &livora_feature_store::DefinitionError) ->
 }
 
 pub async fn run(config: &Config, command: FeaturesCommand) -> Result<()> {
-    let registry = open(config).await?;
-    let (client, current) = match &command {
+    let (client, describe_name) = match command {
+        FeaturesCommand::Backfill(args) => return run_backfill(config, args).await,
         FeaturesCommand::History { client } => {
+            let registry = open(config).await?;
             let mut out = format!("{:<8} {:<26} DIGEST\n", "VERSION", "APPLIED");
-            for (version, at, digest) in registry.history(client).await? {
+            for (version, at, digest) in registry.history(&client).await? {
                 let _ = writeln!(out, "{version:<8} {at:<26} {}", &digest[..12.min(digest.len())]);
             }
             return crate::print(&out);
         }
-        FeaturesCommand::List { client } | FeaturesCommand::Describe { client, .. } => {
-            (client, registry.current(client).await?)
-        }
+        FeaturesCommand::List { client } => (client, None),
+        FeaturesCommand::Describe { name, client } => (client, Some(name)),
     };
-    let Some(current) = current else {
+    let registry = open(config).await?;
+    let Some(current) = registry.current(&client).await? else {
         bail!("client `{client}` has no feature definitions; run `livora apply <repo> --client {client}`")
     };
-    match command {
-        FeaturesCommand::List { .. } => crate::print(&list(&current.repo, current.version)),
-        FeaturesCommand::Describe { name, .. } => crate::print(&describe(&current.repo, &name)?),
-        FeaturesCommand::History { .. } => Ok(()),
+    match describe_name {
+        None => crate::print(&list(&current.repo, current.version)),
+        Some(name) => crate::print(&describe(&current.repo, &name)?),
     }
+}
+
+async fn run_backfill(config: &Config, args: BackfillArgs) -> Result<()> {
+    let started = Instant::now();
+    if args.end < args.start {
+        bail!("--end {} is before --start {}", args.end.to_rfc3339(), args.start.to_rfc3339());
+    }
+    if args.cadence.is_zero() {
+        bail!("--cadence must be longer than zero (e.g. 1h or 1d)");
+    }
+    let registry = open(config).await?;
+    let Some(current) = registry.current(&args.client).await? else {
+        bail!("client `{}` has no feature definitions; run `livora apply <repo> --client {}`", args.client, args.client)
+    };
+    // Checked before the lake is read, which may take long.
+    if let Err(e) = backfill::streaming_view(&args.client, &current.repo, &args.view) {
+        bail!("--view: {e}");
+    }
+
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_message(format!("reading the events of `{}` from the lake", args.client));
+    spinner.enable_steady_tick(Duration::from_millis(120));
+    let reader = LakeReader::new(store::open(&config.lake_root(), &config.lake)?);
+    let events = reader
+        .read_events(args.client.as_str(), (None, Some(args.end)))
+        .await
+        .with_context(|| format!("cannot read the events of client `{}` from the lake", args.client))?;
+    spinner.finish_and_clear();
+    if events.is_empty() {
+        eprintln!("warning: client `{}` has no events in the lake up to {}", args.client, args.end.to_rfc3339());
+    }
+
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} entities {per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(args.view.clone());
+    let progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let store = LocalOfflineStore::new(config.offline_root());
+    let options = BackfillOptions::new(args.start, args.end, args.cadence);
+    let created = Utc::now().timestamp_micros();
+    let done =
+        backfill::backfill(&store, &args.client, &current.repo, &args.view, &events, &options, created, &progress)?;
+    bar.finish_and_clear();
+    println!(
+        "backfilled {}: {} rows for {} entities over {}..{} in {:.1} s",
+        done.view,
+        thousands(done.rows),
+        thousands(done.entities),
+        args.start.format("%Y-%m-%d"),
+        args.end.format("%Y-%m-%d"),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// `n` with a comma between groups of three digits (`12,345`).
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn list(repo: &Repo, version: i64) -> String {
@@ -221,4 +322,18 @@ fn describe(repo: &Repo, name: &str) -> Result<String> {
         return Ok(out);
     }
     bail!("no feature view or service `{name}` is registered (see `livora features list`)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thousands;
+
+    #[test]
+    fn thousands_are_grouped_by_commas() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_000), "1,000");
+        assert_eq!(thousands(12_345), "12,345");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
 }

@@ -9,10 +9,11 @@
 //!
 //! Folding happens in the shared kernels rather than in polars expressions on purpose: two
 //! implementations of "sum over a sliding window of buckets" would drift (float summation order,
-//! JSON number parsing, bucket edges). The lake is read with polars (see
-//! [`crate::offline::lake`]); the arithmetic is defined once.
+//! JSON number parsing, bucket edges). The events come from the lake
+//! (`livora_ingest::lake::LakeReader::read_events`); the arithmetic is defined once. The
+//! [backfill](mod@crate::backfill) writes a streaming view's history from it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use livora_common::Event;
 
@@ -31,7 +32,11 @@ struct Folded {
 /// Computes the view's aggregations at each `(entity key, time µs)` of `queries`, from `events`
 /// (any order; events of other clients, types or without the key are ignored). Returns the
 /// values in the view's aggregation order, one vector per query, in query order.
-pub fn values_at(view: &CompiledView, events: &[Event], queries: &[(String, i64)]) -> Vec<Vec<Value>> {
+pub fn values_at<'e>(
+    view: &CompiledView,
+    events: impl IntoIterator<Item = &'e Event>,
+    queries: &[(String, i64)],
+) -> Vec<Vec<Value>> {
     let by_entity = fold_events(view, events);
     let mut order: Vec<usize> = (0..queries.len()).collect();
     order.sort_by(|&a, &b| (&queries[a].0, queries[a].1).cmp(&(&queries[b].0, queries[b].1)));
@@ -75,7 +80,28 @@ pub fn entities(view: &CompiledView, events: &[Event]) -> Vec<(String, i64)> {
     out
 }
 
-fn fold_events(view: &CompiledView, events: &[Event]) -> HashMap<String, Vec<Folded>> {
+/// The events of `view` (its client's, of its types, with its entity key) grouped by entity
+/// key, in key order, each group in input order. Callers that compute many entities split the
+/// work along these groups: [`values_at`] over one group's events answers for its entity.
+pub fn events_by_entity<'e>(view: &CompiledView, events: &'e [Event]) -> BTreeMap<String, Vec<&'e Event>> {
+    let mut out: BTreeMap<String, Vec<&Event>> = BTreeMap::new();
+    for event in events {
+        if let Some(key) = entity_key(view, event) {
+            out.entry(key).or_default().push(event);
+        }
+    }
+    out
+}
+
+/// The entity key of `event` in `view`, if the view takes the event.
+fn entity_key(view: &CompiledView, event: &Event) -> Option<String> {
+    if event.client_id != view.client || !view.accepts(&event.event_type) {
+        return None;
+    }
+    Parsed::new(event).key(view.key_field())
+}
+
+fn fold_events<'e>(view: &CompiledView, events: impl IntoIterator<Item = &'e Event>) -> HashMap<String, Vec<Folded>> {
     let mut by_entity: HashMap<String, Vec<Folded>> = HashMap::new();
     for event in events {
         if event.client_id != view.client || !view.accepts(&event.event_type) {

@@ -7,8 +7,10 @@
 //! [`OnlineConfig`] and opened with [`online::open`]. [`serving`] answers online feature reads
 //! over gRPC and HTTP, with a status and an event time per value.
 //! The [`offline`] store keeps the full history as Parquet and builds
-//! training sets from it with point-in-time joins.
+//! training sets from it with point-in-time joins; [`backfill`](mod@backfill) computes a
+//! streaming view's history from the raw lake with the [`batch`] engine.
 
+pub mod backfill;
 pub mod batch;
 pub mod config;
 pub mod dataset;
@@ -23,6 +25,7 @@ pub mod serving;
 pub mod stream;
 pub mod value;
 
+pub use backfill::{BackfillOptions, Backfilled, backfill};
 pub use config::FeatureStoreConfig;
 pub use definitions::{DefinitionError, Repo, load_repo};
 pub use error::{Error, Result};

@@ -211,7 +211,9 @@ fn latest_rows(
         let values = columns
             .iter()
             .zip(&feature_columns)
-            .map(|((name, ty), c)| Ok(((*name).to_owned(), value(c.get(i).map_err(Error::offline("a feature"))?, *ty))))
+            .map(|((name, ty), c)| {
+                Ok(((*name).to_owned(), Value::from_cell(c.get(i).map_err(Error::offline("a feature"))?, *ty)))
+            })
             .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
         let Some(text) = crate::serving::keys::composite(&refs) else { continue };
@@ -227,21 +229,5 @@ fn int(v: AnyValue<'_>) -> Option<i64> {
         AnyValue::Int32(x) => Some(i64::from(x)),
         AnyValue::Datetime(x, _, _) => Some(x),
         _ => None,
-    }
-}
-
-fn value(v: AnyValue<'_>, ty: ValueType) -> Value {
-    match (ty, v) {
-        (_, AnyValue::Null) => Value::Null,
-        (ValueType::Bool, AnyValue::Boolean(b)) => Value::Bool(b),
-        (ValueType::Int64, AnyValue::Int64(x)) => Value::Int64(x),
-        (ValueType::Int64, AnyValue::Int32(x)) => Value::Int64(i64::from(x)),
-        (ValueType::Float64, AnyValue::Float64(x)) => Value::Float64(x),
-        (ValueType::Float64, AnyValue::Float32(x)) => Value::Float64(f64::from(x)),
-        (ValueType::Float64, AnyValue::Int64(x)) => Value::Float64(x as f64),
-        (ValueType::String, AnyValue::String(s)) => Value::String(s.to_owned()),
-        (ValueType::String, AnyValue::StringOwned(s)) => Value::String(s.to_string()),
-        (ValueType::Timestamp, other) => int(other).map_or(Value::Null, Value::Timestamp),
-        _ => Value::Null,
     }
 }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use polars::prelude::AnyValue;
 use serde::{Deserialize, Serialize};
 
 /// The type of a feature or of an entity's join key.
@@ -58,6 +59,26 @@ pub enum Value {
 }
 
 impl Value {
+    /// The value of a cell of the offline store (a polars [`AnyValue`]) as a feature of type
+    /// `ty`: timestamps in microseconds (a datetime's or an integer's), integers widened, `Int64`
+    /// taken as a float where `ty` is `Float64`; a null or a cell of another type is [`Value::Null`].
+    pub fn from_cell(cell: AnyValue<'_>, ty: ValueType) -> Self {
+        match (ty, cell) {
+            (_, AnyValue::Null) => Self::Null,
+            (ValueType::Bool, AnyValue::Boolean(b)) => Self::Bool(b),
+            (ValueType::Int64, AnyValue::Int64(x)) => Self::Int64(x),
+            (ValueType::Int64, AnyValue::Int32(x)) => Self::Int64(i64::from(x)),
+            (ValueType::Float64, AnyValue::Float64(x)) => Self::Float64(x),
+            (ValueType::Float64, AnyValue::Float32(x)) => Self::Float64(f64::from(x)),
+            (ValueType::Float64, AnyValue::Int64(x)) => Self::Float64(x as f64),
+            (ValueType::String, AnyValue::String(s)) => Self::String(s.to_owned()),
+            (ValueType::String, AnyValue::StringOwned(s)) => Self::String(s.to_string()),
+            (ValueType::Timestamp, AnyValue::Int64(x) | AnyValue::Datetime(x, _, _)) => Self::Timestamp(x),
+            (ValueType::Timestamp, AnyValue::Int32(x)) => Self::Timestamp(i64::from(x)),
+            _ => Self::Null,
+        }
+    }
+
     /// The type of this value; `None` for [`Value::Null`].
     pub fn value_type(&self) -> Option<ValueType> {
         match self {

@@ -181,6 +181,33 @@ pub fn lake(data_dir: &Path) -> Result<LakeReader> {
     Ok(LakeReader::new(livora_ingest::lake::store::open(&root.display().to_string(), &LakeConfig::default())?))
 }
 
+/// Writes `events` into the lake of an embedded data directory, one file per client and hour
+/// partition, in the layout the lake writer uses: for tests that start from a filled lake (an
+/// import of past events) without running the collector. Returns the files written.
+pub fn write_lake(data_dir: &Path, events: &[livora_common::Event]) -> Result<usize> {
+    use std::collections::BTreeMap;
+
+    use chrono::Timelike as _;
+    use livora_ingest::lake::{events_partition, schema::events_batch};
+    let mut partitions: BTreeMap<String, Vec<&livora_common::Event>> = BTreeMap::new();
+    for e in events {
+        let dir = events_partition(e.client_id.as_str(), e.timestamp.date_naive(), e.timestamp.hour());
+        partitions.entry(dir).or_default().push(e);
+    }
+    let root = data_dir.join("lake");
+    for (dir, events) in &partitions {
+        let batch = events_batch(events.iter().copied())?;
+        let dir = root.join(dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(format!("part-{}.parquet", uuid::Uuid::now_v7()));
+        let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)?;
+        writer.write(&batch)?;
+        writer.close()?;
+    }
+    Ok(partitions.len())
+}
+
 /// Polls `check` until it returns `Some`, or fails after `timeout` with `what`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T>
 where

@@ -59,7 +59,7 @@ pub fn entity_spine(
     source_timestamp: &str,
     options: &SpineOptions,
 ) -> Result<DataFrame> {
-    let (start, end, cadence) = check_options(options)?;
+    let grid = Grid::new(options.start, options.end, options.cadence, "spine")?;
     if join_keys.is_empty() {
         return Err(Error::InvalidArgument("spine: no join key given".into()));
     }
@@ -103,25 +103,16 @@ pub fn entity_spine(
         .column(FIRST)
         .and_then(|c| c.i64().cloned())
         .map_err(Error::offline("reading each entity's first event time"))?;
-    // `end ≥ start` was checked; i128 keeps extreme bounds from overflowing.
-    let last_step = i64::try_from((i128::from(end) - i128::from(start)) / i128::from(cadence)).unwrap_or(i64::MAX);
+    let last_step = grid.last_step();
     let mut entity_index: Vec<IdxSize> = Vec::new();
     let mut times: Vec<i64> = Vec::new();
     for (entity, first) in first_times.iter().enumerate() {
         let Some(first) = first else { continue };
-        // The first grid step at or after the entity's first event (ceiling division).
-        let first_step = if first <= start {
-            0
-        } else {
-            let since = i128::from(first) - i128::from(start);
-            let steps = since / i128::from(cadence) + i128::from(since % i128::from(cadence) != 0);
-            i64::try_from(steps).unwrap_or(i64::MAX)
-        };
-        for step in first_step..=last_step {
+        for step in grid.first_step(first)..=last_step {
             let index = IdxSize::try_from(entity)
                 .map_err(|_| Error::InvalidArgument("spine: too many entities to index".into()))?;
             entity_index.push(index);
-            times.push(start + step * cadence);
+            times.push(grid.time(step));
         }
         if entity_index.len() > IdxSize::MAX as usize {
             return Err(Error::InvalidArgument(
@@ -140,22 +131,57 @@ pub fn entity_spine(
     Ok(spine)
 }
 
-/// The grid in microseconds: (start, end, cadence).
-fn check_options(options: &SpineOptions) -> Result<(i64, i64, i64)> {
-    let start = options.start.timestamp_micros();
-    let end = options.end.timestamp_micros();
-    let cadence = i64::try_from(options.cadence.as_micros()).unwrap_or(i64::MAX);
-    if cadence < 1 {
-        return Err(Error::InvalidArgument("spine: cadence must be at least one microsecond".into()));
+/// A sampling grid in microseconds: `start, start + cadence, …` up to `end` (included when on the
+/// grid). Shared by spines and backfills, so that a backfill writes its rows exactly at the times
+/// a spine over the same grid asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Grid {
+    start: i64,
+    end: i64,
+    cadence: i64,
+}
+
+impl Grid {
+    /// The grid of `[start, end]` every `cadence`; `what` (`spine`, `backfill`) prefixes errors.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a cadence under a microsecond or `end` before `start`.
+    pub(crate) fn new(start: DateTime<Utc>, end: DateTime<Utc>, cadence: Duration, what: &str) -> Result<Self> {
+        let cadence_us = i64::try_from(cadence.as_micros()).unwrap_or(i64::MAX);
+        if cadence_us < 1 {
+            return Err(Error::InvalidArgument(format!("{what}: cadence must be at least one microsecond")));
+        }
+        if end < start {
+            return Err(Error::InvalidArgument(format!(
+                "{what}: end {} is before start {}",
+                end.to_rfc3339(),
+                start.to_rfc3339()
+            )));
+        }
+        Ok(Self { start: start.timestamp_micros(), end: end.timestamp_micros(), cadence: cadence_us })
     }
-    if end < start {
-        return Err(Error::InvalidArgument(format!(
-            "spine: end {} is before start {}",
-            options.end.to_rfc3339(),
-            options.start.to_rfc3339()
-        )));
+
+    /// The step of the last grid time at or before `end`.
+    pub(crate) fn last_step(&self) -> i64 {
+        // `end ≥ start` was checked; i128 keeps extreme bounds from overflowing.
+        i64::try_from((i128::from(self.end) - i128::from(self.start)) / i128::from(self.cadence)).unwrap_or(i64::MAX)
     }
-    Ok((start, end, cadence))
+
+    /// The step of the first grid time at or after `first` (an entity's first event time): the
+    /// ceiling of its distance from `start` in cadences, 0 before `start`.
+    pub(crate) fn first_step(&self, first: i64) -> i64 {
+        if first <= self.start {
+            return 0;
+        }
+        let since = i128::from(first) - i128::from(self.start);
+        let steps = since / i128::from(self.cadence) + i128::from(since % i128::from(self.cadence) != 0);
+        i64::try_from(steps).unwrap_or(i64::MAX)
+    }
+
+    /// The time (µs) of grid step `step`.
+    pub(crate) fn time(&self, step: i64) -> i64 {
+        self.start + step * self.cadence
+    }
 }
 
 #[cfg(test)]

@@ -21,12 +21,18 @@ pub mod store;
 mod writer;
 
 pub use config::LakeConfig;
-pub use reader::LakeReader;
+pub use reader::{LakeReader, UserEventTimes};
 pub use writer::{LakeError, LakeWriter};
 
 /// The object path prefix of a client's raw events.
 pub fn events_prefix(client: &str) -> String {
     format!("raw/events/client_id={client}")
+}
+
+/// The object path prefix of the partition of a client's raw events of the UTC day `dt` and hour
+/// `hour` (`raw/events/client_id=<c>/dt=YYYY-MM-DD/hour=HH`).
+pub fn events_partition(client: &str, dt: chrono::NaiveDate, hour: u32) -> String {
+    format!("{}/dt={dt}/hour={hour:02}", events_prefix(client))
 }
 
 /// The object path prefix of a client's quarantine records.

@@ -313,10 +313,10 @@ mod tests {
         Bytes::from(out)
     }
 
-    /// The hour partition of an event time, as the lake writer names it.
+    /// The hour partition of an event time.
     fn partition(at: &str) -> String {
         let t: DateTime<Utc> = at.parse().unwrap();
-        format!("{}/dt={}/hour={:02}", events_prefix("shop"), t.date_naive(), t.hour())
+        crate::lake::events_partition("shop", t.date_naive(), t.hour())
     }
 
     /// A lake holding `events`, one file per hour partition, as the writer would have left it.

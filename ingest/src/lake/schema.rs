@@ -351,7 +351,7 @@ pub(crate) mod tests {
 
     use super::*;
 
-    /// An event at `at` (RFC 3339, whole microseconds), with every optional field set or none.
+    /// An event at `at` (RFC 3339), with every optional field set or none.
     pub(crate) fn event(i: u8, at: &str, event_type: &str, user: Option<&str>, full: bool) -> Event {
         let opt = |s: &str| full.then(|| s.to_owned());
         Event {

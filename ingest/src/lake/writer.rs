@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use super::config::{Compression, LakeConfig};
 use super::dedupe::{DedupeError, DedupeStore};
 use super::schema::{DecodeError, QuarantineRecord, Stage, events_batch, quarantine_batch};
-use super::{events_prefix, quarantine_prefix};
+use super::{events_partition, quarantine_prefix};
 use crate::log::{Delivery, LogConsumer, LogError, LogRecord, Position};
 use crate::metrics::Metrics;
 
@@ -67,7 +67,7 @@ enum Partition {
 impl Partition {
     fn dir(&self) -> String {
         match self {
-            Self::Events { client, dt, hour } => format!("{}/dt={dt}/hour={hour:02}", events_prefix(client.as_str())),
+            Self::Events { client, dt, hour } => events_partition(client.as_str(), *dt, *hour),
             Self::Quarantine { client, dt } => format!("{}/dt={dt}", quarantine_prefix(client)),
         }
     }

@@ -98,32 +98,11 @@ mod tests {
         assert!(matches!(LogRecord::decode(&[1, b'{']), Err(RecordError::Malformed(_))));
     }
 
+    /// An event with sub-microsecond time (the log keeps nanoseconds), every optional field set or
+    /// none.
     fn event(i: u8, full: bool) -> Event {
-        let opt = |s: &str| full.then(|| s.to_owned());
-        Event {
-            event_id: uuid::Uuid::from_bytes([i; 16]),
-            timestamp: DateTime::from_timestamp(1_767_600_000 + i64::from(i), 123_456_789).unwrap(),
-            client_id: ClientId::new("shop").unwrap(),
-            user_id: opt("u_1"),
-            anon_id: Some(format!("a_{i}")),
-            session_id: opt("s_\u{e9}"),
-            event_type: "purchase".into(),
-            props: serde_json::from_str(r#"{"revenue": 12.50, "items": [{"sku": "x"}]}"#).unwrap(),
-            context: livora_common::JsonObject::default(),
-            received_at: DateTime::from_timestamp(1_767_600_100, 0).unwrap(),
-            enrichment: livora_common::Enrichment {
-                ip: opt("203.0.113.7"),
-                user_agent: opt("Mozilla/5.0"),
-                browser: opt("Chrome"),
-                browser_version: opt("120.0"),
-                os: opt("Linux"),
-                device_type: opt("desktop"),
-                is_bot: full,
-                geo_country: opt("FR"),
-                geo_region: opt("Île-de-France"),
-                geo_city: opt("Paris"),
-            },
-        }
+        let at = DateTime::from_timestamp(1_767_600_000 + i64::from(i), 123_456_789).unwrap();
+        crate::lake::schema::tests::event(i, &at.to_rfc3339(), "purchase", full.then_some("u_1"), full)
     }
 
     #[test]
