@@ -10,6 +10,7 @@ mod events;
 mod features;
 mod materialize;
 mod models;
+mod score;
 mod serve;
 mod simulate;
 mod train;
@@ -64,9 +65,11 @@ enum Command {
     Dataset(dataset::DatasetCommand),
     /// Trains a model of the zoo (churn, lead scoring) and registers a new version.
     Train(train::TrainArgs),
-    /// Lists, shows, compares, promotes and rolls back model versions.
+    /// Lists, shows, compares, promotes, rolls back and imports model versions.
     #[command(subcommand)]
     Models(models::ModelsCommand),
+    /// Batch-scores every known entity with a model and refreshes its prediction view.
+    Score(score::ScoreArgs),
 }
 
 /// Writes `text` to stdout; a closed pipe (`livora … | head`) is not an error.
@@ -106,6 +109,7 @@ fn main() -> ExitCode {
             Command::Materialize(args) => materialize::run(&config, args).await,
             Command::Train(args) => train::run(&config, args).await,
             Command::Models(cmd) => models::run(&config, cmd).await,
+            Command::Score(args) => score::run(&config, args).await,
         }
     });
     match result {

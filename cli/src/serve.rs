@@ -215,6 +215,8 @@ struct Serving {
     /// Turns `true` when the gRPC server ends, whether asked to or not.
     stopped: watch::Receiver<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Writes scores back (prediction views, prediction log); ends once the server has.
+    predictions: tokio::task::JoinHandle<()>,
 }
 
 impl Serving {
@@ -240,13 +242,21 @@ impl Serving {
         let models = livora_models::ModelRegistry::connect(&config.registry_url(), config.models_root())
             .await
             .context("cannot open the model registry")?;
-        let predictor = Arc::new(livora_inference::Predictor::new(
-            models,
-            server.clone(),
-            config.inference.onnx.clone(),
-            config.inference.alias_refresh,
-            config.features.serving.max_entity_rows,
-        ));
+        let (sink, predictions) = livora_inference::PredictionSink::start(
+            server.online().clone(),
+            config.offline_root(),
+            livora_inference::SinkConfig::default(),
+        );
+        let predictor = Arc::new(
+            livora_inference::Predictor::new(
+                models,
+                server.clone(),
+                config.inference.onnx.clone(),
+                config.inference.alias_refresh,
+                config.features.serving.max_entity_rows,
+            )
+            .with_sink(sink),
+        );
         let policy = match config.inference.missing_policy {
             livora_inference::MissingPolicyConfig::Impute => livora_inference::MissingPolicy::Impute,
             livora_inference::MissingPolicyConfig::Refuse => livora_inference::MissingPolicy::Refuse,
@@ -261,13 +271,16 @@ impl Serving {
             let _ = ended.send(true);
             served
         });
-        Ok(Self { server, stop, stopped, task })
+        Ok(Self { server, stop, stopped, task, predictions })
     }
 
     /// Stops the gRPC server (in-flight calls finish) and reports how it ended.
     async fn stop(self) -> Result<()> {
         let _ = self.stop.send(true);
-        self.task.await.context("the gRPC server panicked")?.context("the gRPC server failed")
+        let served = self.task.await.context("the gRPC server panicked")?.context("the gRPC server failed");
+        // The server is gone, and with it the last sender: the writer flushes and ends.
+        self.predictions.await.context("the prediction writer panicked")?;
+        served
     }
 }
 

@@ -86,7 +86,16 @@ pub async fn materialize(
         }
         let has_created = created_timestamp_field.is_some();
         let watermark_column = if has_created { CREATED_TIMESTAMP } else { EVENT_TIMESTAMP };
-        let mut frame = history(repo, &store, root, client, view)?;
+        let mut frame = match history(repo, &store, root, client, view) {
+            Ok(frame) => frame,
+            // A view whose table has no data yet (the prediction log before the first score) is
+            // skipped when every view is loaded; named alone, it is an error.
+            Err(Error::NotFound(reason)) if only.is_none() => {
+                tracing::info!(view = %view.name, %reason, "nothing to materialize yet");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let previous = match mode {
             Mode::Incremental => registry.watermark(client, &view.name).await?,
             Mode::Range { .. } => None,

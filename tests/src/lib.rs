@@ -208,6 +208,59 @@ pub fn write_lake(data_dir: &Path, events: &[livora_common::Event]) -> Result<us
     Ok(partitions.len())
 }
 
+/// Writes the example repository's `customer_profile` table for `events`, as a shop's back
+/// office would export it: one row per sign-up (`user_id`, `event_timestamp` and
+/// `created_timestamp` = `signed_up_at` = the sign-up time, `signup_method`, `country` from the
+/// locale, `newsletter_opt_in` when the sign-up came from the newsletter), under
+/// `<offline_root>/tables/customer_profile/client_id=<client>/`. Returns the rows written.
+pub fn write_customer_profiles(offline_root: &Path, client: &str, events: &[livora_common::Event]) -> Result<usize> {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray};
+    let signups: Vec<&livora_common::Event> =
+        events.iter().filter(|e| e.event_type == "signup" && e.user_id.is_some()).collect();
+    let prop =
+        |e: &livora_common::Event, name: &str| e.props.to_map().get(name).and_then(|v| v.as_str()).map(str::to_owned);
+    let times = || {
+        Arc::new(
+            TimestampMicrosecondArray::from(signups.iter().map(|e| e.timestamp.timestamp_micros()).collect::<Vec<_>>())
+                .with_timezone("UTC"),
+        ) as ArrayRef
+    };
+    let batch = RecordBatch::try_from_iter([
+        ("user_id", Arc::new(StringArray::from_iter(signups.iter().map(|e| e.user_id.clone()))) as ArrayRef),
+        ("event_timestamp", times()),
+        ("created_timestamp", times()),
+        ("signed_up_at", times()),
+        ("signup_method", Arc::new(StringArray::from_iter(signups.iter().map(|e| prop(e, "method"))))),
+        (
+            "country",
+            Arc::new(StringArray::from_iter(signups.iter().map(|e| {
+                e.context
+                    .to_map()
+                    .get("locale")
+                    .and_then(|l| l.as_str())
+                    .and_then(|l| l.split('-').nth(1))
+                    .map(str::to_owned)
+            }))),
+        ),
+        (
+            "newsletter_opt_in",
+            Arc::new(BooleanArray::from(
+                signups.iter().map(|e| prop(e, "source").as_deref() == Some("newsletter")).collect::<Vec<_>>(),
+            )),
+        ),
+    ])?;
+    let dir = offline_root.join("tables/customer_profile").join(format!("client_id={client}"));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("snapshot.parquet");
+    let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None)?;
+    writer.write(&batch)?;
+    writer.close()?;
+    Ok(signups.len())
+}
+
 /// Polls `check` until it returns `Some`, or fails after `timeout` with `what`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> Result<T>
 where

@@ -1,0 +1,201 @@
+//! End to end, as a shop's data team uses Livora: simulated traffic is posted to `livora serve`;
+//! the stream keeps the online features fresh and the lake fills; `user_activity`'s history is
+//! backfilled from the lake; `livora train churn` trains on it and promotes the new version; the
+//! gRPC `Predict` scores users with their online features; and each score comes back as the
+//! `churn_prediction` feature, online, and in the prediction log.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use chrono::{DurationRound, SecondsFormat, Utc};
+use livora_common::{ClientId, Event};
+use livora_proto::livora::v1 as pb;
+use livora_simulator::{SimConfig, Simulator};
+use livora_tests::{Livora, create_client, eventually, post, write_customer_profiles};
+use pb::get_online_features_request::Kind;
+use serde_json::Value as Json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_livora");
+const DAYS: i64 = 100;
+
+fn livora(data: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(BIN).arg("--data-dir").arg(data).args(args).output()?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    ensure!(out.status.success(), "livora {args:?} failed:\n{text}");
+    Ok(text)
+}
+
+fn authorized<T>(message: T, key: &str) -> Result<tonic::Request<T>> {
+    let mut r = tonic::Request::new(message);
+    r.metadata_mut().insert("authorization", format!("Bearer {key}").parse()?);
+    r.metadata_mut().insert("x-client-id", "shop".parse()?);
+    Ok(r)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_features_train_promote_predict_and_the_prediction_comes_back() -> Result<()> {
+    let data = tempfile::tempdir()?;
+    let env = vec![
+        ("LIVORA__INGEST__RATE_LIMIT__EVENTS_PER_SECOND".to_owned(), "0".to_owned()),
+        ("LIVORA__LAKE__ROLL_INTERVAL".to_owned(), "1s".to_owned()),
+    ];
+    let key = create_client(Path::new(BIN), data.path(), &env, "shop")?;
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../feature-store/example-repo");
+    livora(data.path(), &["apply", repo.to_str().context("path")?, "--client", "shop"])?;
+    // A hundred days of a small shop, up to now.
+    let shop = ClientId::new("shop").map_err(anyhow::Error::msg)?;
+    let start = (Utc::now() - chrono::Duration::days(DAYS)).duration_trunc(chrono::Duration::days(1))?;
+    let now = Utc::now().to_rfc3339();
+    let wire: Vec<Json> = Simulator::new(SimConfig { client_id: shop, users: 600, days: DAYS as u32, start, seed: 5 })
+        .events()
+        .filter(|e| e["timestamp"].as_str().is_some_and(|t| t < now.as_str()))
+        .collect();
+    let events: Vec<Event> = wire
+        .iter()
+        .map(|w| {
+            let mut w = w.clone();
+            w["received_at"] = w["timestamp"].clone();
+            serde_json::from_value(w)
+        })
+        .collect::<Result<_, _>>()?;
+    // The back office's profile table, loaded online before the server holds the store.
+    let offline_root: PathBuf = data.path().join("lake");
+    let profiles = write_customer_profiles(&offline_root, "shop", &events)?;
+    let day = |d: i64| (start + chrono::Duration::days(d)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    let materialized = livora(
+        data.path(),
+        &["materialize", "--client", "shop", "--view", "customer_profile", "--start", &day(0), "--end", &day(DAYS + 1)],
+    )?;
+    eprintln!("{profiles} profiles; {materialized}");
+
+    let mut server = Livora::start(Path::new(BIN), data.path(), &env)?;
+    let http = reqwest::Client::new();
+    for batch in wire.chunks(100) {
+        let (status, body) = post(&http, &server.url(), "shop", &key, Json::from(batch.to_vec()).to_string()).await?;
+        ensure!(status == 200, "POST /v1/events answered {status}: {body}");
+    }
+    // The lake holds every event.
+    let lake = livora_tests::lake(data.path())?;
+    eventually(Duration::from_secs(120), "the lake to hold every event", || async {
+        Ok((lake.events("shop", None).await?.len() == events.len()).then_some(()))
+    })
+    .await?;
+    // The history of user_activity, from the lake.
+    let backfilled = livora(
+        data.path(),
+        &[
+            "features",
+            "backfill",
+            "--client",
+            "shop",
+            "--view",
+            "user_activity",
+            "--start",
+            &day(0),
+            "--end",
+            &day(DAYS),
+        ],
+    )?;
+    ensure!(backfilled.contains("backfilled user_activity"), "{backfilled}");
+
+    // Train, and promote the new version to production.
+    let trained = livora(
+        data.path(),
+        &[
+            "train",
+            "churn",
+            "--client",
+            "shop",
+            "--start",
+            &day(14),
+            "--end",
+            &day(DAYS - 1),
+            "--promote",
+            "production",
+        ],
+    )?;
+    ensure!(trained.contains("trained churn v1 (gbdt)"), "{trained}");
+    ensure!(trained.contains("production: v1 (was none)"), "{trained}");
+    let listed = livora(data.path(), &["models", "list", "--client", "shop"])?;
+    ensure!(listed.contains("production"), "{listed}");
+
+    // Users the stream has online features for.
+    let mut users: Vec<String> =
+        events.iter().filter(|e| e.event_type == "purchase").filter_map(|e| e.user_id.clone()).collect();
+    users.sort();
+    users.dedup();
+    users.truncate(20);
+    ensure!(users.len() >= 10, "only {} buyers", users.len());
+
+    let grpc_addr = server.grpc_addr.context("serve prints its gRPC address")?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc_addr}"))?.connect().await?;
+    let mut inference = pb::inference_service_client::InferenceServiceClient::new(channel.clone());
+    let request = pb::PredictRequest {
+        model: "churn".into(),
+        entity_keys: users.clone(),
+        top_contributions: 3,
+        missing_policy: 0,
+    };
+    let answer = inference.predict(authorized(request, &key)?).await?.into_inner();
+    ensure!(answer.version == 1 && answer.algorithm == "gbdt", "{answer:?}");
+    ensure!(answer.predictions.len() == users.len());
+    for p in &answer.predictions {
+        let score = p.score.context("every user is scored")?;
+        ensure!((0.0..=1.0).contains(&score), "{p:?}");
+        ensure!(p.contributions.len() == 3, "{p:?}");
+    }
+    let complete = answer.predictions.iter().filter(|p| p.status == pb::PredictionStatus::Scored as i32).count();
+    ensure!(complete == users.len(), "every churn feature is online for these users: {answer:?}");
+
+    // The scores come back as features, online.
+    let features = pb::feature_service_client::FeatureServiceClient::new(channel);
+    let expected: Vec<f64> = answer.predictions.iter().filter_map(|p| p.score).collect();
+    eventually(Duration::from_secs(30), "the churn_prediction view to hold the scores", || {
+        let mut features = features.clone();
+        let users = users.clone();
+        let (key, expected) = (key.clone(), expected.clone());
+        async move {
+            let request = pb::GetOnlineFeaturesRequest {
+                kind: Some(Kind::Features(pb::FeatureList {
+                    val: vec![
+                        "churn_prediction:churn_probability".into(),
+                        "churn_prediction:churn_model_version".into(),
+                    ],
+                })),
+                entities: [(
+                    "user_id".to_owned(),
+                    pb::RepeatedValue {
+                        val: users
+                            .iter()
+                            .map(|u| pb::Value { val: Some(pb::value::Val::StringVal(u.clone())) })
+                            .collect(),
+                    },
+                )]
+                .into(),
+                full_feature_names: false,
+            };
+            let got = features.get_online_features(authorized(request, &key)?).await?.into_inner();
+            let probabilities: Vec<f64> = got.results[0]
+                .values
+                .iter()
+                .filter_map(|v| match v.val {
+                    Some(pb::value::Val::DoubleVal(x)) => Some(x),
+                    _ => None,
+                })
+                .collect();
+            Ok((probabilities == expected).then_some(()))
+        }
+    })
+    .await
+    .with_context(|| server.log_tail())?;
+
+    // And in the prediction log, once the server stops (it flushes on the way out).
+    server.stop()?;
+    let log_dir = offline_root.join("predictions/churn/client_id=shop");
+    let files = std::fs::read_dir(&log_dir).with_context(|| format!("reading {}", log_dir.display()))?.count();
+    ensure!(files > 0, "the prediction log is empty");
+    drop(features);
+    Ok(())
+}
