@@ -31,7 +31,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::Error;
 use crate::grpc::{client_of, status};
-use crate::predictor::Predictor;
+use crate::predictor::{Loaded, Predictor};
 
 /// The server name ServerMetadata answers.
 pub const SERVER_NAME: &str = "livora";
@@ -64,6 +64,18 @@ impl GrpcKserveService {
         let client = client_of(&self.clients, metadata).await?;
         let reference = reference(model, version).map_err(|e| status(&e))?;
         Ok((client, reference))
+    }
+
+    /// The client of a model call and the loaded version its model and version name.
+    async fn loaded(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+        model: &str,
+        version: &str,
+    ) -> Result<(ClientId, Arc<Loaded>), Status> {
+        let (client, reference) = self.target(metadata, model, version).await?;
+        let loaded = self.predictor.resolve(&client, &reference).await.map_err(|e| status(&e))?;
+        Ok((client, loaded))
     }
 }
 
@@ -141,9 +153,8 @@ impl GrpcInferenceService for GrpcKserveService {
         &self,
         request: Request<pb::ModelMetadataRequest>,
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
-        let (client, reference) =
-            self.target(request.metadata(), &request.get_ref().name, &request.get_ref().version).await?;
-        let loaded = self.predictor.resolve(&client, &reference).await.map_err(|e| status(&e))?;
+        let (client, loaded) =
+            self.loaded(request.metadata(), &request.get_ref().name, &request.get_ref().version).await?;
         let m = &loaded.manifest;
         let versions = self.predictor.versions(&client, &m.model).await.map_err(|e| status(&e))?;
         Ok(Response::new(pb::ModelMetadataResponse {
@@ -159,9 +170,8 @@ impl GrpcInferenceService for GrpcKserveService {
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let (client, reference) =
-            self.target(request.metadata(), &request.get_ref().model_name, &request.get_ref().model_version).await?;
-        let loaded = self.predictor.resolve(&client, &reference).await.map_err(|e| status(&e))?;
+        let (_, loaded) =
+            self.loaded(request.metadata(), &request.get_ref().model_name, &request.get_ref().model_version).await?;
         let request = request.into_inner();
         tensors::check_outputs(&request).map_err(|e| status(&e))?;
         let inputs =

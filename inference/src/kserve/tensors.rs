@@ -375,6 +375,7 @@ mod tests {
             ..Default::default()
         };
         let ok_c = || tensor("c", BYTES, &[1], None);
+        let typed_n = |contents| tensor("n", "FP64", &[1], Some(contents));
         let c_bytes = || raw_bytes(&[b"a"]);
         let one = 1.0_f64.to_le_bytes().to_vec();
         let cases: Vec<(ModelInferRequest, &str)> = vec![
@@ -456,30 +457,14 @@ mod tests {
             ),
             (
                 raw(
-                    vec![
-                        tensor(
-                            "n",
-                            "FP64",
-                            &[1],
-                            Some(InferTensorContents { fp64_contents: vec![1.0], ..Default::default() }),
-                        ),
-                        ok_c(),
-                    ],
+                    vec![typed_n(InferTensorContents { fp64_contents: vec![1.0], ..Default::default() }), ok_c()],
                     vec![one.clone(), c_bytes()],
                 ),
                 "input `n`: sets `contents` while the request sends raw_input_contents",
             ),
             (
                 raw(
-                    vec![
-                        tensor(
-                            "n",
-                            "FP64",
-                            &[1],
-                            Some(InferTensorContents { fp32_contents: vec![1.0], ..Default::default() }),
-                        ),
-                        ok_c(),
-                    ],
+                    vec![typed_n(InferTensorContents { fp32_contents: vec![1.0], ..Default::default() }), ok_c()],
                     vec![],
                 ),
                 "input `n`: 0 values in contents.fp64_contents, but the shape says 1",
