@@ -77,7 +77,8 @@ pub struct Predictions {
 /// How a loaded version scores.
 enum Runtime {
     Native(Classifier),
-    Onnx(OnnxModel),
+    // Boxed: a session pool is far larger than a native classifier.
+    Onnx(Box<OnnxModel>),
 }
 
 /// A version ready to score.
@@ -93,7 +94,7 @@ impl Loaded {
     fn new(manifest: Manifest, weights: Weights, onnx: &OnnxConfig) -> Result<Self> {
         let runtime = match weights {
             Weights::Native(c) => Runtime::Native(c),
-            Weights::Onnx(bytes) => Runtime::Onnx(OnnxModel::from_bytes(bytes, onnx)?),
+            Weights::Onnx(bytes) => Runtime::Onnx(Box::new(OnnxModel::from_bytes(bytes, onnx)?)),
         };
         let refs = manifest.features.iter().map(|f| format!("{}:{}", f.view, f.feature)).collect();
         Ok(Self { manifest, runtime, refs })
@@ -129,6 +130,9 @@ impl Loaded {
     }
 }
 
+/// When a reference was resolved, and the version it pointed at.
+type Resolved = (Instant, Arc<Loaded>);
+
 /// Scores entities; shared by the gRPC services.
 pub struct Predictor {
     models: ModelRegistry,
@@ -137,7 +141,7 @@ pub struct Predictor {
     alias_refresh: Duration,
     max_entity_rows: usize,
     /// (client, reference) → when it was resolved, and to what.
-    resolved: Mutex<HashMap<(ClientId, String), (Instant, Arc<Loaded>)>>,
+    resolved: Mutex<HashMap<(ClientId, String), Resolved>>,
     /// (client, model, version) → the loaded version.
     loaded: Mutex<HashMap<(ClientId, String, i64), Arc<Loaded>>>,
 }
