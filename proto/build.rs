@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-/// Every .proto of Livora, relative to this crate's root (which is also the import root).
-const PROTOS: &[&str] = &["livora/v1/features.proto", "livora/v1/inference.proto"];
+/// Every .proto of Livora, relative to this crate's root (which is also the import root): Livora's
+/// own APIs, and the standard ones it serves (KServe's Open Inference Protocol V2).
+const PROTOS: &[&str] = &["livora/v1/features.proto", "livora/v1/inference.proto", "inference/grpc_predict_v2.proto"];
 
 fn main() -> Result<()> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);

@@ -194,7 +194,9 @@ pub async fn run(config: &Config, command: ModelsCommand) -> Result<()> {
             let metric = |m: &Manifest, f: fn(&ClassifierMetrics) -> String| {
                 m.evaluation.as_ref().map_or("-".to_owned(), |e| f(&e.model))
             };
-            let rows: [(&str, Box<dyn Fn(&Manifest) -> String>); 8] = [
+            // A row: its label, and how a version's cell is written.
+            type Row = (&'static str, Box<dyn Fn(&Manifest) -> String>);
+            let rows: [Row; 8] = [
                 ("algorithm", Box::new(|m| m.algorithm.name().to_owned())),
                 ("roc auc", Box::new(move |m| metric(m, |x| format!("{:.4}", x.roc_auc)))),
                 ("pr auc", Box::new(move |m| metric(m, |x| format!("{:.4}", x.pr_auc)))),

@@ -1,6 +1,8 @@
-//! `livora serve`: the platform in one process: the collector, the event log, the lake writer and
+//! `livora serve`: the platform in one process: the collector, the event log, the lake writer,
 //! feature serving (gRPC on `features.serving.grpc_listen`; its JSON twin on the collector's
-//! HTTP listener, so one port serves the shop-facing HTTP API).
+//! HTTP listener, so one port serves the shop-facing HTTP API) and model inference on the same
+//! gRPC port (`livora.v1.InferenceService`, and KServe V2 `inference.GRPCInferenceService` for
+//! callers that bring their own features).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -235,7 +237,9 @@ impl Serving {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, online_store = server.online().backend(), "serving features over gRPC");
         println!("serving features over gRPC on {addr}");
-        println!("serving predictions (livora.v1.InferenceService) on the same port");
+        println!(
+            "serving predictions (livora.v1.InferenceService, and KServe V2 inference.GRPCInferenceService) on the same port"
+        );
         let (stop, mut stop_requested) = watch::channel(false);
         let (ended, stopped) = watch::channel(false);
         let service = GrpcFeatureService::new(server.clone(), clients.clone());
@@ -262,7 +266,10 @@ impl Serving {
             livora_inference::MissingPolicyConfig::Refuse => livora_inference::MissingPolicy::Refuse,
         };
         let routes = tonic::service::Routes::default()
-            .add_service(livora_inference::GrpcInferenceService::new(predictor, clients, policy).into_server());
+            .add_service(
+                livora_inference::GrpcInferenceService::new(predictor.clone(), clients.clone(), policy).into_server(),
+            )
+            .add_service(livora_inference::GrpcKserveService::new(predictor, clients).into_server());
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop_requested.wait_for(|&s| s).await;

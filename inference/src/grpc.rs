@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
+use livora_common::ClientId;
 use livora_feature_store::serving::FeatureStatus;
 use livora_feature_store::serving::auth::authenticate;
 use livora_ingest::ClientStore;
 use livora_proto::livora::v1 as pb;
 use pb::inference_service_server::{InferenceService, InferenceServiceServer};
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use crate::error::Error;
@@ -43,6 +45,18 @@ pub fn status(error: &Error) -> Status {
     livora_proto::status(code, error.to_string())
 }
 
+/// The client a call is from, by its `authorization: Bearer <key>` and `x-client-id` metadata,
+/// as feature serving authenticates; every model call of either inference API goes through it.
+pub(crate) async fn client_of(clients: &ClientStore, metadata: &MetadataMap) -> Result<ClientId, Status> {
+    authenticate(
+        clients,
+        metadata.get("authorization").map(|v| v.as_bytes()),
+        metadata.get("x-client-id").map(|v| v.as_bytes()),
+    )
+    .await
+    .map_err(|e| status(&e.into()))
+}
+
 fn proto_status(status: FeatureStatus) -> i32 {
     (match status {
         FeatureStatus::Present => pb::FeatureStatus::Present,
@@ -54,14 +68,7 @@ fn proto_status(status: FeatureStatus) -> i32 {
 #[tonic::async_trait]
 impl InferenceService for GrpcInferenceService {
     async fn predict(&self, request: Request<pb::PredictRequest>) -> Result<Response<pb::PredictResponse>, Status> {
-        let metadata = request.metadata();
-        let client = authenticate(
-            &self.clients,
-            metadata.get("authorization").map(|v| v.as_bytes()),
-            metadata.get("x-client-id").map(|v| v.as_bytes()),
-        )
-        .await
-        .map_err(|e| status(&e.into()))?;
+        let client = client_of(&self.clients, request.metadata()).await?;
         let request = request.into_inner();
         let policy = match pb::MissingPolicy::try_from(request.missing_policy) {
             Ok(pb::MissingPolicy::Unspecified) => self.default_policy,

@@ -7,11 +7,14 @@
 //! model's runtime: native (logistic regression, boosted trees, with per-feature contributions)
 //! or ONNX ([`runtime::onnx`]: a model trained in Python and exported to ONNX, run by the ONNX
 //! Runtime library that the `onnxruntime` wheel ships, loaded at run time). [`grpc`] serves it
-//! as `livora.v1.InferenceService/Predict`.
+//! as `livora.v1.InferenceService/Predict`; [`kserve`] serves KServe's Open Inference Protocol V2
+//! (`inference.GRPCInferenceService`) to callers that bring their own features, scored with the
+//! same encoder and runtime.
 
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod kserve;
 pub mod prediction_log;
 pub mod predictor;
 pub mod runtime;
@@ -19,6 +22,7 @@ pub mod runtime;
 pub use config::{InferenceConfig, MissingPolicyConfig, OnnxConfig};
 pub use error::{Error, Result};
 pub use grpc::GrpcInferenceService;
+pub use kserve::GrpcKserveService;
 pub use prediction_log::{PredictionRecord, PredictionSink, SinkConfig};
-pub use predictor::{MissingPolicy, Predictions, Predictor, Row, RowStatus};
+pub use predictor::{Loaded, MissingPolicy, Predictions, Predictor, Row, RowStatus};
 pub use runtime::onnx::{OnnxMetadata, OnnxModel, ScoreKind, init_runtime};

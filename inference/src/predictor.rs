@@ -1,5 +1,7 @@
 //! Scoring entities with a registered model: resolve the version an alias points at, fetch the
 //! model's features online, encode them as the model was trained to read them, score, explain.
+//! Callers that bring their own features (KServe V2, [`crate::kserve`]) resolve a version and
+//! score their values with [`Loaded::score_table`]: the same encoder and runtime.
 //!
 //! Loaded versions are cached per (client, model, version); what a reference (`churn`,
 //! `churn@staging`) points at is re-read from the model registry at most every
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 use livora_common::ClientId;
 use livora_feature_store::serving::{EntityColumn, FeatureServer, FeatureStatus, KeyValue, OnlineFeatures, Selection};
 use livora_feature_store::value::Value;
-use livora_models::{Algorithm, Classifier, Input, Manifest, ModelRegistry, Weights};
+use livora_models::{Algorithm, Classifier, Input, Manifest, ModelRegistry, Table, Weights};
 
 use crate::config::OnnxConfig;
 use crate::error::{Error, Result};
@@ -76,7 +78,8 @@ pub struct Predictions {
 /// How a loaded version scores.
 enum Runtime {
     Native(Classifier),
-    Onnx(OnnxModel),
+    // Boxed: a session pool is far larger than a native classifier.
+    Onnx(Box<OnnxModel>),
 }
 
 /// A version ready to score.
@@ -92,10 +95,25 @@ impl Loaded {
     fn new(manifest: Manifest, weights: Weights, onnx: &OnnxConfig) -> Result<Self> {
         let runtime = match weights {
             Weights::Native(c) => Runtime::Native(c),
-            Weights::Onnx(bytes) => Runtime::Onnx(OnnxModel::from_bytes(bytes, onnx)?),
+            Weights::Onnx(bytes) => Runtime::Onnx(Box::new(OnnxModel::from_bytes(bytes, onnx)?)),
         };
         let refs = manifest.features.iter().map(|f| format!("{}:{}", f.view, f.feature)).collect();
         Ok(Self { manifest, runtime, refs })
+    }
+
+    /// Probabilities of caller-given feature values: `table` holds one column per feature of the
+    /// encoder, named as the feature (`user_activity__orders_30d`): numbers for numeric features,
+    /// text for categorical ones, missing values as `None` (or NaN). Encoded with the artifact's
+    /// encoder and scored with the version's runtime, as [`Predictor::predict`] scores online
+    /// features. A missing column, or a column of the wrong kind, is an error naming the feature;
+    /// columns the model does not read are not looked at.
+    pub fn score_table(&self, table: &Table) -> Result<Vec<f64>> {
+        let rows = table.rows();
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        let x = self.manifest.encoder.encode_table(table)?;
+        self.predict(&x, rows)
     }
 
     /// Probabilities of `rows` encoded rows (row-major).
@@ -113,6 +131,9 @@ impl Loaded {
     }
 }
 
+/// When a reference was resolved, and the version it pointed at.
+type Resolved = (Instant, Arc<Loaded>);
+
 /// Scores entities; shared by the gRPC services.
 pub struct Predictor {
     models: ModelRegistry,
@@ -121,7 +142,7 @@ pub struct Predictor {
     alias_refresh: Duration,
     max_entity_rows: usize,
     /// (client, reference) → when it was resolved, and to what.
-    resolved: Mutex<HashMap<(ClientId, String), (Instant, Arc<Loaded>)>>,
+    resolved: Mutex<HashMap<(ClientId, String), Resolved>>,
     /// (client, model, version) → the loaded version.
     loaded: Mutex<HashMap<(ClientId, String, i64), Arc<Loaded>>>,
     /// Where scores flow back (prediction view, prediction log); none in tools that only read.
@@ -166,6 +187,21 @@ impl Predictor {
     pub fn with_sink(mut self, sink: PredictionSink) -> Self {
         self.sink = Some(sink);
         self
+    }
+
+    /// The most rows one request may score (`features.serving.max_entity_rows`).
+    pub fn max_rows(&self) -> usize {
+        self.max_entity_rows
+    }
+
+    /// Whether the model registry answers: without it no reference resolves.
+    pub async fn ping(&self) -> Result<()> {
+        Ok(self.models.ping().await?)
+    }
+
+    /// Every registered version of `model` for `client`, newest first (none: an empty list).
+    pub async fn versions(&self, client: &ClientId, model: &str) -> Result<Vec<i64>> {
+        Ok(self.models.list(client, Some(model)).await?.into_iter().map(|v| v.version).collect())
     }
 
     /// The loaded version `reference` points at for `client`.

@@ -189,6 +189,12 @@ impl ModelRegistry {
         row.map(|r| r.try_get::<i64, _>(0)).transpose().map_err(Into::into)
     }
 
+    /// Whether the registry database answers: the readiness of the services that score with it.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
     /// Every (model, alias, version) in force for `client`.
     pub async fn aliases(&self, client: &ClientId) -> Result<Vec<(String, String, i64)>> {
         let rows = sqlx::query(

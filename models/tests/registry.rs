@@ -72,6 +72,7 @@ async fn conformance(url: &str) {
     let root = tempfile::tempdir().expect("tempdir");
     let registry = ModelRegistry::connect(url, root.path()).await.expect("connect");
     let (shop, other) = (client("shop"), client("other"));
+    registry.ping().await.expect("the database answers");
 
     assert_eq!(registry.next_version(&shop, "churn").await.expect("next"), 1);
     for v in 1..=3 {

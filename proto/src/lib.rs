@@ -1,8 +1,11 @@
 //! Livora's gRPC contracts, compiled once for every room.
 //!
-//! The `.proto` files live under `proto/livora/` and are compiled at build time by `protox` (pure
-//! Rust, no `protoc`) into prost messages and tonic services:
-//! - [`livora::v1`]: feature serving (`livora.v1.FeatureService`).
+//! The `.proto` files live under `proto/` and are compiled at build time by `protox` (pure Rust,
+//! no `protoc`) into prost messages and tonic services:
+//! - [`livora::v1`]: feature serving (`livora.v1.FeatureService`) and model inference on online
+//!   features (`livora.v1.InferenceService`);
+//! - [`inference`]: KServe's Open Inference Protocol V2 (`inference.GRPCInferenceService`), the
+//!   standard API for scoring features the caller brings, as the specification defines it.
 //!
 //! [`FILE_DESCRIPTOR_SET`] is the encoded descriptor set of every file (with imports and
 //! comments), for gRPC reflection. [`status`] turns an error class into a `tonic::Status`: every
@@ -18,6 +21,14 @@ pub mod livora {
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/livora.v1.rs"));
     }
+}
+
+/// KServe's Open Inference Protocol V2 (`proto/inference/grpc_predict_v2.proto`), package
+/// `inference`: the specification's names and field numbers, which standard clients (tritonclient,
+/// KServe's SDK) speak. How Livora reads its tensors is written at the top of the `.proto`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod inference {
+    include!(concat!(env!("OUT_DIR"), "/inference.rs"));
 }
 
 /// The encoded `FileDescriptorSet` of every Livora `.proto` (with the well-known types they
@@ -68,6 +79,69 @@ mod tests {
             assert_eq!(timestamp_to_micros(&t), Some(micros));
         }
         assert_eq!(timestamp_to_micros(&prost_types::Timestamp { seconds: i64::MAX, nanos: 0 }), None);
+    }
+
+    #[test]
+    fn the_descriptor_set_holds_kserve_v2_with_the_specifications_numbers() {
+        use prost::Message;
+        let set = prost_types::FileDescriptorSet::decode(FILE_DESCRIPTOR_SET).expect("a descriptor set");
+        let file = set
+            .file
+            .iter()
+            .find(|f| f.name() == "inference/grpc_predict_v2.proto")
+            .expect("KServe V2 is in the descriptor set served by reflection");
+        assert_eq!(file.package(), "inference");
+        let service = &file.service[0];
+        assert_eq!(service.name(), "GRPCInferenceService");
+        let rpcs: Vec<&str> = service.method.iter().map(|m| m.name()).collect();
+        assert_eq!(rpcs, ["ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer"]);
+        // The numbers tritonclient encodes: a renumbered field would silently read as empty.
+        let fields = |message: &str| -> Vec<(String, i32)> {
+            let m = file.message_type.iter().find(|m| m.name() == message).expect(message);
+            m.field.iter().map(|f| (f.name().to_owned(), f.number())).collect()
+        };
+        let named = |pairs: &[(&str, i32)]| -> Vec<(String, i32)> {
+            pairs.iter().map(|(n, i)| ((*n).to_owned(), *i)).collect()
+        };
+        assert_eq!(
+            fields("ModelInferRequest"),
+            named(&[
+                ("model_name", 1),
+                ("model_version", 2),
+                ("id", 3),
+                ("parameters", 4),
+                ("inputs", 5),
+                ("outputs", 6),
+                ("raw_input_contents", 7)
+            ])
+        );
+        assert_eq!(
+            fields("ModelInferResponse"),
+            named(&[
+                ("model_name", 1),
+                ("model_version", 2),
+                ("id", 3),
+                ("parameters", 4),
+                ("outputs", 5),
+                ("raw_output_contents", 6)
+            ])
+        );
+        assert_eq!(
+            fields("InferTensorContents"),
+            named(&[
+                ("bool_contents", 1),
+                ("int_contents", 2),
+                ("int64_contents", 3),
+                ("uint_contents", 4),
+                ("uint64_contents", 5),
+                ("fp32_contents", 6),
+                ("fp64_contents", 7),
+                ("bytes_contents", 8)
+            ])
+        );
+        // Generated types, as the services use them.
+        let tensor = inference::model_infer_request::InferInputTensor::default();
+        assert!(tensor.contents.is_none() && tensor.parameters.is_empty());
     }
 
     #[test]

@@ -5,7 +5,9 @@ service (grpcio-reflection speaks grpc.reflection.v1alpha), then calls GetOnline
 messages built from those descriptors, as any tool without our files would.
 
 Usage: feature_serving_grpcio.py HOST:PORT API_KEY CLIENT_ID USER_ID
-Prints the answer as JSON (protobuf's JSON mapping) on stdout; exits non-zero on any failure.
+Also checks that KServe V2 (`inference.GRPCInferenceService`) is listed by reflection and live on
+the same port. Prints the answer as JSON (protobuf's JSON mapping) on stdout; exits non-zero on
+any failure.
 """
 
 import json
@@ -44,6 +46,16 @@ def main() -> None:
         )
         metadata = [("authorization", f"Bearer {key}"), ("x-client-id", client_id)]
         answer = call(request, metadata=metadata, timeout=10)
+
+        # Model inference shares the port: KServe V2 is listed by reflection and answers a probe.
+        assert "inference.GRPCInferenceService" in database.get_services(), database.get_services()
+        live = pool.FindServiceByName("inference.GRPCInferenceService").methods_by_name["ServerLive"]
+        probe = channel.unary_unary(
+            "/inference.GRPCInferenceService/ServerLive",
+            request_serializer=message_factory.GetMessageClass(live.input_type).SerializeToString,
+            response_deserializer=message_factory.GetMessageClass(live.output_type).FromString,
+        )
+        assert probe(message_factory.GetMessageClass(live.input_type)(), timeout=10).live
         print(json.dumps(json_format.MessageToDict(answer, preserving_proto_field_name=True)))
 
         # A key presented for another client is refused with PERMISSION_DENIED.

@@ -6,14 +6,13 @@ use polars::prelude::*;
 
 use crate::error::Result;
 
+/// What [`table_of`] returns: entity keys, row times (µs), the feature table, the features it
+/// holds and those left out (with the reason).
+pub type TableParts = (Vec<Option<String>>, Vec<i64>, Table, Vec<FeatureRef>, Vec<Skipped>);
+
 /// The entity keys, row times (µs) and feature columns of `frame`, with the features that cannot
 /// be model inputs (timestamps, other types) left out and listed with the reason.
-pub fn table_of(
-    frame: &DataFrame,
-    key: &str,
-    timestamp: &str,
-    features: &[FeatureRef],
-) -> Result<(Vec<Option<String>>, Vec<i64>, Table, Vec<FeatureRef>, Vec<Skipped>)> {
+pub fn table_of(frame: &DataFrame, key: &str, timestamp: &str, features: &[FeatureRef]) -> Result<TableParts> {
     let keys: Vec<Option<String>> =
         frame.column(key)?.cast(&DataType::String)?.str()?.iter().map(|k| k.map(str::to_owned)).collect();
     let times: Vec<i64> =

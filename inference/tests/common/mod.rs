@@ -1,11 +1,16 @@
-//! Fixtures of the ONNX runtime tests: the ONNX Runtime library, scikit-learn models exported by
-//! skl2onnx, and stand-in libraries that break the way a wrong library does.
+//! Fixtures of the inference tests: [`shop`] (a registered model, its clients, a gRPC server) for
+//! the serving tests; here, those of the ONNX runtime tests: the ONNX Runtime library,
+//! scikit-learn models exported by skl2onnx, and stand-in libraries that break the way a wrong
+//! library does.
 //!
-//! Nothing here skips: without Python's `onnxruntime`, `scikit-learn` and `skl2onnx`, or a C
-//! compiler, the tests fail and say what to install.
+//! Nothing here skips: without Python's `onnxruntime`, `scikit-learn` and `skl2onnx` (or
+//! `tritonclient[grpc]` for the KServe interop test), or a C compiler, the tests fail and say
+//! what to install.
 
 // Each test binary uses part of this.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod shop;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -48,13 +53,19 @@ fn find_runtime_library() -> PathBuf {
 
 /// Runs `python3 ARGS` and returns its standard output; fails the test with how to fix it.
 pub fn python(args: &[&str]) -> String {
+    python_or(args, INSTALL)
+}
+
+/// Runs `python3 ARGS` and returns its standard output; fails the test with its standard error
+/// and `install`, what to install when a package is missing.
+pub fn python_or(args: &[&str], install: &str) -> String {
     let output = Command::new("python3")
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run python3 {args:?}: {e}; {INSTALL}"));
+        .unwrap_or_else(|e| panic!("cannot run python3 {args:?}: {e}; {install}"));
     assert!(
         output.status.success(),
-        "python3 {args:?} failed ({}):\n{}\n{INSTALL}",
+        "python3 {args:?} failed ({}):\n{}\n{install}",
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
