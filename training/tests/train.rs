@@ -124,9 +124,21 @@ async fn churn_and_lead_scoring_learn_the_simulated_truth() {
         assert_eq!(g.baseline_algorithm, Algorithm::Logistic);
         assert_eq!(l.baseline_algorithm, Algorithm::Prior);
         assert_eq!(g.baseline, l.model, "the baseline is evaluated on the same rows as the model");
-        assert!(g.model.roc_auc > 0.70, "{}: gbdt AUC {}", spec.name, g.model.roc_auc);
-        assert!(l.model.roc_auc > 0.65, "{}: logistic AUC {}", spec.name, l.model.roc_auc);
-        // LOGLOSS_PLACEHOLDER
+        // Stated targets on this simulation (measured: churn gbdt 0.738, logistic 0.712; leads
+        // gbdt 0.829, logistic 0.859).
+        match spec.name {
+            "churn" => {
+                assert!(g.model.roc_auc > 0.72, "churn: gbdt AUC {}", g.model.roc_auc);
+                assert!(g.model.roc_auc > l.model.roc_auc, "churn: trees beat the linear baseline: {g:?}");
+                // Churn drifts (evaluation rows are later, with more churned customers), so no
+                // log-loss claim against the training prior is made here.
+            }
+            _ => {
+                assert!(g.model.roc_auc > 0.80 && l.model.roc_auc > 0.80, "leads: {g:?} {l:?}");
+                assert!(g.model.log_loss < l.baseline.log_loss, "leads: gbdt log loss vs the prior: {g:?} {l:?}");
+                assert!(l.model.log_loss < l.baseline.log_loss, "leads: logistic log loss vs the prior: {l:?}");
+            }
+        }
 
         // Seeded: the same data and seed give the same dataset fingerprint and weights.
         let again = fit(&req, &prepared, 1, &bar).expect("fit again");
