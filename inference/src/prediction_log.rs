@@ -191,7 +191,7 @@ impl Writer {
                     (zoo::version_feature(&r.model), Value::Int64(r.version)),
                 ],
             };
-            let key = RowKey::new(&r.entity, &r.entity_key, &zoo::prediction_view(&r.model));
+            let key = RowKey::new(&r.entity, &r.entity_key, zoo::prediction_view(&r.model));
             by_client.entry(r.client.clone()).or_default().push((key, row));
         }
         for (client, rows) in by_client {
