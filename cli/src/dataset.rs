@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use livora_common::ClientId;
 use livora_feature_store::dataset::{self, DatasetRequest, Entities, Selection};
-use livora_feature_store::{LocalOfflineStore, Registry, SpineOptions, write_dataset};
+use livora_feature_store::{LocalOfflineStore, SpineOptions, write_dataset};
 use polars::prelude::{LazyFrame, PlRefPath, ScanArgsParquet};
 
 use crate::config::Config;
@@ -61,10 +61,7 @@ pub struct BuildArgs {
 
 pub async fn run(config: &Config, command: DatasetCommand) -> Result<()> {
     let DatasetCommand::Build(args) = command;
-    let registry = Registry::connect(&config.registry_url()).await.context("cannot open the feature registry")?;
-    let Some(current) = registry.current(&args.client).await? else {
-        bail!("client `{}` has no feature definitions; run `livora apply <repo> --client {}`", args.client, args.client)
-    };
+    let (_, current) = crate::stores::definitions(config, &args.client).await?;
     let selection = match args.service {
         Some(s) => Selection::Service(s),
         None => Selection::Refs(args.features),

@@ -83,9 +83,7 @@ pub struct BackfillArgs {
 }
 
 async fn open(config: &Config) -> Result<Registry> {
-    std::fs::create_dir_all(config.data_dir())
-        .with_context(|| format!("cannot create the data directory {}", config.data_dir().display()))?;
-    Registry::connect(&config.registry_url()).await.context("cannot open the feature registry")
+    crate::stores::feature_registry(config).await
 }
 
 pub async fn apply(config: &Config, args: ApplyArgs) -> Result<()> {

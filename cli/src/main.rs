@@ -13,6 +13,7 @@ mod models;
 mod score;
 mod serve;
 mod simulate;
+mod stores;
 mod train;
 
 use std::path::PathBuf;

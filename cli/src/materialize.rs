@@ -1,11 +1,10 @@
 //! `livora materialize`: batch feature views loaded into the online store.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use chrono::{DateTime, Utc};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use livora_common::ClientId;
-use livora_feature_store::Registry;
 use livora_feature_store::materialize::{self, Mode};
 
 use crate::config::Config;
@@ -37,17 +36,8 @@ pub async fn run(config: &Config, args: MaterializeArgs) -> Result<()> {
         (None, None, true) => Mode::Incremental,
         _ => bail!("give --start and --end, or --incremental"),
     };
-    let registry = Registry::connect(&config.registry_url()).await.context("cannot open the feature registry")?;
-    let Some(current) = registry.current(&args.client).await? else {
-        bail!("client `{}` has no feature definitions; run `livora apply <repo> --client {}`", args.client, args.client)
-    };
-    let online =
-        livora_feature_store::online::open(&config.online_store, &config.data_dir()).await.with_context(|| {
-            format!(
-                "cannot open the online store ({}); the embedded store admits one process: stop `livora serve` first",
-                config.online_store.backend()
-            )
-        })?;
+    let (registry, current) = crate::stores::definitions(config, &args.client).await?;
+    let online = crate::stores::online_store(config).await?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{msg:>24} [{bar:40}] {pos}/{len} rows {per_sec}")

@@ -6,7 +6,6 @@ use anyhow::{Context, Result, bail};
 use chrono::Utc;
 use clap::{Args, Subcommand};
 use livora_common::ClientId;
-use livora_feature_store::Registry;
 use livora_feature_store::dataset::{self, Selection};
 use livora_feature_store::value::ValueType;
 use livora_models::encoding::{EncodedFeature, Encoding};
@@ -256,10 +255,7 @@ async fn import(config: &Config, registry: &ModelRegistry, args: ImportArgs) -> 
     if !name_ok {
         bail!("model name `{}`: use lowercase letters, digits and `_`", args.model);
     }
-    let features = Registry::connect(&config.registry_url()).await.context("cannot open the feature registry")?;
-    let Some(current) = features.current(&args.client).await? else {
-        bail!("client `{}` has no feature definitions; run `livora apply <repo> --client {}`", args.client, args.client)
-    };
+    let (_, current) = crate::stores::definitions(config, &args.client).await?;
     let selection = match &args.service {
         Some(s) => Selection::Service(s.clone()),
         None => Selection::Refs(args.features.clone()),

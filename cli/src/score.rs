@@ -8,10 +8,10 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use livora_common::ClientId;
+use livora_feature_store::LocalOfflineStore;
 use livora_feature_store::dataset;
 use livora_feature_store::serving::FeatureServer;
-use livora_feature_store::{LocalOfflineStore, Registry};
-use livora_inference::{MissingPolicy, MissingPolicyConfig, PredictionSink, Predictor, RowStatus, SinkConfig};
+use livora_inference::{MissingPolicy, PredictionSink, Predictor, RowStatus, SinkConfig};
 use livora_models::{ModelRegistry, zoo};
 use polars::prelude::{DataType, UniqueKeepStrategy, col};
 
@@ -32,10 +32,7 @@ pub struct ScoreArgs {
 
 pub async fn run(config: &Config, args: ScoreArgs) -> Result<()> {
     let started = Instant::now();
-    let registry = Registry::connect(&config.registry_url()).await.context("cannot open the feature registry")?;
-    let Some(current) = registry.current(&args.client).await? else {
-        bail!("client `{}` has no feature definitions; run `livora apply <repo> --client {}`", args.client, args.client)
-    };
+    let (registry, current) = crate::stores::definitions(config, &args.client).await?;
     let models = ModelRegistry::connect(&config.registry_url(), config.models_root())
         .await
         .context("cannot open the model registry")?;
@@ -67,23 +64,14 @@ pub async fn run(config: &Config, args: ScoreArgs) -> Result<()> {
         .map(str::to_owned)
         .collect();
 
-    let online =
-        livora_feature_store::online::open(&config.online_store, &config.data_dir()).await.with_context(|| {
-            format!(
-                "cannot open the online store ({}); the embedded store admits one process: stop `livora serve` first",
-                config.online_store.backend()
-            )
-        })?;
+    let online = crate::stores::online_store(config).await?;
     let server = Arc::new(FeatureServer::new(registry, online.clone(), &config.features.serving));
     let (sink, writer) = PredictionSink::start(online, root, SinkConfig::default());
     let batch = config.features.serving.max_entity_rows;
     let predictor =
         Predictor::new(models, server, config.inference.onnx.clone(), config.inference.alias_refresh, batch)
             .with_sink(sink.clone());
-    let policy = match config.inference.missing_policy {
-        MissingPolicyConfig::Impute => MissingPolicy::Impute,
-        MissingPolicyConfig::Refuse => MissingPolicy::Refuse,
-    };
+    let policy: MissingPolicy = config.inference.missing_policy.into();
 
     let bar = ProgressBar::new(keys.len() as u64);
     bar.set_style(

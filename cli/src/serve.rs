@@ -261,10 +261,7 @@ impl Serving {
             )
             .with_sink(sink),
         );
-        let policy = match config.inference.missing_policy {
-            livora_inference::MissingPolicyConfig::Impute => livora_inference::MissingPolicy::Impute,
-            livora_inference::MissingPolicyConfig::Refuse => livora_inference::MissingPolicy::Refuse,
-        };
+        let policy = config.inference.missing_policy.into();
         let routes = tonic::service::Routes::default()
             .add_service(
                 livora_inference::GrpcInferenceService::new(predictor.clone(), clients.clone(), policy).into_server(),

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use livora_common::ClientId;
-use livora_feature_store::{LocalOfflineStore, Registry};
+use livora_feature_store::LocalOfflineStore;
 use livora_ingest::lake::{LakeReader, store};
 use livora_models::{Algorithm, FitParams, ModelRegistry, zoo};
 use livora_training::{Purchases, TrainRequest};
@@ -62,10 +62,7 @@ pub struct TrainArgs {
 pub async fn run(config: &Config, args: TrainArgs) -> Result<()> {
     let started = Instant::now();
     let spec = zoo::spec(&args.model)?;
-    let features = Registry::connect(&config.registry_url()).await.context("cannot open the feature registry")?;
-    let Some(current) = features.current(&args.client).await? else {
-        bail!("client `{}` has no feature definitions; run `livora apply <repo> --client {}`", args.client, args.client)
-    };
+    let (_, current) = crate::stores::definitions(config, &args.client).await?;
     let models = ModelRegistry::connect(&config.registry_url(), config.models_root())
         .await
         .context("cannot open the model registry")?;

@@ -32,6 +32,15 @@ impl Default for InferenceConfig {
     }
 }
 
+impl From<MissingPolicyConfig> for crate::predictor::MissingPolicy {
+    fn from(policy: MissingPolicyConfig) -> Self {
+        match policy {
+            MissingPolicyConfig::Impute => Self::Impute,
+            MissingPolicyConfig::Refuse => Self::Refuse,
+        }
+    }
+}
+
 /// `inference.missing_policy`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
