@@ -55,7 +55,7 @@ impl Gbdt {
         let err = |e: forust_ml::errors::ForustError| Error::Fit { algorithm: "gbdt", message: e.to_string() };
         let n = y.len();
         let (fit_rows, held_out): (Vec<usize>, Vec<usize>) = if n > EARLY_STOPPING_ROWS {
-            (0..n).partition(|&i| mix(params.seed ^ i as u64) % 10 != 0)
+            (0..n).partition(|&i| !mix(params.seed ^ i as u64).is_multiple_of(10))
         } else {
             ((0..n).collect(), Vec::new())
         };

@@ -33,7 +33,7 @@ impl Logistic {
         // linfa's probabilities are those of the larger label: `true`, the positive class.
         let mut coefficients = fitted.params().to_vec();
         let mut intercept = fitted.intercept();
-        if fitted.labels().pos.class != true {
+        if !fitted.labels().pos.class {
             coefficients.iter_mut().for_each(|c| *c = -*c);
             intercept = -intercept;
         }

@@ -126,7 +126,7 @@ impl Classifier {
 
     /// The probability of the positive class for each row of `x` (row-major, `width` columns).
     pub fn predict(&self, x: &[f64], width: usize) -> Vec<f64> {
-        let rows = if width == 0 { 0 } else { x.len() / width };
+        let rows = x.len().checked_div(width).unwrap_or(0);
         match self {
             Self::Prior { rate } => vec![*rate; rows],
             Self::Logistic(m) => m.predict(x, width),
