@@ -14,6 +14,11 @@
 //!
 //! Flags: `--train-rows N` (200,000), `--test-rows N` (50,000), `--seed N` (7), `--dir PATH`
 //! (keep the files there instead of a temporary directory), `--no-reference` (Livora only).
+//!
+//! Both engines use every core by default (forust through rayon, scikit-learn through OpenMP and
+//! OpenBLAS). On a machine shared with other work, OpenMP's threads slow down far more than
+//! rayon's when a core is taken; `RAYON_NUM_THREADS=1 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1`
+//! (inherited by `reference.py`) compares the two on one thread each.
 
 mod data;
 
@@ -195,6 +200,10 @@ fn main() -> Result<()> {
     let dir = args.dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
     std::fs::create_dir_all(&dir)?;
     println!("load average at start: {}", load());
+    let threads = ["RAYON_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"]
+        .map(|v| format!("{v}={}", std::env::var(v).unwrap_or_else(|_| "unset".into())));
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("{cores} cores; {}", threads.join(" "));
 
     let start = Instant::now();
     let (train, test) = (data::generate(args.train_rows, args.seed)?, data::generate(args.test_rows, args.seed + 1)?);
