@@ -2,7 +2,7 @@
 # checkout reuses one build cache.
 export CARGO_TARGET_DIR ?= /var/tmp/livora-target
 
-.PHONY: run demo test lint services bench-ingest bench-features
+.PHONY: run demo test lint services bench-ingest bench-features bench-train
 
 ## Runs the platform on embedded defaults (data in ./livora-data).
 run:
@@ -32,3 +32,8 @@ bench-ingest: services
 bench-features: services
 	python3 -c 'import feast, redis' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check "feast[redis]"
 	cargo bench -p livora --bench feature_lookup
+
+## The training benchmark of BENCHMARKS.md: Livora's logistic regression and boosted trees
+## against scikit-learn on the same matrices.
+bench-train: services
+	cargo bench -p livora-models --bench train
