@@ -36,24 +36,27 @@ pub struct TrainArgs {
     /// The algorithm (`prior`, `logistic`, `gbdt`); default: the model's (`gbdt`).
     #[arg(long)]
     pub algorithm: Option<Algorithm>,
-    /// Seed of every random choice: the same data and seed train the same model.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
+    /// Seed of every random choice: the same data and seed train the same model (default: the
+    /// model's, 42).
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Share of the spine's times, the latest, that evaluate.
     #[arg(long, default_value_t = 0.2)]
     pub test_fraction: f64,
-    /// Gradient-boosted trees: the most trees (early stopping may use fewer).
-    #[arg(long, default_value_t = FitParams::default().trees)]
-    pub trees: usize,
-    /// Gradient-boosted trees: the learning rate.
-    #[arg(long, default_value_t = FitParams::default().learning_rate)]
-    pub learning_rate: f32,
-    /// Gradient-boosted trees: the depth of each tree.
-    #[arg(long, default_value_t = FitParams::default().max_depth)]
-    pub max_depth: usize,
-    /// Logistic regression: L2 penalty (scikit-learn's 1/C).
-    #[arg(long, default_value_t = FitParams::default().l2)]
-    pub l2: f64,
+    /// Gradient-boosted trees: the most trees, early stopping may use fewer (default: the
+    /// model's, 300).
+    #[arg(long)]
+    pub trees: Option<usize>,
+    /// Gradient-boosted trees: the learning rate (default: the model's, 0.1).
+    #[arg(long)]
+    pub learning_rate: Option<f32>,
+    /// Gradient-boosted trees: the depth of each tree (default: the model's, 2 for churn and
+    /// lead scoring).
+    #[arg(long)]
+    pub max_depth: Option<usize>,
+    /// Logistic regression: L2 penalty, scikit-learn's 1/C (default: the model's, 1.0).
+    #[arg(long)]
+    pub l2: Option<f64>,
     /// Point this alias (`production`, `staging`, `shadow`) at the new version.
     #[arg(long)]
     pub promote: Option<String>,
@@ -87,12 +90,12 @@ pub async fn run(config: &Config, args: TrainArgs) -> Result<()> {
         cadence: args.cadence,
         algorithm: args.algorithm,
         params: FitParams {
-            seed: args.seed,
-            l2: args.l2,
-            trees: args.trees,
-            learning_rate: args.learning_rate,
-            max_depth: args.max_depth,
-            ..FitParams::default()
+            seed: args.seed.unwrap_or(spec.params.seed),
+            l2: args.l2.unwrap_or(spec.params.l2),
+            trees: args.trees.unwrap_or(spec.params.trees),
+            learning_rate: args.learning_rate.unwrap_or(spec.params.learning_rate),
+            max_depth: args.max_depth.unwrap_or(spec.params.max_depth),
+            ..spec.params
         },
         test_fraction: args.test_fraction,
     };

@@ -13,7 +13,7 @@ use livora_common::{ClientId, Event};
 use livora_feature_store::backfill::{BackfillOptions, backfill};
 use livora_feature_store::{LocalOfflineStore, Repo, load_repo};
 use livora_ingest::lake::{LakeConfig, LakeReader, store};
-use livora_models::{Algorithm, Artifact, Evaluation, FitParams, Training, zoo};
+use livora_models::{Algorithm, Artifact, Evaluation, Training, zoo};
 use livora_simulator::{SimConfig, Simulator};
 use livora_training::{Purchases, TrainRequest, fit, prepare};
 
@@ -75,7 +75,7 @@ fn request(model: &'static livora_models::ModelSpec, algorithm: Algorithm) -> Tr
         end: day0() + chrono::Duration::days(i64::from(DAYS) - 1),
         cadence: Duration::from_secs(86_400),
         algorithm: Some(algorithm),
-        params: FitParams::default(),
+        params: model.params,
         test_fraction: 0.25,
     }
 }
@@ -124,18 +124,18 @@ async fn churn_and_lead_scoring_learn_the_simulated_truth() {
         assert_eq!(g.baseline_algorithm, Algorithm::Logistic);
         assert_eq!(l.baseline_algorithm, Algorithm::Prior);
         assert_eq!(g.baseline, l.model, "the baseline is evaluated on the same rows as the model");
-        // Stated targets on this simulation (measured: churn gbdt 0.738, logistic 0.712; leads
-        // gbdt 0.829, logistic 0.859).
+        // Stated targets on this simulation (measured with the zoo's parameters: churn gbdt
+        // 0.742, logistic 0.712; leads gbdt 0.860, logistic 0.859).
+        assert!(g.model.log_loss < l.baseline.log_loss, "{}: gbdt log loss vs the prior: {g:?} {l:?}", spec.name);
         match spec.name {
             "churn" => {
-                assert!(g.model.roc_auc > 0.72, "churn: gbdt AUC {}", g.model.roc_auc);
-                assert!(g.model.roc_auc > l.model.roc_auc, "churn: trees beat the linear baseline: {g:?}");
-                // Churn drifts (evaluation rows are later, with more churned customers), so no
-                // log-loss claim against the training prior is made here.
+                assert!(g.model.roc_auc > 0.73, "churn: gbdt AUC {}", g.model.roc_auc);
+                assert!(g.model.roc_auc > l.model.roc_auc + 0.02, "churn: trees beat the linear baseline: {g:?}");
             }
             _ => {
-                assert!(g.model.roc_auc > 0.80 && l.model.roc_auc > 0.80, "leads: {g:?} {l:?}");
-                assert!(g.model.log_loss < l.baseline.log_loss, "leads: gbdt log loss vs the prior: {g:?} {l:?}");
+                assert!(g.model.roc_auc > 0.84 && l.model.roc_auc > 0.84, "leads: {g:?} {l:?}");
+                // On par: the leads' signal is close to additive here.
+                assert!(g.model.roc_auc > l.model.roc_auc - 0.005, "leads: trees vs the baseline: {g:?} {l:?}");
                 assert!(l.model.log_loss < l.baseline.log_loss, "leads: logistic log loss vs the prior: {l:?}");
             }
         }
