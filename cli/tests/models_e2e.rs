@@ -222,5 +222,27 @@ async fn events_features_train_promote_predict_and_the_prediction_comes_back() -
     let files = std::fs::read_dir(&log_dir).with_context(|| format!("reading {}", log_dir.display()))?.count();
     ensure!(files > 0, "the prediction log is empty");
     drop(features);
+
+    // `livora score --all` scores every user of the spine view the same way, offline of the
+    // server, and appends to the same log.
+    let parquet_files = |dir: &Path| -> Result<usize> {
+        let mut n = 0;
+        for day in std::fs::read_dir(dir)? {
+            n += std::fs::read_dir(day?.path())?
+                .filter(|f| f.as_ref().is_ok_and(|f| f.path().extension().is_some_and(|e| e == "parquet")))
+                .count();
+        }
+        Ok(n)
+    };
+    let before = parquet_files(&log_dir)?;
+    let scored = livora(data.path(), &["score", "churn", "--client", "shop", "--all"])?;
+    ensure!(scored.contains("with churn v1") && scored.contains("view `user_activity`"), "{scored}");
+    let all: usize = scored
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("the number of entities scored: {scored}"))?;
+    ensure!(all >= users.len(), "scored {all} users, fewer than the {} predicted above", users.len());
+    ensure!(parquet_files(&log_dir)? > before, "livora score appended nothing to the prediction log");
     Ok(())
 }
