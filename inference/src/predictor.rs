@@ -212,21 +212,26 @@ impl Predictor {
         {
             return Ok(loaded.clone());
         }
-        let version = self.models.resolve(client, reference).await?;
-        let id = (client.clone(), version.model.clone(), version.version);
+        // The version number is one cheap query; the manifest and weights are read only for a
+        // version not loaded yet.
+        let (model, version) = self.models.resolve_version(client, reference).await?;
+        let id = (client.clone(), model, version);
         let cached = self.loaded.lock().map_err(poisoned)?.get(&id).cloned();
         let loaded = match cached {
             Some(l) => l,
             None => {
-                let artifact = self.models.load(&version)?;
-                let onnx = self.onnx.clone();
-                // Loading parses weights (and may create ONNX sessions): off the async workers.
-                let loaded =
-                    tokio::task::spawn_blocking(move || Loaded::new(artifact.manifest, artifact.weights, &onnx))
-                        .await
-                        .map_err(|e| Error::Inference(format!("loading the model panicked: {e}")))??;
+                let registered = self.models.get(client, &id.1, version).await?;
+                let (models, onnx) = (self.models.clone(), self.onnx.clone());
+                // Reading and parsing the artifact (and creating ONNX sessions) blocks: off the
+                // async workers.
+                let loaded = tokio::task::spawn_blocking(move || {
+                    let artifact = models.load(&registered)?;
+                    Loaded::new(artifact.manifest, artifact.weights, &onnx)
+                })
+                .await
+                .map_err(|e| Error::Inference(format!("loading the model panicked: {e}")))??;
                 let loaded = Arc::new(loaded);
-                tracing::info!(client = %client, model = %version.model, version = version.version, "model loaded");
+                tracing::info!(client = %client, model = %id.1, version, "model loaded");
                 self.loaded.lock().map_err(poisoned)?.insert(id, loaded.clone());
                 loaded
             }

@@ -122,12 +122,18 @@ impl ModelRegistry {
 
     /// Every version of `model` (every model when `None`) for `client`, newest first per model.
     pub async fn list(&self, client: &ClientId, model: Option<&str>) -> Result<Vec<ModelVersion>> {
+        self.versions(client, model.unwrap_or(""), None).await
+    }
+
+    /// The versions of `model` (every model when empty), or only `version`, with their aliases.
+    async fn versions(&self, client: &ClientId, model: &str, version: Option<i64>) -> Result<Vec<ModelVersion>> {
         let rows = sqlx::query(
             "SELECT model, version, path, manifest FROM model_versions WHERE client_id = $1 \
-             AND ($2 = '' OR model = $2) ORDER BY model, version DESC",
+             AND ($2 = '' OR model = $2) AND ($3 < 0 OR version = $3) ORDER BY model, version DESC",
         )
         .bind(client.as_str())
-        .bind(model.unwrap_or(""))
+        .bind(model)
+        .bind(version.unwrap_or(-1))
         .fetch_all(&self.pool)
         .await?;
         let aliases = self.aliases(client).await?;
@@ -151,19 +157,27 @@ impl ModelRegistry {
 
     /// Version `version` of `model`.
     pub async fn get(&self, client: &ClientId, model: &str, version: i64) -> Result<ModelVersion> {
-        self.list(client, Some(model))
+        self.versions(client, model, Some(version.max(0)))
             .await?
             .into_iter()
-            .find(|v| v.version == version)
+            .next()
             .ok_or_else(|| Error::NotFound(format!("model `{model}` has no version {version} for client `{client}`")))
     }
 
     /// The version a reference names: `model` (its `production` alias), `model@alias` or
     /// `model@<version>`.
     pub async fn resolve(&self, client: &ClientId, reference: &str) -> Result<ModelVersion> {
+        let (model, version) = self.resolve_version(client, reference).await?;
+        self.get(client, &model, version).await
+    }
+
+    /// The model and version number a reference names, without reading the manifest: at most
+    /// one query (an alias), none for `model@<version>`, whose existence [`ModelRegistry::get`]
+    /// checks. Serving re-resolves aliases often and reads a manifest only for a new version.
+    pub async fn resolve_version(&self, client: &ClientId, reference: &str) -> Result<(String, i64)> {
         let (model, which) = reference.split_once('@').unwrap_or((reference, "production"));
         if let Ok(version) = which.trim_start_matches('v').parse::<i64>() {
-            return self.get(client, model, version).await;
+            return Ok((model.to_owned(), version));
         }
         check_alias(which)?;
         let version = self.alias(client, model, which).await?.ok_or_else(|| {
@@ -172,7 +186,7 @@ impl ModelRegistry {
                  promote one with `livora models promote {model} <version> --alias {which}`"
             ))
         })?;
-        self.get(client, model, version).await
+        Ok((model.to_owned(), version))
     }
 
     /// The version `alias` of `model` points at.
