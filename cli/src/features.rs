@@ -36,7 +36,7 @@ pub struct ApplyArgs {
 /// `livora features …`.
 #[derive(Debug, Subcommand)]
 pub enum FeaturesCommand {
-    /// Lists the registered entities, views and services of a client.
+    /// Lists the registered entities, sources, views, services and offers of a client.
     List {
         /// The client.
         #[arg(long)]
@@ -251,6 +251,9 @@ fn list(repo: &Repo, version: i64) -> String {
     }
     for s in repo.services.values() {
         let _ = writeln!(out, "{:<10} {:<28} {} features", "service", s.name, s.features.len());
+    }
+    for o in repo.offers.values() {
+        let _ = writeln!(out, "{:<10} {:<28} categories {}", "offer", o.name, o.categories.join(", "));
     }
     out
 }

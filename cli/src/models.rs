@@ -10,7 +10,7 @@ use livora_feature_store::dataset::{self, Selection};
 use livora_feature_store::value::ValueType;
 use livora_models::encoding::{EncodedFeature, Encoding};
 use livora_models::{
-    Algorithm, Artifact, ClassifierMetrics, Encoder, FeatureRef, Manifest, ModelRegistry, Weights, zoo,
+    Algorithm, Artifact, ClassifierMetrics, Encoder, FeatureRef, Manifest, ModelRegistry, RankingMetrics, Weights, zoo,
 };
 
 use crate::config::Config;
@@ -108,23 +108,25 @@ pub async fn run(config: &Config, command: ModelsCommand) -> Result<()> {
                 return Ok(());
             }
             println!(
-                "{:<14} {:>4}  {:<9} {:>8} {:>8}  {:<17} aliases",
-                "model", "ver", "algorithm", "auc", "base", "created"
+                "{:<16} {:>4}  {:<10} {:>8} {:>8}  {:<17} aliases",
+                "model", "ver", "algorithm", "metric", "base", "created"
             );
-            for v in versions {
+            for v in &versions {
                 let m = &v.manifest;
-                let auc = |x: Option<f64>| x.map_or("-".to_owned(), |a| format!("{a:.4}"));
+                let (model, baseline) = primary_metric(m);
+                let cell = |x: Option<f64>| x.map_or("-".to_owned(), |a| format!("{a:.4}"));
                 println!(
-                    "{:<14} {:>4}  {:<9} {:>8} {:>8}  {:<17} {}",
+                    "{:<16} {:>4}  {:<10} {:>8} {:>8}  {:<17} {}",
                     v.model,
                     v.version,
                     m.algorithm.name(),
-                    auc(m.evaluation.as_ref().map(|e| e.model.roc_auc)),
-                    auc(m.evaluation.as_ref().map(|e| e.baseline.roc_auc)),
+                    cell(model),
+                    cell(baseline),
                     m.created_at.format("%Y-%m-%d %H:%M"),
                     v.aliases.join(",")
                 );
             }
+            println!("metric: ROC AUC of classifiers, NDCG@3 of rankers; base: the baseline's on the same rows");
         }
         ModelsCommand::Show { client, reference } => {
             let v = registry.resolve(&client, &reference).await?;
@@ -149,8 +151,9 @@ pub async fn run(config: &Config, command: ModelsCommand) -> Result<()> {
                 println!("  imported: not trained by Livora, no evaluation recorded");
                 return Ok(());
             };
+            let share = if m.algorithm.is_ranker() { "of acceptances to the top offer" } else { "positive" };
             println!(
-                "  training:  spine {} .. {} every {}s, split at {}; {} train / {} evaluate rows, {:.1}% positive",
+                "  training:  spine {} .. {} every {}s, split at {}; {} train / {} evaluate rows, {:.1}% {share}",
                 t.start.format("%Y-%m-%d"),
                 t.end.format("%Y-%m-%d"),
                 t.cadence_seconds,
@@ -159,6 +162,9 @@ pub async fn run(config: &Config, command: ModelsCommand) -> Result<()> {
                 t.test_rows,
                 100.0 * t.train_positive_rate
             );
+            if !m.offers.is_empty() {
+                println!("  offers:    {}", m.offers.join(", "));
+            }
             println!(
                 "  seed {}, dataset {}, code {}, {:.1}s",
                 t.params.seed,
@@ -195,13 +201,22 @@ pub async fn run(config: &Config, command: ModelsCommand) -> Result<()> {
             };
             // A row: its label, and how a version's cell is written.
             type Row = (&'static str, Box<dyn Fn(&Manifest) -> String>);
-            let rows: [Row; 8] = [
+            let ranking = |m: &Manifest, k: usize, f: fn(&RankingMetrics) -> f64| {
+                m.ranking
+                    .as_ref()
+                    .and_then(|r| r.model.iter().find(|x| x.k == k))
+                    .map_or("-".to_owned(), |x| format!("{:.4}", f(x)))
+            };
+            let rows: [Row; 11] = [
                 ("algorithm", Box::new(|m| m.algorithm.name().to_owned())),
+                ("ndcg@3", Box::new(move |m| ranking(m, 3, |x| x.ndcg_at_k))),
+                ("precision@1", Box::new(move |m| ranking(m, 1, |x| x.precision_at_k))),
+                ("recall@3", Box::new(move |m| ranking(m, 3, |x| x.recall_at_k))),
                 ("roc auc", Box::new(move |m| metric(m, |x| format!("{:.4}", x.roc_auc)))),
                 ("pr auc", Box::new(move |m| metric(m, |x| format!("{:.4}", x.pr_auc)))),
                 ("log loss", Box::new(move |m| metric(m, |x| format!("{:.4}", x.log_loss)))),
                 ("brier", Box::new(move |m| metric(m, |x| format!("{:.4}", x.brier)))),
-                ("eval rows", Box::new(move |m| metric(m, |x| x.rows.to_string()))),
+                ("eval rows", Box::new(|m| m.training.as_ref().map_or("-".into(), |t| t.test_rows.to_string()))),
                 (
                     "split at",
                     Box::new(|m| m.training.as_ref().map_or("-".into(), |t| t.split_at.format("%Y-%m-%d").to_string())),
@@ -209,9 +224,14 @@ pub async fn run(config: &Config, command: ModelsCommand) -> Result<()> {
                 ("dataset", Box::new(|m| fingerprint(m).chars().take(12).collect())),
             ];
             for (label, value) in rows {
+                let cells: Vec<String> = columns.iter().map(|(_, m)| value(m)).collect();
+                // Classifier metrics of rankers and ranking metrics of classifiers: no row at all.
+                if cells.iter().all(|c| c == "-") {
+                    continue;
+                }
                 print!("{label:<12}");
-                for (_, m) in &columns {
-                    print!(" {:>16}", value(m));
+                for cell in cells {
+                    print!(" {cell:>16}");
                 }
                 println!();
             }
@@ -237,7 +257,33 @@ fn fingerprint(m: &Manifest) -> &str {
 }
 
 /// The model's and its baseline's metrics, side by side.
+/// A version's headline metric and its baseline's: ROC AUC for a classifier, NDCG@3 for a
+/// ranker; `None` when it was not evaluated (imported).
+fn primary_metric(m: &Manifest) -> (Option<f64>, Option<f64>) {
+    if let Some(e) = &m.evaluation {
+        return (Some(e.model.roc_auc), Some(e.baseline.roc_auc));
+    }
+    let at3 = |metrics: &[RankingMetrics]| metrics.iter().find(|x| x.k == 3).map(|x| x.ndcg_at_k);
+    m.ranking.as_ref().map_or((None, None), |r| (at3(&r.model), at3(&r.baseline)))
+}
+
 pub fn print_evaluation(m: &Manifest) {
+    if let Some(r) = &m.ranking {
+        let rows = r.model.first().map_or(0, |x| x.rows);
+        println!("  evaluation on {rows} rows ({} offers):", m.offers.len());
+        println!("    {:<22} {:>4} {:>11} {:>9} {:>8}", "", "k", "precision", "recall", "ndcg");
+        for (name, metrics) in
+            [(m.algorithm.name().to_owned(), &r.model), (format!("{} (baseline)", r.baseline_algorithm), &r.baseline)]
+        {
+            for x in metrics {
+                println!(
+                    "    {:<22} {:>4} {:>11.4} {:>9.4} {:>8.4}",
+                    name, x.k, x.precision_at_k, x.recall_at_k, x.ndcg_at_k
+                );
+            }
+        }
+        return;
+    }
     let Some(e) = &m.evaluation else { return };
     let row = |name: &str, x: &ClassifierMetrics| {
         println!("    {:<10} {:>8.4} {:>8.4} {:>9.4} {:>8.4}", name, x.roc_auc, x.pr_auc, x.log_loss, x.brier);
@@ -316,6 +362,8 @@ async fn import(config: &Config, registry: &ModelRegistry, args: ImportArgs) -> 
             label,
             training: None,
             evaluation: None,
+            offers: Vec::new(),
+            ranking: None,
             code_version: format!("imported; producer {}", meta.producer_name.as_deref().unwrap_or("unknown")),
             created_at: Utc::now(),
         },

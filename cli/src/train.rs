@@ -18,7 +18,7 @@ use crate::models::print_evaluation;
 /// `livora train`.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// The zoo model: `churn` or `lead_scoring`.
+    /// The zoo model: `churn`, `lead_scoring` or `next_best_offer`.
     pub model: String,
     /// The client whose data trains it.
     #[arg(long)]
@@ -33,7 +33,8 @@ pub struct TrainArgs {
     /// Spine cadence: each entity is sampled this often.
     #[arg(long, default_value = "1d", value_parser = humantime::parse_duration)]
     pub cadence: Duration,
-    /// The algorithm (`prior`, `logistic`, `gbdt`); default: the model's (`gbdt`).
+    /// The algorithm: classifiers `prior`, `logistic`, `gbdt` (default for churn and lead
+    /// scoring); rankers `popularity`, `mlp` (default for next-best offer).
     #[arg(long)]
     pub algorithm: Option<Algorithm>,
     /// Seed of every random choice: the same data and seed train the same model (default: the
@@ -47,16 +48,25 @@ pub struct TrainArgs {
     /// model's, 300).
     #[arg(long)]
     pub trees: Option<usize>,
-    /// Gradient-boosted trees: the learning rate (default: the model's, 0.1).
+    /// Gradient-boosted trees: the learning rate (default: the model's, 0.1); MLP: AdamW's step
+    /// (default 0.01).
     #[arg(long)]
     pub learning_rate: Option<f32>,
     /// Gradient-boosted trees: the depth of each tree (default: the model's, 2 for churn and
     /// lead scoring).
     #[arg(long)]
     pub max_depth: Option<usize>,
-    /// Logistic regression: L2 penalty, scikit-learn's 1/C (default: the model's, 1.0).
+    /// Logistic regression: L2 penalty, scikit-learn's 1/C (default: the model's, 1.0); MLP:
+    /// AdamW's weight decay (default 0.1).
     #[arg(long)]
     pub l2: Option<f64>,
+    /// MLP: units of the hidden layer (default: the model's, 32).
+    #[arg(long)]
+    pub hidden_units: Option<usize>,
+    /// MLP: the most epochs; the fit keeps the epoch with the lowest holdout loss (default: the
+    /// model's, 200).
+    #[arg(long)]
+    pub epochs: Option<usize>,
     /// Point this alias (`production`, `staging`, `shadow`) at the new version.
     #[arg(long)]
     pub promote: Option<String>,
@@ -79,8 +89,13 @@ pub async fn run(config: &Config, args: TrainArgs) -> Result<()> {
 
     bar.set_message("reading purchases from the lake".to_owned());
     let lake = LakeReader::new(store::open(&config.lake_root(), &config.lake)?);
-    let times = lake.user_event_times(args.client.as_str(), zoo::PURCHASE).await?;
-    let purchases = Purchases { times: times.times, latest: times.latest };
+    let purchases = if spec.label.is_ranking() {
+        let events = lake.user_event_props(args.client.as_str(), zoo::PURCHASE).await?;
+        Purchases::with_categories(events.events, events.latest)
+    } else {
+        let times = lake.user_event_times(args.client.as_str(), zoo::PURCHASE).await?;
+        Purchases { times: times.times, latest: times.latest, ..Purchases::default() }
+    };
 
     let request = TrainRequest {
         client: args.client.clone(),
@@ -95,6 +110,8 @@ pub async fn run(config: &Config, args: TrainArgs) -> Result<()> {
             trees: args.trees.unwrap_or(spec.params.trees),
             learning_rate: args.learning_rate.unwrap_or(spec.params.learning_rate),
             max_depth: args.max_depth.unwrap_or(spec.params.max_depth),
+            hidden_units: args.hidden_units.unwrap_or(spec.params.hidden_units),
+            epochs: args.epochs.unwrap_or(spec.params.epochs),
             ..spec.params
         },
         test_fraction: args.test_fraction,

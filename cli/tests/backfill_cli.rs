@@ -131,7 +131,7 @@ fn flags_at_fault_are_named() {
         ),
         (
             &["--view", "nope", "--start", "2026-03-01T00:00:00Z", "--end", "2026-03-04T00:00:00Z"],
-            "streaming views: product_activity, user_activity",
+            "streaming views: product_activity, user_activity, user_interests",
         ),
         (&["--view", "user_activity", "--start", "yesterday", "--end", "2026-03-04T00:00:00Z"], "--start"),
     ];

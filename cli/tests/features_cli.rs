@@ -28,7 +28,7 @@ fn apply_plan_list_describe_and_refusals() {
     let first = livora(data.path(), &["apply", repo, "--client", "demo"]);
     let (out, err) = text(&first);
     assert!(first.status.success(), "{out}{err}");
-    assert!(out.contains("+ view user_activity") && out.contains("14 to add, 0 to change, 0 to remove."), "{out}");
+    assert!(out.contains("+ view user_activity") && out.contains("26 to add, 0 to change, 0 to remove."), "{out}");
     assert!(out.contains("now at version 1"), "{out}");
 
     let again = livora(data.path(), &["apply", repo, "--client", "demo"]);
@@ -38,6 +38,7 @@ fn apply_plan_list_describe_and_refusals() {
     let list = livora(data.path(), &["features", "list", "--client", "demo"]);
     let (out, _) = text(&list);
     assert!(out.contains("user_activity") && out.contains("25 features of user, streaming, ttl 90d, online"), "{out}");
+    assert!(out.contains("home_and_garden_week         categories home, garden"), "{out}");
     let describe = livora(data.path(), &["features", "describe", "revenue_30d", "--client", "demo"]);
     assert!(!describe.status.success(), "a feature is not a view or service");
     let describe = livora(data.path(), &["features", "describe", "user_activity", "--client", "demo"]);

@@ -2,7 +2,8 @@
 //! the stream keeps the online features fresh and the lake fills; `user_activity`'s history is
 //! backfilled from the lake; `livora train churn` trains on it and promotes the new version; the
 //! gRPC `Predict` scores users with their online features; and each score comes back as the
-//! `churn_prediction` feature, online, and in the prediction log.
+//! `churn_prediction` feature, online, and in the prediction log. The next-best-offer model
+//! goes the same way: trained, promoted, its ranking served and its first offer online.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,11 +35,15 @@ fn authorized<T>(message: T, key: &str) -> Result<tonic::Request<T>> {
     Ok(r)
 }
 
-/// The statuses of `customer_profile:newsletter_opt_in` for `users`, over gRPC.
-async fn profile_statuses(channel: tonic::transport::Channel, key: &str, users: &[String]) -> Result<Vec<i32>> {
-    let mut features = pb::feature_service_client::FeatureServiceClient::new(channel);
+/// The values and statuses of `feature` (`view:feature`) for `users`, over gRPC.
+async fn online_values(
+    mut features: pb::feature_service_client::FeatureServiceClient<tonic::transport::Channel>,
+    key: &str,
+    feature: &str,
+    users: &[String],
+) -> Result<pb::FeatureVector> {
     let request = pb::GetOnlineFeaturesRequest {
-        kind: Some(Kind::Features(pb::FeatureList { val: vec!["customer_profile:newsletter_opt_in".into()] })),
+        kind: Some(Kind::Features(pb::FeatureList { val: vec![feature.to_owned()] })),
         entities: [(
             "user_id".to_owned(),
             pb::RepeatedValue {
@@ -48,7 +53,14 @@ async fn profile_statuses(channel: tonic::transport::Channel, key: &str, users: 
         .into(),
         full_feature_names: false,
     };
-    Ok(features.get_online_features(authorized(request, key)?).await?.into_inner().results[0].statuses.clone())
+    let answer = features.get_online_features(authorized(request, key)?).await?.into_inner();
+    answer.results.into_iter().next().context("one feature asked, one answered")
+}
+
+/// The statuses of `customer_profile:newsletter_opt_in` for `users`, over gRPC.
+async fn profile_statuses(channel: tonic::transport::Channel, key: &str, users: &[String]) -> Result<Vec<i32>> {
+    let features = pb::feature_service_client::FeatureServiceClient::new(channel);
+    Ok(online_values(features, key, "customer_profile:newsletter_opt_in", users).await?.statuses)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -114,40 +126,22 @@ async fn events_features_train_promote_predict_and_the_prediction_comes_back() -
         Ok((lake.events("shop", None).await?.len() == events.len()).then_some(()))
     })
     .await?;
-    // The history of user_activity, from the lake.
-    let backfilled = livora(
-        data.path(),
-        &[
-            "features",
-            "backfill",
-            "--client",
-            "shop",
-            "--view",
-            "user_activity",
-            "--start",
-            &day(0),
-            "--end",
-            &day(DAYS),
-        ],
-    )?;
-    ensure!(backfilled.contains("backfilled user_activity"), "{backfilled}");
+    // The history of the streaming views the models read, from the lake.
+    for view in ["user_activity", "user_interests"] {
+        let backfilled = livora(
+            data.path(),
+            &["features", "backfill", "--client", "shop", "--view", view, "--start", &day(0), "--end", &day(DAYS)],
+        )?;
+        ensure!(backfilled.contains(&format!("backfilled {view}")), "{backfilled}");
+    }
 
     // Train, and promote the new version to production.
-    let trained = livora(
-        data.path(),
-        &[
-            "train",
-            "churn",
-            "--client",
-            "shop",
-            "--start",
-            &day(14),
-            "--end",
-            &day(DAYS - 1),
-            "--promote",
-            "production",
-        ],
-    )?;
+    let train = |model: &str| {
+        let (start, end) = (day(14), day(DAYS - 1));
+        let args = ["train", model, "--client", "shop", "--start", &start, "--end", &end, "--promote", "production"];
+        livora(data.path(), &args)
+    };
+    let trained = train("churn")?;
     ensure!(trained.contains("trained churn v1 (gbdt)"), "{trained}");
     ensure!(trained.contains("production: v1 (was none)"), "{trained}");
     let listed = livora(data.path(), &["models", "list", "--client", "shop"])?;
@@ -178,31 +172,10 @@ async fn events_features_train_promote_predict_and_the_prediction_comes_back() -
     let features = pb::feature_service_client::FeatureServiceClient::new(channel);
     let expected: Vec<f64> = answer.predictions.iter().filter_map(|p| p.score).collect();
     eventually(Duration::from_secs(30), "the churn_prediction view to hold the scores", || {
-        let mut features = features.clone();
-        let users = users.clone();
-        let (key, expected) = (key.clone(), expected.clone());
+        let (features, users, key, expected) = (features.clone(), users.clone(), key.clone(), expected.clone());
         async move {
-            let request = pb::GetOnlineFeaturesRequest {
-                kind: Some(Kind::Features(pb::FeatureList {
-                    val: vec![
-                        "churn_prediction:churn_probability".into(),
-                        "churn_prediction:churn_model_version".into(),
-                    ],
-                })),
-                entities: [(
-                    "user_id".to_owned(),
-                    pb::RepeatedValue {
-                        val: users
-                            .iter()
-                            .map(|u| pb::Value { val: Some(pb::value::Val::StringVal(u.clone())) })
-                            .collect(),
-                    },
-                )]
-                .into(),
-                full_feature_names: false,
-            };
-            let got = features.get_online_features(authorized(request, &key)?).await?.into_inner();
-            let probabilities: Vec<f64> = got.results[0]
+            let values = online_values(features, &key, "churn_prediction:churn_probability", &users).await?;
+            let probabilities: Vec<f64> = values
                 .values
                 .iter()
                 .filter_map(|v| match v.val {
@@ -211,6 +184,46 @@ async fn events_features_train_promote_predict_and_the_prediction_comes_back() -
                 })
                 .collect();
             Ok((probabilities == expected).then_some(()))
+        }
+    })
+    .await
+    .with_context(|| server.log_tail())?;
+
+    // The next-best offer: trained on the same history, promoted, and its ranking served.
+    let trained = train("next_best_offer")?;
+    ensure!(trained.contains("trained next_best_offer v1 (mlp)"), "{trained}");
+    ensure!(trained.contains("popularity (baseline)"), "{trained}");
+    let request = pb::PredictRequest {
+        model: "next_best_offer".into(),
+        entity_keys: users.clone(),
+        top_contributions: 0,
+        missing_policy: 0,
+    };
+    let answer = inference.predict(authorized(request, &key)?).await?.into_inner();
+    ensure!(answer.version == 1 && answer.algorithm == "mlp", "{answer:?}");
+    let mut firsts = Vec::new();
+    for p in &answer.predictions {
+        ensure!(p.offers.len() == 9, "every offer of the catalogue is ranked: {p:?}");
+        ensure!(p.offers.windows(2).all(|w| w[0].probability >= w[1].probability), "most probable first: {p:?}");
+        let total: f64 = p.offers.iter().map(|o| o.probability).sum();
+        ensure!((total - 1.0).abs() < 1e-4, "the probabilities are a distribution: {total}");
+        ensure!(p.score == Some(p.offers[0].probability), "the score is the first offer's: {p:?}");
+        firsts.push(p.offers[0].offer.clone());
+    }
+    eventually(Duration::from_secs(30), "the next_best_offer_prediction view to hold the first offers", || {
+        let (features, users, key, firsts) = (features.clone(), users.clone(), key.clone(), firsts.clone());
+        async move {
+            let values =
+                online_values(features, &key, "next_best_offer_prediction:next_best_offer_offer", &users).await?;
+            let offers: Vec<String> = values
+                .values
+                .iter()
+                .filter_map(|v| match &v.val {
+                    Some(pb::value::Val::StringVal(x)) => Some(x.clone()),
+                    _ => None,
+                })
+                .collect();
+            Ok((offers == firsts).then_some(()))
         }
     })
     .await

@@ -193,11 +193,11 @@ fn only_registered_streaming_views_are_backfilled_and_the_grid_is_checked() {
     let err = go("customer_profile", &options).unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     assert!(err.to_string().contains("`customer_profile` is a batch view"), "{err}");
-    assert!(err.to_string().contains("streaming views: product_activity, user_activity"), "{err}");
+    assert!(err.to_string().contains("streaming views: product_activity, user_activity, user_interests"), "{err}");
     let err = go("user_activty", &options).unwrap_err();
     assert!(matches!(err, Error::NotFound(_)), "{err}");
     assert!(err.to_string().contains("`user_activty` is not registered"), "{err}");
-    assert!(err.to_string().contains("streaming views: product_activity, user_activity"), "{err}");
+    assert!(err.to_string().contains("streaming views: product_activity, user_activity, user_interests"), "{err}");
 
     let reversed = BackfillOptions { start: options.end, end: options.start, ..options.clone() };
     assert!(go("user_activity", &reversed).unwrap_err().to_string().contains("is before start"));

@@ -109,6 +109,11 @@ impl InferenceService for GrpcInferenceService {
                     .into_iter()
                     .map(|(feature, value)| pb::Contribution { feature, value })
                     .collect(),
+                offers: r
+                    .offers
+                    .into_iter()
+                    .map(|(offer, probability)| pb::RankedOffer { offer, probability })
+                    .collect(),
             })
             .collect();
         Ok(Response::new(pb::PredictResponse {

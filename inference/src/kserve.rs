@@ -9,7 +9,8 @@
 //!   NOT_FOUND. ServerLive, ServerReady and ServerMetadata answer without credentials (probes).
 //! - **Inputs and output**: [`tensors`] — one tensor per feature, named as the feature, encoded
 //!   with the artifact's encoder and scored with the version's runtime ([`crate::predictor::Loaded::score_table`]);
-//!   the output is `probability` (FP64, `[N]`), raw when the inputs were raw.
+//!   the output is `probability` (FP64, `[N]`; a ranker's `[N, offers]`, one probability per
+//!   offer in the manifest's order), raw when the inputs were raw.
 //! - ModelReady is true when the reference resolves and the version loads; false for an unknown
 //!   model or version, or one that does not load (logged). ModelMetadata lists the registered
 //!   versions, the platform `livora-<algorithm>`, every input with its datatype and shape `[-1]`,
@@ -162,7 +163,10 @@ impl GrpcInferenceService for GrpcKserveService {
             versions: versions.into_iter().map(|v| v.to_string()).collect(),
             platform: format!("livora-{}", m.algorithm.name()),
             inputs: m.encoder.features.iter().map(|f| tensor(&f.name, tensors::metadata_datatype(f))).collect(),
-            outputs: vec![tensor(tensors::OUTPUT, tensors::FP64)],
+            outputs: vec![match loaded.outputs() {
+                1 => tensor(tensors::OUTPUT, tensors::FP64),
+                n => TensorMetadata { shape: vec![-1, n as i64], ..tensor(tensors::OUTPUT, tensors::FP64) },
+            }],
         }))
     }
 
@@ -177,7 +181,7 @@ impl GrpcInferenceService for GrpcKserveService {
         let inputs =
             tensors::decode(&request, &loaded.manifest.encoder, self.predictor.max_rows()).map_err(|e| status(&e))?;
         let probabilities = loaded.score_table(&inputs.table).map_err(|e| status(&e))?;
-        let (output, raw) = tensors::output(probabilities, inputs.raw);
+        let (output, raw) = tensors::output(probabilities, loaded.outputs(), inputs.raw);
         Ok(Response::new(pb::ModelInferResponse {
             model_name: loaded.manifest.model.clone(),
             model_version: loaded.manifest.version.to_string(),

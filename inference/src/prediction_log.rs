@@ -1,5 +1,6 @@
 //! Predictions flow back: every scored entity's latest score is written online as the model's
-//! prediction view (`churn_prediction`: `churn_probability`, `churn_model_version`), and every
+//! prediction view (`churn_prediction`: `churn_probability`, `churn_model_version`; a ranker's
+//! also `<model>_offer`, its most probable offer, whose probability is `<model>_probability`), and every
 //! prediction is appended to the prediction log, a Parquet table under the offline root
 //! (`predictions/<model>/client_id=<client>/dt=YYYY-MM-DD/part-<uuid>.parquet`) holding the
 //! entity, the time, the model version, the score and the features it read, for monitoring and
@@ -45,6 +46,9 @@ pub struct PredictionRecord {
     pub at: i64,
     /// The features it read, as a JSON object (`view__feature` → value or null).
     pub features: String,
+    /// A ranker's most probable offer (`probability` is its probability); `None` for a
+    /// classifier. Written as `<model>_offer`.
+    pub offer: Option<String>,
 }
 
 /// How often the sink writes.
@@ -186,10 +190,13 @@ impl Writer {
             let row = OnlineRow {
                 event_time: r.at,
                 created: r.at,
-                values: vec![
+                values: [
                     (zoo::probability_feature(&r.model), Value::Float64(r.probability)),
                     (zoo::version_feature(&r.model), Value::Int64(r.version)),
-                ],
+                ]
+                .into_iter()
+                .chain(r.offer.as_ref().map(|o| (zoo::offer_feature(&r.model), Value::String(o.clone()))))
+                .collect(),
             };
             let key = RowKey::new(&r.entity, &r.entity_key, zoo::prediction_view(&r.model));
             by_client.entry(r.client.clone()).or_default().push((key, row));
@@ -247,13 +254,18 @@ fn frame(records: &[PredictionRecord]) -> Result<DataFrame> {
             .into_column()
     };
     let model = &first.model;
-    DataFrame::new_infer_height(vec![
+    let mut columns = vec![
         Column::new(first.join_key.as_str().into(), records.iter().map(|r| r.entity_key.as_str()).collect::<Vec<_>>()),
         datetime(EVENT_TIMESTAMP),
         datetime(CREATED_TIMESTAMP),
         Column::new(zoo::probability_feature(model).into(), records.iter().map(|r| r.probability).collect::<Vec<_>>()),
         Column::new(zoo::version_feature(model).into(), records.iter().map(|r| r.version).collect::<Vec<_>>()),
-        Column::new("features".into(), records.iter().map(|r| r.features.as_str()).collect::<Vec<_>>()),
-    ])
-    .map_err(|e| Error::Inference(format!("building the prediction log rows: {e}")))
+    ];
+    // A ranker's log also names the offer the probability is of.
+    if records.iter().any(|r| r.offer.is_some()) {
+        let offers: Vec<Option<&str>> = records.iter().map(|r| r.offer.as_deref()).collect();
+        columns.push(Column::new(zoo::offer_feature(model).into(), offers));
+    }
+    columns.push(Column::new("features".into(), records.iter().map(|r| r.features.as_str()).collect::<Vec<_>>()));
+    DataFrame::new_infer_height(columns).map_err(|e| Error::Inference(format!("building the prediction log rows: {e}")))
 }

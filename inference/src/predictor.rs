@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use livora_common::ClientId;
 use livora_feature_store::serving::{EntityColumn, FeatureServer, FeatureStatus, KeyValue, OnlineFeatures, Selection};
 use livora_feature_store::value::Value;
-use livora_models::{Algorithm, Classifier, Input, Manifest, ModelRegistry, Table, Weights};
+use livora_models::algorithms::ranked;
+use livora_models::{Algorithm, Classifier, Input, Manifest, ModelRegistry, Ranker, Table, Weights};
 
 use crate::config::OnnxConfig;
 use crate::error::{Error, Result};
@@ -50,8 +51,11 @@ pub struct Row {
     pub entity_key: String,
     /// Scored or refused.
     pub status: RowStatus,
-    /// Probability of the positive class; `None` when refused.
+    /// Probability of the positive class (a ranker: of its most probable offer); `None` when
+    /// refused.
     pub score: Option<f64>,
+    /// A ranker's offers with their probabilities, most probable first; empty for a classifier.
+    pub offers: Vec<(String, f64)>,
     /// Each feature's status, in the model's feature order.
     pub statuses: Vec<FeatureStatus>,
     /// Each feature value's event time (µs), in the model's feature order.
@@ -78,6 +82,7 @@ pub struct Predictions {
 /// How a loaded version scores.
 enum Runtime {
     Native(Classifier),
+    Ranker(Ranker),
     // Boxed: a session pool is far larger than a native classifier.
     Onnx(Box<OnnxModel>),
 }
@@ -95,13 +100,24 @@ impl Loaded {
     fn new(manifest: Manifest, weights: Weights, onnx: &OnnxConfig) -> Result<Self> {
         let runtime = match weights {
             Weights::Native(c) => Runtime::Native(c),
+            Weights::Ranker(r) => Runtime::Ranker(r),
             Weights::Onnx(bytes) => Runtime::Onnx(Box::new(OnnxModel::from_bytes(bytes, onnx)?)),
         };
         let refs = manifest.features.iter().map(|f| format!("{}:{}", f.view, f.feature)).collect();
         Ok(Self { manifest, runtime, refs })
     }
 
-    /// Probabilities of caller-given feature values: `table` holds one column per feature of the
+    /// How many values a row's prediction holds: 1 for a classifier (the probability of the
+    /// positive class), the number of offers for a ranker (one probability each, in
+    /// [`Manifest::offers`] order).
+    pub fn outputs(&self) -> usize {
+        match &self.runtime {
+            Runtime::Ranker(r) => r.offers(),
+            Runtime::Native(_) | Runtime::Onnx(_) => 1,
+        }
+    }
+
+    /// Probabilities of caller-given feature values ([`Loaded::outputs`] per row): `table` holds one column per feature of the
     /// encoder, named as the feature (`user_activity__orders_30d`): numbers for numeric features,
     /// text for categorical ones, missing values as `None` (or NaN). Encoded with the artifact's
     /// encoder and scored with the version's runtime, as [`Predictor::predict`] scores online
@@ -116,11 +132,12 @@ impl Loaded {
         self.predict(&x, rows)
     }
 
-    /// Probabilities of `rows` encoded rows (row-major).
+    /// Probabilities of `rows` encoded rows (row-major), [`Loaded::outputs`] per row.
     fn predict(&self, x: &[f64], rows: usize) -> Result<Vec<f64>> {
         let width = self.manifest.encoder.width();
         match &self.runtime {
             Runtime::Native(c) => Ok(c.predict(x, width)),
+            Runtime::Ranker(r) => Ok(r.predict(x, width)?),
             Runtime::Onnx(m) => {
                 let data: Vec<f32> = x.iter().map(|&v| v as f32).collect();
                 let array = ndarray::ArrayView2::from_shape((rows, width), &data)
@@ -312,6 +329,7 @@ impl Predictor {
                 entity_key: key.clone(),
                 status,
                 score: None,
+                offers: Vec::new(),
                 statuses,
                 event_times,
                 contributions: Vec::new(),
@@ -319,7 +337,18 @@ impl Predictor {
         }
         let mut records = Vec::new();
         if !scored.is_empty() {
-            let scores = loaded.predict(&x, scored.len())?;
+            let outputs = loaded.predict(&x, scored.len())?;
+            // A ranker's row: every offer, most probable first; its score is the first's.
+            let mut scores = outputs.clone();
+            if let Runtime::Ranker(r) = &loaded.runtime {
+                let k = r.offers();
+                scores.clear();
+                for (j, &i) in scored.iter().enumerate() {
+                    let p = &outputs[j * k..(j + 1) * k];
+                    rows[i].offers = ranked(p).into_iter().map(|o| (m.offers[o].clone(), p[o])).collect();
+                    scores.push(rows[i].offers.first().map_or(0.0, |o| o.1));
+                }
+            }
             if self.sink.is_some() {
                 let at = chrono::Utc::now().timestamp_micros();
                 records = scored
@@ -335,6 +364,7 @@ impl Predictor {
                         probability,
                         at,
                         features: features_json(&online, i),
+                        offer: rows[i].offers.first().map(|o| o.0.clone()),
                     })
                     .collect();
             }

@@ -6,7 +6,7 @@
 mod common;
 
 use chrono::Utc;
-use common::shop::{DAY, Setup, artifact, authorized, channel, keys, setup, shop};
+use common::shop::{DAY, OFFERS, Setup, artifact, authorized, channel, keys, ranker_artifact, setup, shop};
 use livora_feature_store::serving::FeatureStatus;
 use livora_inference::{GrpcInferenceService, MissingPolicy, RowStatus};
 use livora_models::{Algorithm, Input};
@@ -134,4 +134,45 @@ async fn the_grpc_api_scores_batches_and_refuses_with_the_right_codes() {
     assert!(e.message().contains("entity_keys"), "{e:?}");
     let e = code(grpc.predict(request("", &["u-1"], shop_key, "shop")).await);
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+}
+
+#[tokio::test]
+async fn a_ranker_serves_every_offer_most_probable_first_as_the_zoo_ranks_them() {
+    let s = setup().await;
+    let ranker = ranker_artifact(1);
+    s.models.register(&shop(), &ranker).await.unwrap();
+    s.models.promote(&shop(), "next_best_offer", 1, "production").await.unwrap();
+    let addr = serve(&s).await;
+    let mut grpc = InferenceServiceClient::new(channel(addr).await);
+    let answer = grpc
+        .predict(request("next_best_offer", &["u-1", "u-2", "u-new"], &s.keys.0, "shop"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((answer.version, answer.algorithm.as_str()), (1, "mlp"));
+    let first: Vec<&str> = answer.predictions.iter().map(|p| p.offers[0].offer.as_str()).collect();
+    // u-1's channel is email, u-2's web: the network learned that each takes its channel's offer.
+    assert_eq!(&first[..2], ["email_offer", "web_offer"]);
+    for p in &answer.predictions {
+        assert_eq!(p.offers.len(), OFFERS.len());
+        assert!(p.offers.windows(2).all(|w| w[0].probability >= w[1].probability), "{p:?}");
+        assert_eq!(p.score, Some(p.offers[0].probability));
+        // No contributions for a ranker, even when asked for.
+        assert!(p.contributions.is_empty());
+    }
+    // Train/serve consistency: the zoo's ranking of the values the store holds.
+    let days = (Utc::now().timestamp_micros() - (s.now - 30 * DAY)) as f64 / DAY as f64;
+    let values = [Input::Number(0.0), Input::Number(days), Input::Text("email")];
+    let zoo = ranker.rank(&values, 0).unwrap();
+    let served = &answer.predictions[0].offers;
+    assert_eq!(
+        zoo.iter().map(|o| o.offer.as_str()).collect::<Vec<_>>(),
+        served.iter().map(|o| o.offer.as_str()).collect::<Vec<_>>()
+    );
+    for (z, o) in zoo.iter().zip(served) {
+        assert!((z.probability - o.probability).abs() < 1e-6, "{z:?} vs {o:?}");
+    }
+    // The classifier answer carries no offers.
+    let churn = grpc.predict(request("churn", &["u-1"], &s.keys.0, "shop")).await.unwrap().into_inner();
+    assert!(churn.predictions[0].offers.is_empty());
 }

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::algorithms::{Algorithm, Classifier, FitParams};
+use crate::algorithms::{Algorithm, Classifier, FitParams, Ranker, ranked};
 use crate::encoding::{Encoder, Input};
 use crate::error::{Error, Result};
-use crate::metrics::ClassifierMetrics;
+use crate::metrics::{ClassifierMetrics, RankingMetrics};
 
 /// The manifest format this code writes and reads.
 pub const FORMAT: u32 = 1;
@@ -75,6 +75,17 @@ pub struct Evaluation {
     pub baseline: ClassifierMetrics,
 }
 
+/// A ranker's and its baseline's ranking metrics on the same evaluation rows, at each cut-off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankingEvaluation {
+    /// The model's, one per cut-off (k = 1, 3).
+    pub model: Vec<RankingMetrics>,
+    /// The baseline algorithm.
+    pub baseline_algorithm: Algorithm,
+    /// The baseline's, at the same cut-offs.
+    pub baseline: Vec<RankingMetrics>,
+}
+
 /// What a model version is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -105,8 +116,14 @@ pub struct Manifest {
     pub label: String,
     /// How it was trained (`None` for an imported model).
     pub training: Option<Training>,
-    /// How it scored (`None` for an imported model).
+    /// How it scored (`None` for an imported model and for a ranker).
     pub evaluation: Option<Evaluation>,
+    /// A ranker: the offers it ranks, in output order (empty for a classifier).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offers: Vec<String>,
+    /// A ranker: how it ranked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranking: Option<RankingEvaluation>,
     /// The Livora version that trained it.
     pub code_version: String,
     /// When it was trained.
@@ -123,11 +140,22 @@ pub struct Score {
     pub contributions: Vec<(String, f64)>,
 }
 
+/// An offer and the probability that the entity accepts it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankedOffer {
+    /// The offer's name.
+    pub offer: String,
+    /// The probability (over the offers) that it is the one accepted.
+    pub probability: f64,
+}
+
 /// The weights of a model version.
 #[derive(Debug, Clone)]
 pub enum Weights {
     /// A classifier Livora fitted.
     Native(Classifier),
+    /// A ranker Livora fitted.
+    Ranker(Ranker),
     /// An ONNX model, as bytes; `livora-inference` runs it.
     Onnx(Vec<u8>),
 }
@@ -160,6 +188,7 @@ impl Artifact {
         let manifest = serde_json::to_string_pretty(&self.manifest).map_err(|e| Error::artifact(dir, e))?;
         let weights = match &self.weights {
             Weights::Native(c) => (WEIGHTS, c.to_json()?.into_bytes()),
+            Weights::Ranker(r) => (WEIGHTS, r.to_json()?.into_bytes()),
             Weights::Onnx(bytes) => (ONNX, bytes.clone()),
         };
         for (file, body) in [(MANIFEST, manifest.into_bytes()), weights] {
@@ -188,6 +217,16 @@ impl Artifact {
         let weights = if manifest.algorithm == Algorithm::Onnx {
             let path = dir.join(ONNX);
             Weights::Onnx(std::fs::read(&path).map_err(|e| Error::artifact(&path, e))?)
+        } else if manifest.algorithm.is_ranker() {
+            let path = dir.join(WEIGHTS);
+            let ranker = Ranker::from_json(manifest.algorithm, &read(&path)?).map_err(|e| Error::artifact(&path, e))?;
+            if ranker.offers() != manifest.offers.len() {
+                return Err(Error::artifact(
+                    &path,
+                    format!("ranks {} offers; the manifest lists {}", ranker.offers(), manifest.offers.len()),
+                ));
+            }
+            Weights::Ranker(ranker)
         } else {
             let path = dir.join(WEIGHTS);
             Weights::Native(
@@ -201,8 +240,35 @@ impl Artifact {
     pub fn classifier(&self) -> Option<&Classifier> {
         match &self.weights {
             Weights::Native(c) => Some(c),
-            Weights::Onnx(_) => None,
+            Weights::Ranker(_) | Weights::Onnx(_) => None,
         }
+    }
+
+    /// The fitted ranker of a next-best-offer model.
+    pub fn ranker(&self) -> Option<&Ranker> {
+        match &self.weights {
+            Weights::Ranker(r) => Some(r),
+            Weights::Native(_) | Weights::Onnx(_) => None,
+        }
+    }
+
+    /// Ranks the offers for one row (`inputs` in [`Manifest::features`] order), most probable
+    /// first; `top` of them (0: all). A classifier is an [`Error::InvalidArgument`].
+    pub fn rank(&self, inputs: &[Input<'_>], top: usize) -> Result<Vec<RankedOffer>> {
+        let Some(ranker) = self.ranker() else {
+            return Err(Error::InvalidArgument(format!(
+                "{} v{} is a {} model: it scores, it does not rank offers",
+                self.manifest.model, self.manifest.version, self.manifest.algorithm
+            )));
+        };
+        let row = self.encode(inputs)?;
+        let p = ranker.predict(&row, row.len())?;
+        let n = if top == 0 { p.len() } else { top.min(p.len()) };
+        Ok(ranked(&p)
+            .into_iter()
+            .take(n)
+            .map(|i| RankedOffer { offer: self.manifest.offers[i].clone(), probability: p[i] })
+            .collect())
     }
 
     /// The model row of one entity (`inputs` in [`Manifest::features`] order).
@@ -217,10 +283,12 @@ impl Artifact {
     /// [`Error::InvalidArgument`]: `livora-inference` runs those.
     pub fn score(&self, inputs: &[Input<'_>], top: usize) -> Result<Score> {
         let Some(classifier) = self.classifier() else {
-            return Err(Error::InvalidArgument(format!(
-                "{} v{} is an ONNX model: score it with livora-inference's ONNX runtime",
-                self.manifest.model, self.manifest.version
-            )));
+            let why = if self.ranker().is_some() {
+                "a ranker: rank its offers (`Artifact::rank`)"
+            } else {
+                "an ONNX model: score it with livora-inference's ONNX runtime"
+            };
+            return Err(Error::InvalidArgument(format!("{} v{} is {why}", self.manifest.model, self.manifest.version)));
         };
         let encoder = &self.manifest.encoder;
         let row = self.encode(inputs)?;

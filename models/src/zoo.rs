@@ -35,8 +35,16 @@ pub struct ModelSpec {
 /// later evaluation period for both models (churn AUC 0.742 against 0.738, leads 0.860 against
 /// 0.829): customers' behaviour drifts, and shallow trees carry less of the training period's
 /// particulars. `FitParams::default()` keeps depth 5 for data with deeper interactions.
-const SHALLOW_TREES: FitParams =
-    FitParams { seed: 42, l2: 1.0, max_iterations: 300, trees: 300, learning_rate: 0.1, max_depth: 2 };
+const SHALLOW_TREES: FitParams = FitParams {
+    seed: 42,
+    l2: 1.0,
+    max_iterations: 300,
+    trees: 300,
+    learning_rate: 0.1,
+    max_depth: 2,
+    hidden_units: 64,
+    epochs: 60,
+};
 
 /// How a row at time `t` is labelled from the entity's purchases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +61,13 @@ pub enum LabelSpec {
         /// The horizon, days.
         horizon_days: i64,
     },
+    /// Next-best offer: the offers accepted in `(t, t + horizon]` (a purchase of an item of one
+    /// of an offer's categories). Rows that accept none are left out: the model ranks what a
+    /// customer buys next, the churn model says whether they buy.
+    OffersAcceptedWithin {
+        /// The horizon, days.
+        horizon_days: i64,
+    },
 }
 
 impl LabelSpec {
@@ -60,15 +75,38 @@ impl LabelSpec {
     /// are known.
     pub fn horizon_micros(self) -> i64 {
         match self {
-            Self::NoPurchaseWithin { horizon_days } | Self::FirstPurchaseWithin { horizon_days } => {
-                horizon_days * DAY_MICROS
-            }
+            Self::NoPurchaseWithin { horizon_days }
+            | Self::FirstPurchaseWithin { horizon_days }
+            | Self::OffersAcceptedWithin { horizon_days } => horizon_days * DAY_MICROS,
         }
     }
 
+    /// Whether the label is a set of offers (a ranking model) rather than a class.
+    pub fn is_ranking(self) -> bool {
+        matches!(self, Self::OffersAcceptedWithin { .. })
+    }
+
+    /// The offers accepted by a row at `t` (µs), given the entity's purchases as (time µs,
+    /// indices of the offers the purchase accepts), in time order: the distinct offers of the
+    /// purchases in `(t, t + horizon]`, ascending; `None` when there are none (or for a binary
+    /// label).
+    pub fn accepted(self, t: i64, purchases: &[(i64, Vec<usize>)]) -> Option<Vec<usize>> {
+        if !self.is_ranking() {
+            return None;
+        }
+        debug_assert!(purchases.is_sorted_by_key(|p| p.0));
+        let from = purchases.partition_point(|p| p.0 <= t);
+        let until = purchases.partition_point(|p| p.0 <= t + self.horizon_micros());
+        let mut offers: Vec<usize> = purchases[from..until].iter().flat_map(|p| p.1.iter().copied()).collect();
+        offers.sort_unstable();
+        offers.dedup();
+        (!offers.is_empty()).then_some(offers)
+    }
+
     /// The label of a row at `t` (µs) given the entity's purchase times (µs, ascending), or
-    /// `None` when the row is not in the model's population. Only purchases after `t` decide the
-    /// label, and only purchases at or before `t` decide the population: no feature is read.
+    /// `None` when the row is not in the model's population (and always for a ranking label:
+    /// see [`LabelSpec::accepted`]). Only purchases after `t` decide the label, and only
+    /// purchases at or before `t` decide the population: no feature is read.
     pub fn label(self, t: i64, purchases: &[i64]) -> Option<bool> {
         debug_assert!(purchases.is_sorted());
         // Purchases at or before t, and the first one after.
@@ -78,6 +116,7 @@ impl LabelSpec {
         match self {
             Self::NoPurchaseWithin { .. } => (before > 0).then_some(!within),
             Self::FirstPurchaseWithin { .. } => (before == 0).then_some(within),
+            Self::OffersAcceptedWithin { .. } => None,
         }
     }
 
@@ -90,6 +129,9 @@ impl LabelSpec {
             Self::FirstPurchaseWithin { horizon_days } => {
                 format!("leads (no purchase at or before t): 1 when the first purchase is in (t, t + {horizon_days}d]")
             }
+            Self::OffersAcceptedWithin { horizon_days } => format!(
+                "users who buy in (t, t + {horizon_days}d]: the offers whose categories the purchases' items are in"
+            ),
         }
     }
 }
@@ -119,6 +161,25 @@ pub const LEAD_SCORING: ModelSpec = ModelSpec {
     params: SHALLOW_TREES,
 };
 
+/// The next-best-offer network's fit: 32 hidden units, strong weight decay. On the simulated shop
+/// (2,400 training rows) it ranked best among 32/64 units, weight decay 1e-4 to 0.1 and steps
+/// 0.003 to 0.03: NDCG@3 0.528 against popularity's 0.340; 64 units overfit (0.465).
+const OFFER_NETWORK: FitParams =
+    FitParams { l2: 0.1, learning_rate: 0.01, hidden_units: 32, epochs: 200, ..SHALLOW_TREES };
+
+/// Next-best offer: the offers of the client's catalogue (its feature repository's `[[offer]]`s)
+/// ranked by the probability that the user accepts each next, for users about to buy.
+pub const NEXT_BEST_OFFER: ModelSpec = ModelSpec {
+    name: "next_best_offer",
+    description: "The offers a user is most likely to accept next, ranked",
+    feature_service: "next_best_offer",
+    spine_view: "user_activity",
+    label: LabelSpec::OffersAcceptedWithin { horizon_days: 14 },
+    default_algorithm: Algorithm::Mlp,
+    baseline: Algorithm::Popularity,
+    params: OFFER_NETWORK,
+};
+
 /// The feature view a model's scores are served as (`churn_prediction`): online, each entity's
 /// latest score; offline, the prediction log. A client that wants its segments to filter on
 /// scores registers it (the example repository does).
@@ -129,6 +190,12 @@ pub fn prediction_view(model: &str) -> String {
 /// The prediction view's score feature (`churn_probability`).
 pub fn probability_feature(model: &str) -> String {
     format!("{model}_probability")
+}
+
+/// A ranker's prediction view feature holding the most probable offer (`next_best_offer_offer`);
+/// `<model>_probability` is that offer's probability.
+pub fn offer_feature(model: &str) -> String {
+    format!("{model}_offer")
 }
 
 /// The prediction view's feature naming the version that scored (`churn_model_version`).
@@ -143,7 +210,7 @@ pub fn prediction_log_path(model: &str) -> String {
 }
 
 /// Every model of the zoo.
-pub const ZOO: [&ModelSpec; 2] = [&CHURN, &LEAD_SCORING];
+pub const ZOO: [&ModelSpec; 3] = [&CHURN, &LEAD_SCORING, &NEXT_BEST_OFFER];
 
 /// The model called `name`.
 pub fn spec(name: &str) -> Result<&'static ModelSpec> {
@@ -182,9 +249,21 @@ mod tests {
     }
 
     #[test]
+    fn offers_accepted_look_only_ahead_within_the_horizon() {
+        let nbo = NEXT_BEST_OFFER.label;
+        let purchases = [(5 * D, vec![0]), (10 * D, vec![1]), (12 * D, vec![3, 1]), (24 * D + 1, vec![2])];
+        // The purchase at t is not "after"; the one a microsecond past the horizon is not within.
+        assert_eq!(nbo.accepted(10 * D, &purchases), Some(vec![1, 3]));
+        assert_eq!(nbo.accepted(4 * D, &purchases), Some(vec![0, 1, 3]));
+        assert_eq!(nbo.accepted(24 * D + 1, &purchases), None);
+        assert_eq!(nbo.label(10 * D, &[11 * D]), None);
+        assert_eq!(CHURN.label.accepted(10 * D, &purchases), None);
+    }
+
+    #[test]
     fn unknown_models_list_the_zoo() {
         assert_eq!(spec("churn").map(|m| m.feature_service).ok(), Some("churn"));
         let err = spec("chrun").expect_err("typo");
-        assert_eq!(err.to_string(), "unknown model `chrun`; the zoo has churn, lead_scoring");
+        assert_eq!(err.to_string(), "unknown model `chrun`; the zoo has churn, lead_scoring, next_best_offer");
     }
 }

@@ -61,6 +61,8 @@ fn artifact(client_id: &str, version: i64, algorithm: Algorithm) -> Artifact {
                 baseline_algorithm: Algorithm::Prior,
                 baseline: metrics,
             }),
+            offers: Vec::new(),
+            ranking: None,
             code_version: "test".into(),
             created_at: t,
         },

@@ -9,10 +9,11 @@ use indicatif::ProgressBar;
 use livora_common::ClientId;
 use livora_feature_store::dataset::{self, DatasetRequest, Entities, Selection};
 use livora_feature_store::{OfflineStore, Repo, SpineOptions};
+use livora_models::algorithms::ranked;
 use livora_models::encoding::Skipped;
 use livora_models::{
-    Algorithm, Artifact, Classifier, Encoder, Evaluation, FeatureRef, FitParams, Manifest, ModelSpec, Table, Training,
-    Weights, classifier_metrics,
+    Algorithm, Artifact, Classifier, Encoder, Evaluation, FeatureRef, FitParams, Manifest, ModelSpec, Ranker,
+    RankingEvaluation, Table, Training, Weights, classifier_metrics, ranking_metrics,
 };
 use polars::prelude::IntoLazy;
 use sha2::{Digest, Sha256};
@@ -68,8 +69,42 @@ impl TrainRequest {
 pub struct Purchases {
     /// Entity key → purchase times (µs), ascending.
     pub times: HashMap<String, Vec<i64>>,
+    /// Entity key → each purchase's time (µs) and its items' categories, in time order: the
+    /// labels of a ranking model (next-best offer). Empty for the other models.
+    pub categories: HashMap<String, Vec<(i64, Vec<String>)>>,
     /// The latest event time of any event in the lake (µs): a label window must end by then.
     pub latest: Option<i64>,
+}
+
+impl Purchases {
+    /// Purchases with their items' categories, from each user's purchase events as (time µs,
+    /// `props` JSON) in time order: the categories are the `category` of each of
+    /// `props.items` (the shop SDKs' and the simulator's purchase schema). A purchase whose
+    /// props hold no item category accepts no offer; it still counts as a purchase.
+    pub fn with_categories(events: HashMap<String, Vec<(i64, String)>>, latest: Option<i64>) -> Self {
+        let mut out = Self { latest, ..Self::default() };
+        for (user, events) in events {
+            let times = events.iter().map(|e| e.0).collect();
+            let categories = events.into_iter().map(|(t, props)| (t, item_categories(&props))).collect();
+            out.times.insert(user.clone(), times);
+            out.categories.insert(user, categories);
+        }
+        out
+    }
+}
+
+/// The distinct `category` values of a purchase's `props.items`, in item order.
+fn item_categories(props: &str) -> Vec<String> {
+    let Ok(props) = serde_json::from_str::<serde_json::Value>(props) else { return Vec::new() };
+    let mut out: Vec<String> = Vec::new();
+    for item in props.get("items").and_then(|i| i.as_array()).into_iter().flatten() {
+        if let Some(c) = item.get("category").and_then(|c| c.as_str())
+            && !out.iter().any(|o| o == c)
+        {
+            out.push(c.to_owned());
+        }
+    }
+    out
 }
 
 /// Spine rows that did not become training rows, and why.
@@ -88,8 +123,12 @@ pub struct Prepared {
     pub keys: Vec<String>,
     /// Time of each row (µs).
     pub times: Vec<i64>,
-    /// Label of each row.
+    /// Label of each row of a classifier (empty for a ranker).
     pub labels: Vec<bool>,
+    /// A ranker: the offers, in the model's output order (the client's `[[offer]]`s by name).
+    pub offers: Vec<String>,
+    /// A ranker: the offers each row accepted (indices into `offers`, ascending, never empty).
+    pub accepted: Vec<Vec<usize>>,
     /// The features of each row.
     pub table: Table,
     /// The features the table holds, in order.
@@ -156,14 +195,30 @@ pub fn prepare(
     progress.set_message("labelling the rows from the lake".to_owned());
     let horizon = spec.label.horizon_micros();
     let latest = purchases.latest.unwrap_or(i64::MIN);
+    let (offers, offer_purchases) = if spec.label.is_ranking() {
+        offer_purchases(repo, spec, &request.client, purchases)?
+    } else {
+        (Vec::new(), HashMap::new())
+    };
     let mut dropped = Dropped::default();
     let mut rows = Vec::new();
     let mut labels = Vec::new();
+    let mut accepted = Vec::new();
     let none: Vec<i64> = Vec::new();
     for (i, (k, &t)) in keys.iter().zip(&times).enumerate() {
         let Some(k) = k else { continue };
         if t.saturating_add(horizon) > latest {
             dropped.label_not_observed += 1;
+            continue;
+        }
+        if spec.label.is_ranking() {
+            match offer_purchases.get(k.as_str()).and_then(|p| spec.label.accepted(t, p)) {
+                Some(taken) => {
+                    rows.push(i);
+                    accepted.push(taken);
+                }
+                None => dropped.not_in_population += 1,
+            }
             continue;
         }
         match spec.label.label(t, purchases.times.get(k).unwrap_or(&none)) {
@@ -178,6 +233,8 @@ pub fn prepare(
         keys: rows.iter().filter_map(|&i| keys[i].clone()).collect(),
         times: rows.iter().map(|&i| times[i]).collect(),
         labels,
+        offers,
+        accepted,
         table: table.take(&rows),
         features,
         skipped,
@@ -186,6 +243,52 @@ pub fn prepare(
         entity: view.entity.clone(),
         join_key: key,
     })
+}
+
+/// Entity key → purchases as (time, offers accepted), for a ranking model: the client's offers
+/// (by name; the model's output order) and, for each purchase, the offers whose categories its
+/// items are in.
+type OfferPurchases<'a> = HashMap<&'a str, Vec<(i64, Vec<usize>)>>;
+
+fn offer_purchases<'a>(
+    repo: &Repo,
+    spec: &ModelSpec,
+    client: &ClientId,
+    purchases: &'a Purchases,
+) -> Result<(Vec<String>, OfferPurchases<'a>)> {
+    let offers: Vec<String> = repo.offers.keys().cloned().collect();
+    if offers.len() < 2 {
+        return Err(Error::InvalidArgument(format!(
+            "model `{}` ranks the client's offers, and client `{client}`'s feature repository defines {}; \
+             define at least 2 `[[offer]]`s (name, categories) and `livora apply` it",
+            spec.name,
+            offers.len()
+        )));
+    }
+    let mut by_category: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, offer) in repo.offers.values().enumerate() {
+        for c in &offer.categories {
+            by_category.entry(c.as_str()).or_default().push(i);
+        }
+    }
+    let table = purchases
+        .categories
+        .iter()
+        .map(|(user, list)| {
+            let list = list
+                .iter()
+                .map(|(t, categories)| {
+                    let mut taken: Vec<usize> =
+                        categories.iter().filter_map(|c| by_category.get(c.as_str())).flatten().copied().collect();
+                    taken.sort_unstable();
+                    taken.dedup();
+                    (*t, taken)
+                })
+                .collect();
+            (user.as_str(), list)
+        })
+        .collect();
+    Ok((offers, table))
 }
 
 /// The row indices that train and that evaluate, and the split time: evaluation rows are those
@@ -230,7 +333,17 @@ pub fn fit(request: &TrainRequest, prepared: &Prepared, version: i64, progress: 
     let started = Instant::now();
     let spec = request.model;
     let algorithm = request.algorithm.unwrap_or(spec.default_algorithm);
-    let baseline_algorithm = if algorithm == spec.baseline { Algorithm::Prior } else { spec.baseline };
+    let ranking = spec.label.is_ranking();
+    if algorithm.is_ranker() != ranking {
+        let choices: Vec<&str> = Algorithm::ALL.iter().filter(|a| a.is_ranker() == ranking).map(|a| a.name()).collect();
+        let what = if ranking { "ranks offers" } else { "is a classifier" };
+        return Err(Error::InvalidArgument(format!(
+            "model `{}` {what}: --algorithm {algorithm} does not fit it; use one of {}",
+            spec.name,
+            choices.join(", ")
+        )));
+    }
+    let baseline_algorithm = if algorithm == spec.baseline && !ranking { Algorithm::Prior } else { spec.baseline };
     let (train, test, split_at) = split(&prepared.times, spec.label.horizon_micros(), request.test_fraction)?;
     let d = &prepared.dropped;
     for (side, rows) in [("training", &train), ("evaluation", &test)] {
@@ -240,26 +353,15 @@ pub fn fit(request: &TrainRequest, prepared: &Prepared, version: i64, progress: 
                  window past the lake's last event); at least {MIN_ROWS} are needed: widen --start/--end \
                  or use a shorter --cadence",
                 rows.len(),
-                prepared.labels.len(),
+                prepared.times.len(),
                 d.not_in_population,
                 d.label_not_observed
             ))
             .into());
         }
     }
-    let test_positives = test.iter().filter(|&&i| prepared.labels[i]).count();
-    if test_positives == 0 || test_positives == test.len() {
-        return Err(livora_models::Error::InsufficientData(format!(
-            "the {} evaluation rows have a single class ({test_positives} positive): no metric can rank them; \
-             widen --start/--end",
-            test.len()
-        ))
-        .into());
-    }
     let train_table = prepared.table.take(&train);
     let test_table = prepared.table.take(&test);
-    let y_train: Vec<bool> = train.iter().map(|&i| prepared.labels[i]).collect();
-    let y_test: Vec<bool> = test.iter().map(|&i| prepared.labels[i]).collect();
 
     progress.set_message("encoding features".to_owned());
     let mut encoder = Encoder::fit(&train_table)?;
@@ -268,16 +370,18 @@ pub fn fit(request: &TrainRequest, prepared: &Prepared, version: i64, progress: 
     let x_train = encoder.encode_table(&train_table)?;
     let x_test = encoder.encode_table(&test_table)?;
 
-    progress.set_message(format!("fitting {algorithm} on {} rows × {width} columns", y_train.len()));
-    let model = Classifier::fit(algorithm, &x_train, width, &y_train, &request.params)?;
-    progress.set_message(format!("fitting the {baseline_algorithm} baseline"));
-    let baseline = Classifier::fit(baseline_algorithm, &x_train, width, &y_train, &request.params)?;
-    progress.set_message(format!("evaluating on {} rows", y_test.len()));
-    let evaluation = Evaluation {
-        model: classifier_metrics(&model.predict(&x_test, width), &y_test),
+    let job = Job {
+        request,
+        prepared,
+        algorithm,
         baseline_algorithm,
-        baseline: classifier_metrics(&baseline.predict(&x_test, width), &y_test),
+        train: &train,
+        x_train: &x_train,
+        test: &test,
+        x_test: &x_test,
+        width,
     };
+    let fitted = if ranking { fit_ranker(&job, progress)? } else { fit_classifier(&job, progress)? };
 
     // The encoder may have dropped features missing on every training row: keep the manifest's
     // feature list in the encoder's order, as inference reads them.
@@ -286,7 +390,6 @@ pub fn fit(request: &TrainRequest, prepared: &Prepared, version: i64, progress: 
         .iter()
         .filter_map(|f| prepared.features.iter().find(|r| r.column() == f.name).cloned())
         .collect();
-    let positives = y_train.iter().filter(|&&y| y).count();
     let manifest = Manifest {
         format: livora_models::artifact::FORMAT,
         model: spec.name.to_owned(),
@@ -305,18 +408,120 @@ pub fn fit(request: &TrainRequest, prepared: &Prepared, version: i64, progress: 
             end: request.end,
             cadence_seconds: request.cadence.as_secs(),
             split_at: micros(split_at),
-            train_rows: y_train.len(),
-            test_rows: y_test.len(),
-            train_positive_rate: positives as f64 / y_train.len() as f64,
+            train_rows: train.len(),
+            test_rows: test.len(),
+            train_positive_rate: fitted.positive_rate,
             params: request.params,
-            dataset_fingerprint: fingerprint(&[(&x_train, &y_train), (&x_test, &y_test)]),
+            dataset_fingerprint: fitted.fingerprint,
             seconds: started.elapsed().as_secs_f64(),
         }),
-        evaluation: Some(evaluation),
+        evaluation: fitted.evaluation,
+        offers: if ranking { prepared.offers.clone() } else { Vec::new() },
+        ranking: fitted.ranking,
         code_version: env!("CARGO_PKG_VERSION").to_owned(),
         created_at: Utc::now(),
     };
-    Ok(Artifact { manifest, weights: Weights::Native(model) })
+    Ok(Artifact { manifest, weights: fitted.weights })
+}
+
+/// What fitting a model and its baseline produced.
+struct Fitted {
+    weights: Weights,
+    evaluation: Option<Evaluation>,
+    ranking: Option<RankingEvaluation>,
+    /// Classifiers: the positive share of the training rows; rankers: the share of the training
+    /// rows' acceptances that went to the most accepted offer.
+    positive_rate: f64,
+    fingerprint: String,
+}
+
+/// One fit: what to fit, and the rows of each side of the split with their encoded matrices.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    request: &'a TrainRequest,
+    prepared: &'a Prepared,
+    algorithm: Algorithm,
+    baseline_algorithm: Algorithm,
+    train: &'a [usize],
+    x_train: &'a [f64],
+    test: &'a [usize],
+    x_test: &'a [f64],
+    width: usize,
+}
+
+fn fit_classifier(job: &Job<'_>, progress: &ProgressBar) -> Result<Fitted> {
+    let Job { request, prepared, algorithm, baseline_algorithm, train, x_train, test, x_test, width } = *job;
+    let y_train: Vec<bool> = train.iter().map(|&i| prepared.labels[i]).collect();
+    let y_test: Vec<bool> = test.iter().map(|&i| prepared.labels[i]).collect();
+    let test_positives = y_test.iter().filter(|&&y| y).count();
+    if test_positives == 0 || test_positives == test.len() {
+        return Err(livora_models::Error::InsufficientData(format!(
+            "the {} evaluation rows have a single class ({test_positives} positive): no metric can rank them; \
+             widen --start/--end",
+            test.len()
+        ))
+        .into());
+    }
+    progress.set_message(format!("fitting {algorithm} on {} rows × {width} columns", y_train.len()));
+    let model = Classifier::fit(algorithm, x_train, width, &y_train, &request.params)?;
+    progress.set_message(format!("fitting the {baseline_algorithm} baseline"));
+    let baseline = Classifier::fit(baseline_algorithm, x_train, width, &y_train, &request.params)?;
+    progress.set_message(format!("evaluating on {} rows", y_test.len()));
+    let evaluation = Evaluation {
+        model: classifier_metrics(&model.predict(x_test, width), &y_test),
+        baseline_algorithm,
+        baseline: classifier_metrics(&baseline.predict(x_test, width), &y_test),
+    };
+    let positives = y_train.iter().filter(|&&y| y).count();
+    Ok(Fitted {
+        weights: Weights::Native(model),
+        evaluation: Some(evaluation),
+        ranking: None,
+        positive_rate: positives as f64 / y_train.len() as f64,
+        fingerprint: fingerprint(&[(x_train, &y_train), (x_test, &y_test)]),
+    })
+}
+
+/// The cut-offs rankings are evaluated at.
+const RANKING_CUTOFFS: [usize; 2] = [1, 3];
+
+fn fit_ranker(job: &Job<'_>, progress: &ProgressBar) -> Result<Fitted> {
+    let Job { request, prepared, algorithm, baseline_algorithm, train, x_train, test, x_test, width } = *job;
+    let offers = prepared.offers.len();
+    let a_train: Vec<Vec<usize>> = train.iter().map(|&i| prepared.accepted[i].clone()).collect();
+    let a_test: Vec<Vec<usize>> = test.iter().map(|&i| prepared.accepted[i].clone()).collect();
+    progress.set_message(format!("fitting {algorithm} on {} rows × {width} columns, {offers} offers", train.len()));
+    let model = Ranker::fit(algorithm, x_train, width, &a_train, offers, &request.params)?;
+    progress.set_message(format!("fitting the {baseline_algorithm} baseline"));
+    let baseline = Ranker::fit(baseline_algorithm, x_train, width, &a_train, offers, &request.params)?;
+    progress.set_message(format!("evaluating on {} rows", test.len()));
+    let rankings =
+        |r: &Ranker| -> Result<Vec<Vec<usize>>> { Ok(r.predict(x_test, width)?.chunks(offers).map(ranked).collect()) };
+    let at_cutoffs = |ranked: &[Vec<usize>]| -> Vec<_> {
+        RANKING_CUTOFFS.iter().map(|&k| ranking_metrics(ranked, &a_test, k)).collect()
+    };
+    let evaluation = RankingEvaluation {
+        model: at_cutoffs(&rankings(&model)?),
+        baseline_algorithm,
+        baseline: at_cutoffs(&rankings(&baseline)?),
+    };
+    let mut counts = vec![0usize; offers];
+    for taken in &a_train {
+        for &o in taken {
+            counts[o] += 1;
+        }
+    }
+    let total: usize = counts.iter().sum();
+    let multi_hot = |rows: &[Vec<usize>]| -> Vec<bool> {
+        rows.iter().flat_map(|taken| (0..offers).map(move |o| taken.contains(&o))).collect()
+    };
+    Ok(Fitted {
+        weights: Weights::Ranker(model),
+        evaluation: None,
+        ranking: Some(evaluation),
+        positive_rate: counts.iter().max().map_or(0.0, |&m| m as f64 / total.max(1) as f64),
+        fingerprint: fingerprint(&[(x_train, &multi_hot(&a_train)), (x_test, &multi_hot(&a_test))]),
+    })
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    AggFunction, Aggregation, Entity, Feature, FeatureKind, FeatureService, FeatureView, Origin, Repo, Source,
+    AggFunction, Aggregation, Entity, Feature, FeatureKind, FeatureService, FeatureView, Offer, Origin, Repo, Source,
     SourceKind, Window,
 };
 use crate::value::ValueType;
@@ -48,6 +48,17 @@ struct RawFile {
     feature_view: Vec<Spanned<RawView>>,
     #[serde(default)]
     feature_service: Vec<Spanned<RawService>>,
+    #[serde(default)]
+    offer: Vec<Spanned<RawOffer>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOffer {
+    name: Spanned<String>,
+    categories: Vec<Spanned<String>>,
+    #[serde(default)]
+    description: String,
 }
 
 #[derive(Deserialize)]
@@ -206,6 +217,9 @@ pub fn parse_files(files: &[(PathBuf, String)]) -> Result<Repo, Vec<DefinitionEr
         let at = At { file, text };
         for s in &raw.feature_service {
             cx.service(&at, s);
+        }
+        for o in &raw.offer {
+            cx.offer(&at, o);
         }
     }
     if cx.errors.is_empty() { Ok(cx.repo) } else { Err(cx.errors) }
@@ -692,6 +706,38 @@ impl Checker {
                 description: raw.description.clone(),
                 origin: at.origin(s),
             },
+        );
+    }
+
+    fn offer(&mut self, at: &At<'_>, o: &Spanned<RawOffer>) {
+        let raw = o.get_ref();
+        let name = raw.name.get_ref();
+        if !valid_name(name) {
+            self.err(at, &raw.name, format!("offer name `{name}` must match [a-z][a-z0-9_]{{0,62}}"));
+            return;
+        }
+        if let Some(first) = self.repo.offers.get(name) {
+            let msg = format!("duplicate offer `{name}` (first defined at {})", first.origin);
+            self.err(at, &raw.name, msg);
+            return;
+        }
+        if raw.categories.is_empty() {
+            self.err(at, o, format!("offer `{name}`: categories must name at least one product category"));
+        }
+        let mut categories: Vec<String> = Vec::new();
+        for c in &raw.categories {
+            let category = c.get_ref();
+            if category.is_empty() || category.len() > 128 || category.chars().any(char::is_control) {
+                self.err(at, c, format!("offer `{name}`: category `{category}` must be 1 to 128 printable characters"));
+            } else if categories.contains(category) {
+                self.err(at, c, format!("offer `{name}`: category `{category}` is listed twice"));
+            } else {
+                categories.push(category.clone());
+            }
+        }
+        self.repo.offers.insert(
+            name.clone(),
+            Offer { name: name.clone(), categories, description: raw.description.clone(), origin: at.origin(o) },
         );
     }
 }

@@ -37,10 +37,12 @@ pub use load::{DefinitionError, load_repo, parse_files};
 
 /// The example shop feature repository (`feature-store/example-repo`), compiled in: the demo
 /// registers it for the `demo` client.
-pub const EXAMPLE_REPO: [(&str, &str); 7] = [
+pub const EXAMPLE_REPO: [(&str, &str); 9] = [
     ("entities.toml", include_str!("../../example-repo/entities.toml")),
+    ("offers.toml", include_str!("../../example-repo/offers.toml")),
     ("sources.toml", include_str!("../../example-repo/sources.toml")),
     ("user_activity.toml", include_str!("../../example-repo/user_activity.toml")),
+    ("user_interests.toml", include_str!("../../example-repo/user_interests.toml")),
     ("product_activity.toml", include_str!("../../example-repo/product_activity.toml")),
     ("customer_profile.toml", include_str!("../../example-repo/customer_profile.toml")),
     ("predictions.toml", include_str!("../../example-repo/predictions.toml")),
@@ -69,6 +71,9 @@ pub struct Repo {
     pub views: BTreeMap<String, FeatureView>,
     /// Feature services by name.
     pub services: BTreeMap<String, FeatureService>,
+    /// The offers a next-best-offer model ranks, by name.
+    #[serde(default)]
+    pub offers: BTreeMap<String, Offer>,
 }
 
 /// Where a definition was written.
@@ -263,6 +268,21 @@ impl AggFunction {
             Self::DistinctCount => "distinct_count",
         }
     }
+}
+
+/// Something the shop can put in front of a customer (a promotion of some product categories):
+/// what a next-best-offer model ranks. A customer accepts an offer by buying an item of one of
+/// its categories (an item's `category` in a purchase event's `props.items`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    /// Its name.
+    pub name: String,
+    /// The product categories whose purchase accepts it.
+    pub categories: Vec<String>,
+    /// What it is.
+    pub description: String,
+    /// Where it is defined.
+    pub origin: Origin,
 }
 
 /// A named set of features that a model consumes.

@@ -36,6 +36,8 @@ fn the_example_repository_loads() {
     assert_eq!(repo.views["product_activity"].key_field.as_deref(), Some("props.product_id"));
     assert!(!repo.views["customer_profile"].is_streaming());
     assert_eq!(repo.services["churn"].features.len(), 27);
+    assert_eq!(repo.offers.len(), 9);
+    assert_eq!(repo.offers["home_and_garden_week"].categories, ["home", "garden"]);
     let revenue = activity.feature("revenue_30d").unwrap();
     let FeatureKind::Aggregation(agg) = &revenue.kind else { panic!("revenue_30d is an aggregation") };
     assert_eq!(agg.window, Some(Window { size: Duration::from_secs(30 * 86_400), hop: Duration::from_secs(86_400) }));
@@ -190,4 +192,40 @@ fn the_compiled_in_example_is_the_whole_folder() {
     assert_eq!(compiled, on_disk, "EXAMPLE_REPO must list every file of example-repo/");
     let files: Vec<(PathBuf, String)> = EXAMPLE_REPO.iter().map(|(n, t)| (PathBuf::from(n), t.to_string())).collect();
     assert_eq!(parse_files(&files).unwrap(), load_repo(&root).unwrap());
+}
+
+#[test]
+fn offers_are_checked() {
+    let offers = r#"
+[[offer]]
+name = "fashion"
+categories = ["fashion"]
+
+[[offer]]
+name = "fashion"
+categories = ["shoes"]
+
+[[offer]]
+name = "Bad"
+categories = ["x"]
+
+[[offer]]
+name = "none"
+categories = []
+
+[[offer]]
+name = "twice"
+categories = ["home", "home", ""]
+"#;
+    let errs = errors(&[("b.toml", BASE), ("o.toml", offers)]);
+    assert_eq!(
+        errs,
+        [
+            "o.toml:7: duplicate offer `fashion` (first defined at o.toml:2)",
+            "o.toml:11: offer name `Bad` must match [a-z][a-z0-9_]{0,62}",
+            "o.toml:14: offer `none`: categories must name at least one product category",
+            "o.toml:20: offer `twice`: category `home` is listed twice",
+            "o.toml:20: offer `twice`: category `` must be 1 to 128 printable characters",
+        ]
+    );
 }

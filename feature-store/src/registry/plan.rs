@@ -7,7 +7,7 @@ use crate::definitions::{FeatureView, Repo};
 /// One line of a plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
-    /// `entity`, `source`, `view` or `service`.
+    /// `entity`, `source`, `view`, `service` or `offer`.
     pub kind: &'static str,
     /// Its name.
     pub name: String,
@@ -66,6 +66,16 @@ impl Plan {
             }
             if a.owner != b.owner || a.description != b.description {
                 d.push("owner or description".into());
+            }
+            d
+        });
+        diff(&mut plan, "offer", &old.offers, &new.offers, |a, b| {
+            let mut d = Vec::new();
+            if a.categories != b.categories {
+                d.push(format!("categories {:?} → {:?}", a.categories, b.categories));
+            }
+            if a.description != b.description {
+                d.push("description".into());
             }
             d
         });

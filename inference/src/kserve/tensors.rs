@@ -265,10 +265,12 @@ pub(crate) fn check_outputs(request: &ModelInferRequest) -> Result<()> {
     }
 }
 
-/// The [`OUTPUT`] tensor of `probabilities`: typed in `contents`, or as raw bytes to put in
-/// `raw_output_contents` when `raw`.
-pub(crate) fn output(probabilities: Vec<f64>, raw: bool) -> (InferOutputTensor, Option<Vec<u8>>) {
-    let shape = vec![probabilities.len() as i64];
+/// The [`OUTPUT`] tensor of `probabilities`, `per_row` values a row (shape `[N]` when 1, else
+/// `[N, per_row]`): typed in `contents`, or as raw bytes to put in `raw_output_contents` when
+/// `raw`.
+pub(crate) fn output(probabilities: Vec<f64>, per_row: usize, raw: bool) -> (InferOutputTensor, Option<Vec<u8>>) {
+    let rows = (probabilities.len() / per_row.max(1)) as i64;
+    let shape = if per_row == 1 { vec![rows] } else { vec![rows, per_row as i64] };
     let mut tensor = InferOutputTensor { name: OUTPUT.into(), datatype: FP64.into(), shape, ..Default::default() };
     if raw {
         return (tensor, Some(probabilities.iter().flat_map(|p| p.to_le_bytes()).collect()));
@@ -359,12 +361,15 @@ mod tests {
         assert_eq!(inputs.table.columns[0], Column::Numeric(vec![Some(7.0)]));
         assert_eq!(inputs.table.columns[1], Column::Categorical(vec![Some("é".into())]));
 
-        let (tensor, raw) = output(vec![0.25, 0.5], false);
+        let (tensor, raw) = output(vec![0.25, 0.5], 1, false);
         assert_eq!((tensor.name.as_str(), tensor.datatype.as_str(), tensor.shape.as_slice()), (OUTPUT, FP64, &[2][..]));
         assert_eq!(tensor.contents.map(|c| c.fp64_contents), Some(vec![0.25, 0.5]));
         assert_eq!(raw, None);
-        let (tensor, raw) = output(vec![0.25], true);
+        let (tensor, raw) = output(vec![0.25], 1, true);
         assert_eq!((tensor.contents, raw), (None, Some(0.25_f64.to_le_bytes().to_vec())));
+        // A ranker's rows: one probability per offer.
+        let (tensor, _) = output(vec![0.5, 0.3, 0.2, 0.1, 0.1, 0.8], 3, false);
+        assert_eq!(tensor.shape, [2, 3]);
     }
 
     #[test]

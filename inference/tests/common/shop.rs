@@ -14,7 +14,8 @@ use livora_feature_store::{OnlineRow, OnlineStore, Registry, RowKey, Value, load
 use livora_inference::{OnnxConfig, Predictor};
 use livora_ingest::ClientStore;
 use livora_models::{
-    Algorithm, Artifact, Classifier, Column, Encoder, FeatureRef, FitParams, Manifest, ModelRegistry, Table, Weights,
+    Algorithm, Artifact, Classifier, Column, Encoder, FeatureRef, FitParams, Manifest, ModelRegistry, Ranker, Table,
+    Weights,
 };
 use tokio::net::TcpListener;
 
@@ -34,30 +35,61 @@ pub fn features() -> Vec<FeatureRef> {
         .collect()
 }
 
-/// A logistic churn model over three features, fitted on rows where churn follows inactivity.
-pub fn artifact(version: i64, shift: f64) -> Artifact {
+/// The training table of the test models: 400 rows of the three features.
+fn table() -> (Table, Encoder) {
     let n = 400;
     let orders: Vec<Option<f64>> = (0..n).map(|i| Some(f64::from(i % 5))).collect();
     let days: Vec<Option<f64>> = (0..n).map(|i| if i % 10 == 0 { None } else { Some(f64::from(i % 40)) }).collect();
     let channel: Vec<Option<String>> =
         (0..n).map(|i| Some(["email", "web", "push"][(i % 3) as usize].to_owned())).collect();
-    let y: Vec<bool> = (0..n).map(|i| f64::from(i % 40) + shift - 8.0 * f64::from(i % 5) > 10.0).collect();
     let mut table = Table::default();
     for (f, c) in features().iter().zip([Column::Numeric(orders), Column::Numeric(days), Column::Categorical(channel)])
     {
         table.push(f.column(), c).unwrap();
     }
     let encoder = Encoder::fit(&table).unwrap();
+    (table, encoder)
+}
+
+/// A logistic churn model over three features, fitted on rows where churn follows inactivity.
+pub fn artifact(version: i64, shift: f64) -> Artifact {
+    let (table, encoder) = table();
+    let y: Vec<bool> = (0..400).map(|i| f64::from(i % 40) + shift - 8.0 * f64::from(i % 5) > 10.0).collect();
     let x = encoder.encode_table(&table).unwrap();
     let classifier = Classifier::fit(Algorithm::Logistic, &x, encoder.width(), &y, &FitParams::default()).unwrap();
+    manifest_artifact("churn", version, Algorithm::Logistic, encoder, Vec::new(), Weights::Native(classifier))
+}
+
+/// The offers of [`ranker_artifact`], in output order.
+pub const OFFERS: [&str; 3] = ["email_offer", "push_offer", "web_offer"];
+
+/// A next-best-offer MLP over the same features: each row takes the offer of its channel.
+pub fn ranker_artifact(version: i64) -> Artifact {
+    let (table, encoder) = table();
+    let x = encoder.encode_table(&table).unwrap();
+    let accepted: Vec<Vec<usize>> = (0..400).map(|i| vec![[0, 2, 1][i % 3]]).collect();
+    let params = FitParams { learning_rate: 0.05, l2: 0.0, hidden_units: 8, epochs: 60, ..FitParams::default() };
+    let ranker = Ranker::fit(Algorithm::Mlp, &x, encoder.width(), &accepted, OFFERS.len(), &params).unwrap();
+    let offers = OFFERS.iter().map(|o| (*o).to_owned()).collect();
+    manifest_artifact("next_best_offer", version, Algorithm::Mlp, encoder, offers, Weights::Ranker(ranker))
+}
+
+fn manifest_artifact(
+    model: &str,
+    version: i64,
+    algorithm: Algorithm,
+    encoder: Encoder,
+    offers: Vec<String>,
+    weights: Weights,
+) -> Artifact {
     Artifact {
         manifest: Manifest {
             format: livora_models::artifact::FORMAT,
-            model: "churn".into(),
+            model: model.into(),
             version,
             client_id: "shop".into(),
-            algorithm: Algorithm::Logistic,
-            feature_service: "churn".into(),
+            algorithm,
+            feature_service: model.into(),
             feature_registry_version: 1,
             entity: "user".into(),
             join_key: "user_id".into(),
@@ -66,10 +98,12 @@ pub fn artifact(version: i64, shift: f64) -> Artifact {
             label: "test".into(),
             training: None,
             evaluation: None,
+            offers,
+            ranking: None,
             code_version: "test".into(),
             created_at: Utc.with_ymd_and_hms(2026, 11, 1, 0, 0, 0).unwrap(),
         },
-        weights: Weights::Native(classifier),
+        weights,
     }
 }
 

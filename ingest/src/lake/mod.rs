@@ -21,7 +21,7 @@ pub mod store;
 mod writer;
 
 pub use config::LakeConfig;
-pub use reader::{LakeReader, UserEventTimes};
+pub use reader::{LakeReader, UserEventProps, UserEventTimes};
 pub use writer::{LakeError, LakeWriter};
 
 /// The object path prefix of a client's raw events.

@@ -62,6 +62,16 @@ pub struct UserEventTimes {
     pub latest: Option<i64>,
 }
 
+/// Users' events of one kind with their `props`, and how far the lake reaches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserEventProps {
+    /// `user_id` → (event time µs, `props` JSON text) of the user's events of the type asked
+    /// for, in time order. Users without such an event are absent.
+    pub events: HashMap<String, Vec<(i64, String)>>,
+    /// As [`UserEventTimes::latest`].
+    pub latest: Option<i64>,
+}
+
 /// Reads a lake.
 pub struct LakeReader {
     store: Arc<dyn ObjectStore>,
@@ -168,32 +178,82 @@ impl LakeReader {
     /// [`LakeError::Decode`] naming the file for a missing or mistyped column or a null time;
     /// [`LakeError::Client`] for an invalid client id; store and Parquet failures as such.
     pub async fn user_event_times(&self, client: &str, event_type: &str) -> Result<UserEventTimes, LakeError> {
+        let mut times: HashMap<String, Vec<i64>> = HashMap::new();
+        let latest = self
+            .scan_user_events(client, event_type, false, |user, ts, _| {
+                times.entry(user.to_owned()).or_default().push(ts)
+            })
+            .await?;
+        for times in times.values_mut() {
+            times.sort_unstable();
+        }
+        Ok(UserEventTimes { times, latest })
+    }
+
+    /// Like [`LakeReader::user_event_times`], with each event's `props` (JSON text): what a
+    /// label that depends on the purchase (its items' categories) is made of. Each user's events
+    /// are in time order (ties by `props`, so the order is deterministic).
+    ///
+    /// # Errors
+    /// As [`LakeReader::user_event_times`]; a null `props` is a decode error.
+    pub async fn user_event_props(&self, client: &str, event_type: &str) -> Result<UserEventProps, LakeError> {
+        let mut events: HashMap<String, Vec<(i64, String)>> = HashMap::new();
+        let latest = self
+            .scan_user_events(client, event_type, true, |user, ts, props| {
+                events.entry(user.to_owned()).or_default().push((ts, props.unwrap_or_default().to_owned()));
+            })
+            .await?;
+        for events in events.values_mut() {
+            events.sort_unstable();
+        }
+        Ok(UserEventProps { events, latest })
+    }
+
+    /// Calls `each(user, time, props)` for every event of `event_type` with a `user_id` (`props`
+    /// only when `with_props`) and returns the latest event time of any event of the client.
+    async fn scan_user_events(
+        &self,
+        client: &str,
+        event_type: &str,
+        with_props: bool,
+        mut each: impl FnMut(&str, i64, Option<&str>),
+    ) -> Result<Option<i64>, LakeError> {
         ClientId::new(client)?;
-        let mut out = UserEventTimes::default();
+        let mut latest: Option<i64> = None;
+        let columns: &[&str] = if with_props {
+            &["user_id", "timestamp", "event_type", "props"]
+        } else {
+            &["user_id", "timestamp", "event_type"]
+        };
         for path in self.files(&events_prefix(client)).await? {
             let mut first_row = 0;
-            for batch in self.read(&path, &["user_id", "timestamp", "event_type"]).await? {
+            for batch in self.read(&path, columns).await? {
                 let fail = |e| decode_error(&path, first_row, e);
                 let users = text_column(&batch, "user_id").map_err(fail)?;
                 let times = time_column(&batch, "timestamp").map_err(fail)?;
                 let types = text_column(&batch, "event_type").map_err(fail)?;
+                let props = if with_props { Some(text_column(&batch, "props").map_err(fail)?) } else { None };
                 for row in 0..batch.num_rows() {
                     if times.is_null(row) {
                         return Err(fail(DecodeError::Row { row, reason: "`timestamp` is null".into() }));
                     }
                     let ts = times.value(row);
-                    out.latest = Some(out.latest.map_or(ts, |l| l.max(ts)));
+                    latest = Some(latest.map_or(ts, |l| l.max(ts)));
                     if users.is_valid(row) && types.is_valid(row) && types.value(row) == event_type {
-                        out.times.entry(users.value(row).to_owned()).or_default().push(ts);
+                        let props = match props {
+                            Some(p) if p.is_null(row) => {
+                                return Err(fail(DecodeError::Row { row, reason: "`props` is null".into() }));
+                            }
+                            Some(p) => Some(p.value(row)),
+                            None => None,
+                        };
+                        each(users.value(row), ts, props);
                     }
                 }
                 first_row += batch.num_rows();
             }
         }
-        for times in out.times.values_mut() {
-            times.sort_unstable();
-        }
-        Ok(out)
+        Ok(latest)
     }
 
     /// The quarantine records of `client` (`_unknown` for undecodable records).

@@ -1,11 +1,14 @@
-//! The algorithms of the zoo and the fitted classifiers they produce.
+//! The algorithms of the zoo and the fitted models they produce: classifiers and rankers.
 //!
-//! Every classifier reads the rows an [`crate::Encoder`] produces (row-major, `width` columns)
-//! and returns the probability of the positive class. Linear and tree models also explain a
-//! score: the contribution of each model column to the log-odds.
+//! Every model reads the rows an [`crate::Encoder`] produces (row-major, `width` columns). A
+//! classifier returns the probability of the positive class; linear and tree models also explain
+//! a score: the contribution of each model column to the log-odds. A [`Ranker`] returns a
+//! probability per offer.
 
 mod gbdt;
 mod logistic;
+mod mlp;
+mod ranking;
 
 use std::fmt;
 use std::str::FromStr;
@@ -14,6 +17,8 @@ use serde::{Deserialize, Serialize};
 
 pub use gbdt::Gbdt;
 pub use logistic::Logistic;
+pub use mlp::Mlp;
+pub use ranking::{Ranker, ranked};
 
 use crate::error::{Error, Result};
 
@@ -29,11 +34,16 @@ pub enum Algorithm {
     Gbdt,
     /// A model trained elsewhere and imported as ONNX; scored by `livora-inference`.
     Onnx,
+    /// Ranker: every row gets the offers' popularity in the training rows.
+    Popularity,
+    /// Ranker: a softmax multi-layer perceptron (`candle`).
+    Mlp,
 }
 
 impl Algorithm {
     /// Every algorithm `livora train` fits, in the order `--algorithm` lists them.
-    pub const ALL: [Algorithm; 3] = [Algorithm::Prior, Algorithm::Logistic, Algorithm::Gbdt];
+    pub const ALL: [Algorithm; 5] =
+        [Algorithm::Prior, Algorithm::Logistic, Algorithm::Gbdt, Algorithm::Popularity, Algorithm::Mlp];
 
     /// The name used on the command line and in manifests.
     pub fn name(self) -> &'static str {
@@ -42,7 +52,14 @@ impl Algorithm {
             Self::Logistic => "logistic",
             Self::Gbdt => "gbdt",
             Self::Onnx => "onnx",
+            Self::Popularity => "popularity",
+            Self::Mlp => "mlp",
         }
+    }
+
+    /// Whether it ranks offers (a [`Ranker`]) rather than classifies.
+    pub fn is_ranker(self) -> bool {
+        matches!(self, Self::Popularity | Self::Mlp)
     }
 }
 
@@ -78,11 +95,34 @@ pub struct FitParams {
     pub learning_rate: f32,
     /// Gradient-boosted trees: the depth of each tree.
     pub max_depth: usize,
+    /// MLP: the hidden layer's units.
+    #[serde(default = "default_hidden_units")]
+    pub hidden_units: usize,
+    /// MLP: the most epochs (fewer when the holdout loss stops improving).
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+}
+
+fn default_hidden_units() -> usize {
+    FitParams::default().hidden_units
+}
+
+fn default_epochs() -> usize {
+    FitParams::default().epochs
 }
 
 impl Default for FitParams {
     fn default() -> Self {
-        Self { seed: 42, l2: 1.0, max_iterations: 300, trees: 300, learning_rate: 0.1, max_depth: 5 }
+        Self {
+            seed: 42,
+            l2: 1.0,
+            max_iterations: 300,
+            trees: 300,
+            learning_rate: 0.1,
+            max_depth: 5,
+            hidden_units: 64,
+            epochs: 60,
+        }
     }
 }
 
@@ -119,6 +159,14 @@ impl Classifier {
                 return Err(Error::InvalidArgument(
                     "onnx models are imported (`livora models import`), not trained".into(),
                 ));
+            }
+            Algorithm::Popularity | Algorithm::Mlp => {
+                return Err(Error::InvalidArgument(format!(
+                    "{algorithm} ranks offers; classifiers are {}, {} and {}",
+                    Algorithm::Prior,
+                    Algorithm::Logistic,
+                    Algorithm::Gbdt
+                )));
             }
         })
     }
@@ -177,6 +225,9 @@ impl Classifier {
             Algorithm::Gbdt => Self::Gbdt(Gbdt::from_json(json)?),
             Algorithm::Onnx => {
                 return Err(Error::InvalidArgument("onnx models have no native weights".into()));
+            }
+            Algorithm::Popularity | Algorithm::Mlp => {
+                return Err(Error::InvalidArgument(format!("{algorithm} is a ranker, not a classifier")));
             }
         })
     }
