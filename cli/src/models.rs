@@ -8,7 +8,6 @@ use clap::{Args, Subcommand};
 use livora_common::ClientId;
 use livora_feature_store::dataset::{self, Selection};
 use livora_feature_store::value::ValueType;
-use livora_models::encoding::{EncodedFeature, Encoding};
 use livora_models::{
     Algorithm, Artifact, ClassifierMetrics, Encoder, FeatureRef, Manifest, ModelRegistry, RankingMetrics, Weights, zoo,
 };
@@ -83,8 +82,15 @@ pub struct ImportArgs {
     #[arg(long)]
     pub client: ClientId,
     /// The ONNX file (exported with `zipmap=False` for a classifier).
+    #[arg(long, required_unless_present = "sagemaker_endpoint", conflicts_with = "sagemaker_endpoint")]
+    pub onnx: Option<PathBuf>,
+    /// Or: the SageMaker endpoint that serves the model. Livora fetches and encodes the features
+    /// (raw numbers, in order) and calls it (`[inference.sagemaker]` configures the client).
     #[arg(long)]
-    pub onnx: PathBuf,
+    pub sagemaker_endpoint: Option<String>,
+    /// The SageMaker request body: `text/csv` or `application/json`.
+    #[arg(long, default_value = "text/csv", requires = "sagemaker_endpoint")]
+    pub content_type: String,
     /// The model's input columns, in order, as `view:feature` (comma-separated).
     #[arg(long, value_delimiter = ',', conflicts_with = "service", required_unless_present = "service")]
     pub features: Vec<String>,
@@ -320,39 +326,60 @@ async fn import(config: &Config, registry: &ModelRegistry, args: ImportArgs) -> 
         let ty = current.repo.views[view].feature(feature).map(|f| f.value_type);
         if !matches!(ty, Some(ValueType::Int64 | ValueType::Float64 | ValueType::Bool)) {
             bail!(
-                "feature `{view}:{feature}` is {}: an ONNX model reads numbers (booleans as 0/1); encode it in the \
-                 model or leave it out with --features",
+                "feature `{view}:{feature}` is {}: an imported model reads numbers (booleans as 0/1); encode it in \
+                 the model or leave it out with --features",
                 ty.map_or("unknown", ValueType::as_str)
             );
         }
     }
-    let bytes = std::fs::read(&args.onnx).with_context(|| format!("cannot read {}", args.onnx.display()))?;
-    let model = livora_inference::OnnxModel::from_bytes(bytes.clone(), &config.inference.onnx)?;
-    if let Some(n) = model.n_features()
-        && n != refs.len()
-    {
-        bail!("the ONNX model reads {n} columns, but {} features were given", refs.len());
-    }
-    let features: Vec<FeatureRef> = refs.into_iter().map(|(view, feature)| FeatureRef { view, feature }).collect();
-    let encoder = Encoder {
-        features: features
-            .iter()
-            .map(|f| EncodedFeature { name: f.column(), encoding: Encoding::Raw, missing_rate: 0.0 })
-            .collect(),
-        skipped: Vec::new(),
+    // What scores the rows: ONNX bytes checked against the features, or an endpoint.
+    let (algorithm, weights, producer, summary) = match (&args.onnx, &args.sagemaker_endpoint) {
+        (Some(path), _) => {
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let model = livora_inference::OnnxModel::from_bytes(bytes.clone(), &config.inference.onnx)?;
+            if let Some(n) = model.n_features()
+                && n != refs.len()
+            {
+                bail!("the ONNX model reads {n} columns, but {} features were given", refs.len());
+            }
+            let meta = model.metadata();
+            let summary = format!("onnx, input `{}`, output `{}`", meta.input_name, meta.output_name);
+            let producer = meta.producer_name.clone().unwrap_or_else(|| "unknown".into());
+            (Algorithm::Onnx, Weights::Onnx(bytes), producer, summary)
+        }
+        (None, Some(name)) => {
+            let content_type = args.content_type.as_str();
+            if ![livora_inference::runtime::sagemaker::CSV, livora_inference::runtime::sagemaker::JSON]
+                .contains(&content_type)
+            {
+                bail!("--content-type `{content_type}`: use text/csv or application/json");
+            }
+            if name.is_empty() || name.len() > 63 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                bail!("--sagemaker-endpoint `{name}`: an endpoint name is 1 to 63 letters, digits and `-`");
+            }
+            let endpoint = livora_models::Endpoint {
+                name: name.clone(),
+                content_type: content_type.to_owned(),
+                target_variant: None,
+            };
+            let summary = format!("sagemaker endpoint `{name}`, {content_type}");
+            (Algorithm::SageMaker, Weights::Endpoint(endpoint), "sagemaker".to_owned(), summary)
+        }
+        (None, None) => bail!("give --onnx FILE or --sagemaker-endpoint NAME"),
     };
+    let features: Vec<FeatureRef> = refs.into_iter().map(|(view, feature)| FeatureRef { view, feature }).collect();
+    let encoder = Encoder::raw(features.iter().map(FeatureRef::column));
     let label = args
         .label
         .unwrap_or_else(|| zoo::spec(&args.model).map_or_else(|_| "imported".to_owned(), |s| s.label.describe()));
     let version = registry.next_version(&args.client, &args.model).await?;
-    let meta = model.metadata();
     let artifact = Artifact {
         manifest: Manifest {
             format: livora_models::artifact::FORMAT,
             model: args.model.clone(),
             version,
             client_id: args.client.as_str().to_owned(),
-            algorithm: Algorithm::Onnx,
+            algorithm,
             feature_service: args.service.clone().unwrap_or_default(),
             feature_registry_version: current.version,
             entity: entity.to_owned(),
@@ -364,19 +391,17 @@ async fn import(config: &Config, registry: &ModelRegistry, args: ImportArgs) -> 
             evaluation: None,
             offers: Vec::new(),
             ranking: None,
-            code_version: format!("imported; producer {}", meta.producer_name.as_deref().unwrap_or("unknown")),
+            code_version: format!("imported; producer {producer}"),
             created_at: Utc::now(),
         },
-        weights: Weights::Onnx(bytes),
+        weights,
     };
     let registered = registry.register(&args.client, &artifact).await?;
     println!(
-        "imported {} v{} (onnx, input `{}` of {} columns, output `{}`) for client {}; artifact {}",
+        "imported {} v{} ({summary}; {} columns) for client {}; artifact {}",
         args.model,
         version,
-        meta.input_name,
         artifact.manifest.features.len(),
-        meta.output_name,
         args.client,
         registered.path.display()
     );

@@ -70,6 +70,7 @@ pub async fn run(config: &Config, args: ScoreArgs) -> Result<()> {
     let batch = config.features.serving.max_entity_rows;
     let predictor =
         Predictor::new(models, server, config.inference.onnx.clone(), config.inference.alias_refresh, batch)
+            .with_sagemaker(config.inference.sagemaker.clone())
             .with_sink(sink.clone());
     let policy: MissingPolicy = config.inference.missing_policy.into();
 

@@ -259,6 +259,7 @@ impl Serving {
                 config.inference.alias_refresh,
                 config.features.serving.max_entity_rows,
             )
+            .with_sagemaker(config.inference.sagemaker.clone())
             .with_sink(sink),
         );
         let policy = config.inference.missing_policy.into();

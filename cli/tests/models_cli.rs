@@ -68,7 +68,7 @@ fn import_list_show_promote_rollback() {
     };
     let (ok, out) = import("logistic.onnx", FEATURES);
     assert!(ok, "{out}");
-    assert!(out.contains("imported churn v1 (onnx, input `X` of 8 columns, output `probabilities`)"), "{out}");
+    assert!(out.contains("imported churn v1 (onnx, input `X`, output `probabilities`; 8 columns)"), "{out}");
     let (ok, out) = import("gradient_boosting.onnx", FEATURES);
     assert!(ok && out.contains("imported churn v2"), "{out}");
 
@@ -83,7 +83,7 @@ fn import_list_show_promote_rollback() {
     assert!(!ok, "a file that is not ONNX is refused: {out}");
 
     let (ok, out) = livora(data.path(), &["models", "list", "--client", "shop"]);
-    assert!(ok && out.contains("churn             2  onnx") && out.contains("churn             1  onnx"), "{out}");
+    assert!(ok && out.contains("churn               2  onnx") && out.contains("churn               1  onnx"), "{out}");
     let (ok, out) = livora(data.path(), &["models", "show", "churn@2", "--client", "shop"]);
     assert!(ok && out.contains("imported: not trained by Livora"), "{out}");
     assert!(out.contains("user_activity__product_views_7d"), "{out}");
@@ -101,6 +101,31 @@ fn import_list_show_promote_rollback() {
     assert!(ok && out.contains("churn v1 (onnx)") && out.contains("aliases:   production"), "{out}");
     let (ok, out) = livora(data.path(), &["models", "compare", "churn@1", "churn@2", "--client", "shop"]);
     assert!(ok && out.contains("churn@1") && out.contains("churn@2"), "{out}");
+
+    // A model served by a SageMaker endpoint: registered with its features; Livora calls it.
+    let (ok, out) = livora(
+        data.path(),
+        &[
+            "models",
+            "import",
+            "churn_sm",
+            "--client",
+            "shop",
+            "--sagemaker-endpoint",
+            "churn-xgb-prod",
+            "--features",
+            "user_activity:orders_30d,user_activity:revenue_30d",
+        ],
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("imported churn_sm v1 (sagemaker endpoint `churn-xgb-prod`, text/csv; 2 columns)"), "{out}");
+    let (ok, out) = livora(
+        data.path(),
+        &["models", "import", "x", "--client", "shop", "--sagemaker-endpoint", "a b", "--features", FEATURES],
+    );
+    assert!(!ok && out.contains("--sagemaker-endpoint `a b`: an endpoint name is 1 to 63"), "{out}");
+    let (ok, out) = livora(data.path(), &["models", "import", "x", "--client", "shop", "--features", FEATURES]);
+    assert!(!ok && out.contains("--onnx"), "one of --onnx and --sagemaker-endpoint is required: {out}");
 
     // Tenancy: another client sees none of it.
     let (ok, out) = livora(data.path(), &["models", "show", "churn@1", "--client", "other"]);

@@ -10,6 +10,7 @@
 //! training sets from it with point-in-time joins; [`backfill`](mod@backfill) computes a
 //! streaming view's history from the raw lake with the [`batch`] engine.
 
+pub mod aws;
 pub mod backfill;
 pub mod batch;
 pub mod config;

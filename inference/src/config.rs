@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::runtime::sagemaker::SageMakerConfig;
+
 /// `[inference]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -20,6 +22,8 @@ pub struct InferenceConfig {
     pub missing_policy: MissingPolicyConfig,
     /// The ONNX runtime, for models imported as ONNX.
     pub onnx: OnnxConfig,
+    /// The SageMaker runtime client, for models served by SageMaker endpoints.
+    pub sagemaker: SageMakerConfig,
 }
 
 impl Default for InferenceConfig {
@@ -28,6 +32,7 @@ impl Default for InferenceConfig {
             alias_refresh: Duration::from_secs(1),
             missing_policy: MissingPolicyConfig::Impute,
             onnx: OnnxConfig::default(),
+            sagemaker: SageMakerConfig::default(),
         }
     }
 }

@@ -100,6 +100,15 @@ pub enum Error {
     /// ONNX Runtime failed while scoring, or returned an output of an unexpected shape.
     #[error("inference failed: {0}")]
     Inference(String),
+    /// A SageMaker endpoint could not be called, refused the call, or answered something that
+    /// is not one probability per row.
+    #[error("SageMaker endpoint `{endpoint}`: {reason}")]
+    Endpoint {
+        /// The endpoint's name.
+        endpoint: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The model registry or an artifact failed, or a model, version or alias is unknown.
     #[error(transparent)]
     Model(#[from] livora_models::Error),
@@ -127,6 +136,7 @@ impl Error {
                 ErrorCode::InvalidArgument
             }
             Self::Inference(_) => ErrorCode::Internal,
+            Self::Endpoint { .. } => ErrorCode::Unavailable,
             Self::Model(e) => e.code(),
             Self::Features(e) => e.code(),
         }

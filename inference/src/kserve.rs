@@ -180,7 +180,7 @@ impl GrpcInferenceService for GrpcKserveService {
         tensors::check_outputs(&request).map_err(|e| status(&e))?;
         let inputs =
             tensors::decode(&request, &loaded.manifest.encoder, self.predictor.max_rows()).map_err(|e| status(&e))?;
-        let probabilities = loaded.score_table(&inputs.table).map_err(|e| status(&e))?;
+        let probabilities = loaded.score_table(&inputs.table).await.map_err(|e| status(&e))?;
         let (output, raw) = tensors::output(probabilities, loaded.outputs(), inputs.raw);
         Ok(Response::new(pb::ModelInferResponse {
             model_name: loaded.manifest.model.clone(),

@@ -6,7 +6,8 @@
 //! with the encoder stored in the artifact — the one training fitted — and scores with the
 //! model's runtime: native (logistic regression, boosted trees, with per-feature contributions)
 //! or ONNX ([`runtime::onnx`]: a model trained in Python and exported to ONNX, run by the ONNX
-//! Runtime library that the `onnxruntime` wheel ships, loaded at run time). [`grpc`] serves it
+//! Runtime library that the `onnxruntime` wheel ships, loaded at run time), or a SageMaker
+//! endpoint ([`runtime::sagemaker`]: the model stays where it is served). [`grpc`] serves it
 //! as `livora.v1.InferenceService/Predict`; [`kserve`] serves KServe's Open Inference Protocol V2
 //! (`inference.GRPCInferenceService`) to callers that bring their own features, scored with the
 //! same encoder and runtime.
@@ -19,10 +20,11 @@ pub mod prediction_log;
 pub mod predictor;
 pub mod runtime;
 
-pub use config::{InferenceConfig, MissingPolicyConfig, OnnxConfig};
+pub use config::{InferenceConfig, MissingPolicyConfig, OnnxConfig, SageMakerConfig};
 pub use error::{Error, Result};
 pub use grpc::GrpcInferenceService;
 pub use kserve::GrpcKserveService;
 pub use prediction_log::{PredictionRecord, PredictionSink, SinkConfig};
 pub use predictor::{Loaded, MissingPolicy, Predictions, Predictor, Row, RowStatus};
 pub use runtime::onnx::{OnnxMetadata, OnnxModel, ScoreKind, init_runtime};
+pub use runtime::sagemaker::SageMakerRuntime;

@@ -16,12 +16,13 @@ use livora_common::ClientId;
 use livora_feature_store::serving::{EntityColumn, FeatureServer, FeatureStatus, KeyValue, OnlineFeatures, Selection};
 use livora_feature_store::value::Value;
 use livora_models::algorithms::ranked;
-use livora_models::{Algorithm, Classifier, Input, Manifest, ModelRegistry, Ranker, Table, Weights};
+use livora_models::{Algorithm, Classifier, Endpoint, Input, Manifest, ModelRegistry, Ranker, Table, Weights};
 
 use crate::config::OnnxConfig;
 use crate::error::{Error, Result};
 use crate::prediction_log::{PredictionRecord, PredictionSink};
 use crate::runtime::onnx::OnnxModel;
+use crate::runtime::sagemaker::{SageMakerConfig, SageMakerRuntime};
 
 /// What a missing or expired feature value does to a prediction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,6 +86,7 @@ enum Runtime {
     Ranker(Ranker),
     // Boxed: a session pool is far larger than a native classifier.
     Onnx(Box<OnnxModel>),
+    SageMaker(Endpoint, SageMakerRuntime),
 }
 
 /// A version ready to score.
@@ -97,11 +99,20 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    fn new(manifest: Manifest, weights: Weights, onnx: &OnnxConfig) -> Result<Self> {
+    fn new(
+        manifest: Manifest,
+        weights: Weights,
+        onnx: &OnnxConfig,
+        sagemaker: Option<SageMakerRuntime>,
+    ) -> Result<Self> {
         let runtime = match weights {
             Weights::Native(c) => Runtime::Native(c),
             Weights::Ranker(r) => Runtime::Ranker(r),
             Weights::Onnx(bytes) => Runtime::Onnx(Box::new(OnnxModel::from_bytes(bytes, onnx)?)),
+            Weights::Endpoint(e) => Runtime::SageMaker(
+                e,
+                sagemaker.ok_or_else(|| Error::Inference("no SageMaker client for an endpoint model".into()))?,
+            ),
         };
         let refs = manifest.features.iter().map(|f| format!("{}:{}", f.view, f.feature)).collect();
         Ok(Self { manifest, runtime, refs })
@@ -113,7 +124,7 @@ impl Loaded {
     pub fn outputs(&self) -> usize {
         match &self.runtime {
             Runtime::Ranker(r) => r.offers(),
-            Runtime::Native(_) | Runtime::Onnx(_) => 1,
+            Runtime::Native(_) | Runtime::Onnx(_) | Runtime::SageMaker(..) => 1,
         }
     }
 
@@ -123,19 +134,20 @@ impl Loaded {
     /// encoder and scored with the version's runtime, as [`Predictor::predict`] scores online
     /// features. A missing column, or a column of the wrong kind, is an error naming the feature;
     /// columns the model does not read are not looked at.
-    pub fn score_table(&self, table: &Table) -> Result<Vec<f64>> {
+    pub async fn score_table(&self, table: &Table) -> Result<Vec<f64>> {
         let rows = table.rows();
         if rows == 0 {
             return Ok(Vec::new());
         }
         let x = self.manifest.encoder.encode_table(table)?;
-        self.predict(&x, rows)
+        self.predict(&x, rows).await
     }
 
     /// Probabilities of `rows` encoded rows (row-major), [`Loaded::outputs`] per row.
-    fn predict(&self, x: &[f64], rows: usize) -> Result<Vec<f64>> {
+    async fn predict(&self, x: &[f64], rows: usize) -> Result<Vec<f64>> {
         let width = self.manifest.encoder.width();
         match &self.runtime {
+            Runtime::SageMaker(endpoint, client) => client.predict(endpoint, x, rows).await,
             Runtime::Native(c) => Ok(c.predict(x, width)),
             Runtime::Ranker(r) => Ok(r.predict(x, width)?),
             Runtime::Onnx(m) => {
@@ -164,6 +176,9 @@ pub struct Predictor {
     loaded: Mutex<HashMap<(ClientId, String, i64), Arc<Loaded>>>,
     /// Where scores flow back (prediction view, prediction log); none in tools that only read.
     sink: Option<PredictionSink>,
+    /// The SageMaker client's settings, and the client, made on the first endpoint model.
+    sagemaker_config: SageMakerConfig,
+    sagemaker: tokio::sync::OnceCell<SageMakerRuntime>,
 }
 
 fn input(value: &Value, status: FeatureStatus) -> Input<'_> {
@@ -197,7 +212,15 @@ impl Predictor {
             resolved: Mutex::new(HashMap::new()),
             loaded: Mutex::new(HashMap::new()),
             sink: None,
+            sagemaker_config: SageMakerConfig::default(),
+            sagemaker: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// Calls the SageMaker endpoints of endpoint models with a client made from `config`.
+    pub fn with_sagemaker(mut self, config: SageMakerConfig) -> Self {
+        self.sagemaker_config = config;
+        self
     }
 
     /// Sends every score to `sink`: the prediction view online and the prediction log.
@@ -239,11 +262,17 @@ impl Predictor {
             None => {
                 let registered = self.models.get(client, &id.1, version).await?;
                 let (models, onnx) = (self.models.clone(), self.onnx.clone());
+                let sagemaker = if registered.manifest.algorithm == Algorithm::SageMaker {
+                    let config = &self.sagemaker_config;
+                    Some(self.sagemaker.get_or_try_init(|| SageMakerRuntime::connect(config)).await?.clone())
+                } else {
+                    None
+                };
                 // Reading and parsing the artifact (and creating ONNX sessions) blocks: off the
                 // async workers.
                 let loaded = tokio::task::spawn_blocking(move || {
                     let artifact = models.load(&registered)?;
-                    Loaded::new(artifact.manifest, artifact.weights, &onnx)
+                    Loaded::new(artifact.manifest, artifact.weights, &onnx, sagemaker)
                 })
                 .await
                 .map_err(|e| Error::Inference(format!("loading the model panicked: {e}")))??;
@@ -337,7 +366,7 @@ impl Predictor {
         }
         let mut records = Vec::new();
         if !scored.is_empty() {
-            let outputs = loaded.predict(&x, scored.len())?;
+            let outputs = loaded.predict(&x, scored.len()).await?;
             // A ranker's row: every offer, most probable first; its score is the first's.
             let mut scores = outputs.clone();
             if let Runtime::Ranker(r) = &loaded.runtime {

@@ -21,6 +21,7 @@ pub const FORMAT: u32 = 1;
 const MANIFEST: &str = "manifest.json";
 const WEIGHTS: &str = "weights.json";
 const ONNX: &str = "model.onnx";
+const ENDPOINT: &str = "endpoint.json";
 
 /// A feature the model reads, as the feature store names it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,6 +150,21 @@ pub struct RankedOffer {
     pub probability: f64,
 }
 
+/// A SageMaker endpoint that scores a model's rows: Livora sends the encoded rows (the
+/// features in [`Manifest::features`] order) and reads one probability per row back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// The endpoint's name.
+    pub name: String,
+    /// The request body's type: `text/csv` (one row a line, a missing value as an empty field,
+    /// as SageMaker's built-in XGBoost and scikit-learn containers read) or `application/json`
+    /// (`{"instances": [[…], …]}`, missing as null).
+    pub content_type: String,
+    /// A production variant to call instead of the endpoint's traffic split, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_variant: Option<String>,
+}
+
 /// The weights of a model version.
 #[derive(Debug, Clone)]
 pub enum Weights {
@@ -158,6 +174,8 @@ pub enum Weights {
     Ranker(Ranker),
     /// An ONNX model, as bytes; `livora-inference` runs it.
     Onnx(Vec<u8>),
+    /// A model served elsewhere, by a SageMaker endpoint; `livora-inference` calls it.
+    Endpoint(Endpoint),
 }
 
 /// A loaded model version.
@@ -190,6 +208,7 @@ impl Artifact {
             Weights::Native(c) => (WEIGHTS, c.to_json()?.into_bytes()),
             Weights::Ranker(r) => (WEIGHTS, r.to_json()?.into_bytes()),
             Weights::Onnx(bytes) => (ONNX, bytes.clone()),
+            Weights::Endpoint(e) => (ENDPOINT, serde_json::to_vec_pretty(e).map_err(|e| Error::artifact(dir, e))?),
         };
         for (file, body) in [(MANIFEST, manifest.into_bytes()), weights] {
             let path = tmp.join(file);
@@ -217,6 +236,9 @@ impl Artifact {
         let weights = if manifest.algorithm == Algorithm::Onnx {
             let path = dir.join(ONNX);
             Weights::Onnx(std::fs::read(&path).map_err(|e| Error::artifact(&path, e))?)
+        } else if manifest.algorithm == Algorithm::SageMaker {
+            let path = dir.join(ENDPOINT);
+            Weights::Endpoint(serde_json::from_str(&read(&path)?).map_err(|e| Error::artifact(&path, e))?)
         } else if manifest.algorithm.is_ranker() {
             let path = dir.join(WEIGHTS);
             let ranker = Ranker::from_json(manifest.algorithm, &read(&path)?).map_err(|e| Error::artifact(&path, e))?;
@@ -240,7 +262,7 @@ impl Artifact {
     pub fn classifier(&self) -> Option<&Classifier> {
         match &self.weights {
             Weights::Native(c) => Some(c),
-            Weights::Ranker(_) | Weights::Onnx(_) => None,
+            Weights::Ranker(_) | Weights::Onnx(_) | Weights::Endpoint(_) => None,
         }
     }
 
@@ -248,7 +270,7 @@ impl Artifact {
     pub fn ranker(&self) -> Option<&Ranker> {
         match &self.weights {
             Weights::Ranker(r) => Some(r),
-            Weights::Native(_) | Weights::Onnx(_) => None,
+            Weights::Native(_) | Weights::Onnx(_) | Weights::Endpoint(_) => None,
         }
     }
 
@@ -283,10 +305,10 @@ impl Artifact {
     /// [`Error::InvalidArgument`]: `livora-inference` runs those.
     pub fn score(&self, inputs: &[Input<'_>], top: usize) -> Result<Score> {
         let Some(classifier) = self.classifier() else {
-            let why = if self.ranker().is_some() {
-                "a ranker: rank its offers (`Artifact::rank`)"
-            } else {
-                "an ONNX model: score it with livora-inference's ONNX runtime"
+            let why = match &self.weights {
+                Weights::Ranker(_) => "a ranker: rank its offers (`Artifact::rank`)",
+                Weights::Endpoint(_) => "served by a SageMaker endpoint: livora-inference calls it",
+                _ => "an ONNX model: score it with livora-inference's ONNX runtime",
             };
             return Err(Error::InvalidArgument(format!("{} v{} is {why}", self.manifest.model, self.manifest.version)));
         };

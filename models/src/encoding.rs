@@ -172,6 +172,18 @@ pub struct Encoder {
 }
 
 impl Encoder {
+    /// The encoding of a model trained elsewhere (ONNX, a SageMaker endpoint): each named
+    /// feature as its raw number, in order.
+    pub fn raw(names: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            features: names
+                .into_iter()
+                .map(|name| EncodedFeature { name, encoding: Encoding::Raw, missing_rate: 0.0 })
+                .collect(),
+            skipped: Vec::new(),
+        }
+    }
+
     /// Fits the encoding on `table` (the training rows). A feature missing on every row is
     /// skipped, with the reason recorded.
     pub fn fit(table: &Table) -> Result<Self> {

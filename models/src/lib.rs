@@ -22,7 +22,7 @@ pub mod zoo;
 
 pub use algorithms::{Algorithm, Classifier, FitParams, Ranker};
 pub use artifact::{
-    Artifact, Evaluation, FeatureRef, Manifest, RankedOffer, RankingEvaluation, Score, Training, Weights,
+    Artifact, Endpoint, Evaluation, FeatureRef, Manifest, RankedOffer, RankingEvaluation, Score, Training, Weights,
 };
 pub use encoding::{Column, Encoder, Input, Table};
 pub use error::{Error, Result};

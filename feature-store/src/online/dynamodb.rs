@@ -53,20 +53,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::{Credentials, Region};
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, KeysAndAttributes,
     ScalarAttributeType, TableStatus,
 };
-use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use futures::{StreamExt, TryStreamExt};
 use livora_common::{ClientId, ConfigError};
+
+use crate::aws::AwsSettings;
 use uuid::Uuid;
 
 use super::config::DynamoDbConfig;
@@ -114,27 +113,19 @@ impl DynamoDbStore {
     /// Builds the client from `config` and the standard AWS chain, then checks the table (and
     /// creates it when missing, if `create_table_if_missing`).
     pub async fn connect(config: &DynamoDbConfig) -> Result<Self> {
-        // rustls on ring: the SDK's default client would build aws-lc as well.
-        let http =
-            aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https();
         let timeouts = TimeoutConfig::builder()
             .connect_timeout(config.connect_timeout)
             .operation_attempt_timeout(config.request_timeout)
             .build();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(http)
-            .timeout_config(timeouts)
-            .retry_config(RetryConfig::standard().with_max_attempts(config.max_attempts));
-        if let Some(region) = &config.region {
-            loader = loader.region(Region::new(region.clone()));
-        }
-        if let Some(url) = &config.endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        if let (Some(id), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
-            loader = loader.credentials_provider(Credentials::new(id, secret, None, None, "livora-config"));
-        }
-        let sdk = loader.load().await;
+        let sdk = crate::aws::config_loader(AwsSettings {
+            region: config.region.as_deref(),
+            endpoint_url: config.endpoint_url.as_deref(),
+            credentials: config.access_key_id.as_deref().zip(config.secret_access_key.as_deref()),
+        })
+        .timeout_config(timeouts)
+        .retry_config(RetryConfig::standard().with_max_attempts(config.max_attempts))
+        .load()
+        .await;
         if sdk.region().is_none() {
             return Err(ConfigError::invalid(
                 "online_store.region",

@@ -11,13 +11,28 @@ use livora_common::ClientId;
 use livora_feature_store::online::{RedbConfig, RedbStore};
 use livora_feature_store::serving::{FeatureServer, ServingConfig};
 use livora_feature_store::{OnlineRow, OnlineStore, Registry, RowKey, Value, load_repo};
-use livora_inference::{OnnxConfig, Predictor};
+use livora_inference::{OnnxConfig, Predictor, SageMakerConfig};
 use livora_ingest::ClientStore;
 use livora_models::{
-    Algorithm, Artifact, Classifier, Column, Encoder, FeatureRef, FitParams, Manifest, ModelRegistry, Ranker, Table,
-    Weights,
+    Algorithm, Artifact, Classifier, Column, Encoder, Endpoint, FeatureRef, FitParams, Manifest, ModelRegistry, Ranker,
+    Table, Weights,
 };
 use tokio::net::TcpListener;
+
+/// The local moto server (`moto_server -p 5000`, started by `.ci/services`), standing in for
+/// SageMaker's runtime API.
+pub const MOTO: &str = "http://127.0.0.1:5000";
+
+/// The SageMaker client settings of the tests: moto, its default region, dummy credentials.
+pub fn moto() -> SageMakerConfig {
+    SageMakerConfig {
+        region: Some("us-east-1".into()),
+        endpoint_url: Some(MOTO.into()),
+        access_key_id: Some("testing".into()),
+        secret_access_key: Some("testing".into()),
+        ..SageMakerConfig::default()
+    }
+}
 
 /// A day in microseconds.
 pub const DAY: i64 = 86_400_000_000;
@@ -72,6 +87,18 @@ pub fn ranker_artifact(version: i64) -> Artifact {
     let ranker = Ranker::fit(Algorithm::Mlp, &x, encoder.width(), &accepted, OFFERS.len(), &params).unwrap();
     let offers = OFFERS.iter().map(|o| (*o).to_owned()).collect();
     manifest_artifact("next_best_offer", version, Algorithm::Mlp, encoder, offers, Weights::Ranker(ranker))
+}
+
+/// A churn model served by the SageMaker endpoint `endpoint`, reading the two numeric features
+/// raw, in order, as CSV.
+pub fn endpoint_artifact(model: &str, endpoint: &str) -> Artifact {
+    let features: Vec<FeatureRef> = features().into_iter().take(2).collect();
+    let encoder = Encoder::raw(features.iter().map(FeatureRef::column));
+    let weights =
+        Weights::Endpoint(Endpoint { name: endpoint.into(), content_type: "text/csv".into(), target_variant: None });
+    let mut a = manifest_artifact(model, 1, Algorithm::SageMaker, encoder, Vec::new(), weights);
+    a.manifest.features = features;
+    a
 }
 
 fn manifest_artifact(
@@ -158,7 +185,9 @@ pub async fn setup() -> Setup {
     let models = ModelRegistry::connect(&url, dir.path().join("models")).await.unwrap();
     models.register(&shop(), &artifact(1, 0.0)).await.unwrap();
     models.promote(&shop(), "churn", 1, "production").await.unwrap();
-    let predictor = Arc::new(Predictor::new(models.clone(), features, OnnxConfig::default(), Duration::ZERO, 1000));
+    let predictor = Arc::new(
+        Predictor::new(models.clone(), features, OnnxConfig::default(), Duration::ZERO, 1000).with_sagemaker(moto()),
+    );
     let clients = ClientStore::connect(
         &format!("sqlite://{}?mode=rwc", dir.path().join("clients.db").display()),
         Duration::from_secs(5),

@@ -38,6 +38,9 @@ pub enum Algorithm {
     Popularity,
     /// Ranker: a softmax multi-layer perceptron (`candle`).
     Mlp,
+    /// A model served by a SageMaker endpoint that Livora calls; registered, not trained.
+    #[serde(rename = "sagemaker")]
+    SageMaker,
 }
 
 impl Algorithm {
@@ -54,6 +57,7 @@ impl Algorithm {
             Self::Onnx => "onnx",
             Self::Popularity => "popularity",
             Self::Mlp => "mlp",
+            Self::SageMaker => "sagemaker",
         }
     }
 
@@ -155,10 +159,10 @@ impl Classifier {
             Algorithm::Prior => Self::Prior { rate: positives as f64 / y.len() as f64 },
             Algorithm::Logistic => Self::Logistic(Logistic::fit(x, width, y, params)?),
             Algorithm::Gbdt => Self::Gbdt(Gbdt::fit(x, width, y, params)?),
-            Algorithm::Onnx => {
-                return Err(Error::InvalidArgument(
-                    "onnx models are imported (`livora models import`), not trained".into(),
-                ));
+            Algorithm::Onnx | Algorithm::SageMaker => {
+                return Err(Error::InvalidArgument(format!(
+                    "{algorithm} models are imported (`livora models import`), not trained"
+                )));
             }
             Algorithm::Popularity | Algorithm::Mlp => {
                 return Err(Error::InvalidArgument(format!(
@@ -223,8 +227,8 @@ impl Classifier {
             }
             Algorithm::Logistic => Self::Logistic(serde_json::from_str(json).map_err(err)?),
             Algorithm::Gbdt => Self::Gbdt(Gbdt::from_json(json)?),
-            Algorithm::Onnx => {
-                return Err(Error::InvalidArgument("onnx models have no native weights".into()));
+            Algorithm::Onnx | Algorithm::SageMaker => {
+                return Err(Error::InvalidArgument(format!("{algorithm} models have no native weights")));
             }
             Algorithm::Popularity | Algorithm::Mlp => {
                 return Err(Error::InvalidArgument(format!("{algorithm} is a ranker, not a classifier")));
