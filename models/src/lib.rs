@@ -4,7 +4,7 @@
 //!   spine, label, default algorithm and baseline.
 //! - [`encoding`]: feature values to model columns, fitted on the training rows and stored in the
 //!   artifact.
-//! - [`algorithms`]: classifiers — the prior, logistic regression (`linfa-logistic`) and
+//! - [`algorithms`]: classifiers — the prior, logistic regression (L-BFGS, `argmin`) and
 //!   gradient-boosted trees (`forust-ml`), with per-feature contributions for explanations — and
 //!   rankers: offer popularity and a softmax MLP (`candle`).
 //! - [`metrics`]: ROC AUC, PR AUC, log loss, Brier score, calibration; precision, recall and

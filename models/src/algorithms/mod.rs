@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 pub enum Algorithm {
     /// The training set's positive rate for every row: the floor any model must beat.
     Prior,
-    /// L2-regularised logistic regression (`linfa-logistic`).
+    /// L2-regularised logistic regression (L-BFGS from `argmin`, one pass per evaluation).
     Logistic,
     /// Gradient-boosted decision trees (`forust-ml`).
     Gbdt,
