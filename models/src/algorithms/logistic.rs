@@ -52,6 +52,9 @@ fn log_sigmoid(t: f64) -> f64 {
     if t > 0.0 { -(-t).exp().ln_1p() } else { t - t.exp().ln_1p() }
 }
 
+/// A point, the objective's value there and its gradient.
+type Evaluation = (Array1<f64>, f64, Array1<f64>);
+
 /// The penalised log loss of row-major `x` and labels `y` (±1), as argmin sees it: parameters
 /// are the coefficients then the intercept.
 struct Objective<'a> {
@@ -60,7 +63,7 @@ struct Objective<'a> {
     y: Vec<f64>,
     l2: f64,
     /// The last point evaluated, with its value and gradient.
-    last: Mutex<Option<(Array1<f64>, f64, Array1<f64>)>>,
+    last: Mutex<Option<Evaluation>>,
 }
 
 impl Objective<'_> {
