@@ -127,6 +127,7 @@ struct Server {
     addr: SocketAddr,
     keys: (String, String),
     metrics: Metrics,
+    root: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -171,7 +172,7 @@ async fn start(config: FlightConfig, shop_events: Vec<Event>) -> Server {
             .add_service(service.into_server())
             .serve_with_incoming(TcpIncoming::from(listener)),
     );
-    Server { addr, keys: (shop, rival), metrics, _dir: dir }
+    Server { addr, keys: (shop, rival), metrics, root: dir.path().join("lake"), _dir: dir }
 }
 
 async fn connect(addr: SocketAddr, headers: &[(&str, &str)]) -> FlightClient {
@@ -474,23 +475,40 @@ async fn errors_name_what_is_wrong() {
 async fn a_dataset_larger_than_the_memory_budget_streams_within_it() {
     let budget = ByteSize::kib(256);
     let config = FlightConfig { batch_rows: 50, memory_budget: budget, ..FlightConfig::default() };
-    // 12 hours × 1,000 events with 1 KB of props: about 12 MB of Arrow data.
+    // 12 hours × 1,000 events with 1 KB of props: about 12 MB of Arrow data, read by arrow-rs.
     let server = start(config, events("shop", 12, 1_000, 1_000)).await;
+    // And a prediction log of 12,000 rows with 1 KB of features each, read by polars.
+    let dir = server.root.join("predictions/big/client_id=shop/dt=2024-03-01");
+    std::fs::create_dir_all(&dir).unwrap();
+    let n = 12_000;
+    let mut log = DataFrame::new_infer_height(vec![
+        Column::new("user_id".into(), (0..n).map(|i| format!("u{i}")).collect::<Vec<_>>()),
+        times(EVENT_TIMESTAMP, (0..n).map(|i| at(1, 0).timestamp_micros() + i).collect()),
+        Column::new("features".into(), (0..n).map(|i| format!("{i:01000}")).collect::<Vec<_>>()),
+    ])
+    .unwrap();
+    polars::prelude::ParquetWriter::new(std::fs::File::create(dir.join("part-1.parquet")).unwrap())
+        .finish(&mut log)
+        .unwrap();
+
     let mut shop = as_shop(&server).await;
-    let info = shop.get_flight_info(path(&["events"])).await.unwrap();
-    let mut stream = shop.do_get(info.endpoint[0].ticket.clone().unwrap()).await.unwrap();
-    let (mut batches, mut rows, mut bytes) = (0usize, 0usize, 0usize);
-    while let Some(batch) = stream.next().await {
-        let batch = batch.unwrap();
-        batches += 1;
-        rows += batch.num_rows();
-        bytes += livora_feature_store::flight::budget::batch_bytes(&batch);
-        assert!(batch.num_rows() <= 50);
+    for dataset in [path(&["events"]), path(&["predictions", "big"])] {
+        let what = dataset.to_string();
+        let info = shop.get_flight_info(dataset).await.unwrap();
+        let mut stream = shop.do_get(info.endpoint[0].ticket.clone().unwrap()).await.unwrap();
+        let (mut batches, mut rows, mut bytes) = (0usize, 0usize, 0usize);
+        while let Some(batch) = stream.next().await {
+            let batch = batch.unwrap();
+            batches += 1;
+            rows += batch.num_rows();
+            bytes += livora_feature_store::flight::budget::batch_bytes(&batch);
+            assert!(batch.num_rows() <= 50, "{what}: a batch of {} rows", batch.num_rows());
+        }
+        assert_eq!(rows, 12_000, "{what}");
+        assert!(bytes > 40 * budget.as_usize(), "{what}: the dataset ({bytes} bytes) is far larger than the budget");
+        assert!(batches >= 240, "{what}: {batches} batches");
+        let peak = server.metrics.flight_stream_buffered_bytes_max.get();
+        assert!(peak > 0 && peak as usize <= budget.as_usize(), "{what}: a stream held {peak} bytes, budget {budget}");
     }
-    assert_eq!(rows, 12_000);
-    assert!(bytes > 20 * budget.as_usize(), "the dataset ({bytes} bytes) is far larger than the budget");
-    assert!(batches >= 240, "{batches} batches");
-    let peak = server.metrics.flight_stream_buffered_bytes_max.get();
-    assert!(peak > 0 && peak as usize <= budget.as_usize(), "the stream held {peak} bytes at most, budget {budget}");
-    assert_eq!(server.metrics.flight_rows_sent.get(), 12_000);
+    assert_eq!(server.metrics.flight_rows_sent.get(), 24_000);
 }
