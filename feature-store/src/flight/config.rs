@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct FlightConfig {
     /// Whether `livora serve` serves Arrow Flight (`arrow.flight.protocol.FlightService`) on the
-    /// feature-serving gRPC port (`features.serving.grpc_listen`). Default `true`.
+    /// feature-serving gRPC port (`features.serving.grpc_listen`, so only while
+    /// `features.serving.enabled`). Default `true`.
     pub enabled: bool,
     /// The most rows of one record batch sent by `DoGet`. Default `65536`.
     pub batch_rows: usize,

@@ -76,9 +76,8 @@ type Sender = mpsc::Sender<Result<(RecordBatch, super::budget::Held)>>;
 
 impl Reader {
     async fn run(self, tx: &Sender) -> Result<()> {
-        let lake = |e: object_store::Error| Error::Corrupt {
-            what: format!("the lake under {}", self.prefix),
-            reason: e.to_string(),
+        let lake = |e: object_store::Error| {
+            Error::io(format!("listing the lake under {}", self.prefix))(std::io::Error::other(e))
         };
         let mut files: Vec<ObjectMeta> = self
             .store
