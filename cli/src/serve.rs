@@ -234,8 +234,10 @@ impl Serving {
         metrics: livora_feature_store::metrics::Metrics,
     ) -> Result<Self> {
         let flight = config.features.flight.enabled.then(|| {
+            let lake_root = config.lake_root();
             let datasets = Datasets {
                 lake,
+                lake_dir: (!lake_root.contains("://")).then(|| std::path::PathBuf::from(lake_root)),
                 offline: Arc::new(LocalOfflineStore::new(config.offline_root())),
                 offline_root: config.offline_root(),
                 registry: registry.clone(),

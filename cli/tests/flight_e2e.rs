@@ -1,7 +1,8 @@
-//! End to end: `livora serve` answers Arrow Flight on its gRPC port, and pyarrow.flight — a
-//! client no one here wrote — lists the client's datasets, pulls events, uploads entity rows
-//! with DoPut and pulls the point-in-time dataset they drive (`tests/python/flight_pyarrow.py`;
-//! `.ci/services` installs pyarrow). Another client sees none of it.
+//! End to end: `livora serve` answers Arrow Flight and Flight SQL on its gRPC port, to clients
+//! no one here wrote (`.ci/services` installs them). pyarrow.flight lists the client's datasets,
+//! pulls events, uploads entity rows with DoPut and pulls the point-in-time dataset they drive
+//! (`tests/python/flight_pyarrow.py`); another client sees none of it. The ADBC Flight SQL driver
+//! runs SQL and reads the catalog (`tests/python/flight_sql_adbc.py`).
 
 use std::path::Path;
 use std::process::Command;
@@ -48,7 +49,7 @@ fn history(data: &Path) -> Result<()> {
 }
 
 #[test]
-fn pyarrow_flight_lists_pulls_and_joins_point_in_time() -> Result<()> {
+fn pyarrow_flight_and_adbc_flight_sql_read_the_clients_data() -> Result<()> {
     let data = tempfile::tempdir()?;
     let shop_key = create_client(Path::new(BIN), data.path(), &[], "shop")?;
     let rival_key = create_client(Path::new(BIN), data.path(), &[], "rival")?;
@@ -101,6 +102,27 @@ fn pyarrow_flight_lists_pulls_and_joins_point_in_time() -> Result<()> {
     ensure!(out["no_credentials"]["type"] == "FlightUnauthenticatedError", "{out}");
     ensure!(out["other_listed"] == json!([["events"]]), "{out}");
     ensure!(out["other_with_my_ticket"]["type"] == "FlightUnauthorizedError", "{out}");
+
+    // ADBC's Flight SQL driver, with basic credentials.
+    let script = repo_root().join("tests/python/flight_sql_adbc.py");
+    let python = Command::new("python3").arg(&script).arg(grpc.to_string()).args(["shop", &shop_key]).output()?;
+    ensure!(
+        python.status.success(),
+        "the ADBC Flight SQL client failed (run .ci/services to install adbc-driver-flightsql): {}\nserver log:\n{}",
+        String::from_utf8_lossy(&python.stderr),
+        server.log_tail()
+    );
+    let out: Json = serde_json::from_slice(&python.stdout)?;
+    ensure!(out["counts"] == json!([["page_view", 80], ["purchase", 20]]), "{out}");
+    ensure!(
+        out["history"] == json!([{"user_id": "u-1", "orders_30d": 2}, {"user_id": "u-1", "orders_30d": 5}]),
+        "{out}"
+    );
+    ensure!(out["syntax_error"]["message"].as_str().is_some_and(|m| m.contains("Line: 1, Column")), "{out}");
+    ensure!(out["catalogs"] == json!(["livora"]), "{out}");
+    ensure!(out["tables"] == json!(["events", "user_activity"]), "{out}");
+    ensure!(out["events_columns"] == json!(["event_id", "timestamp", "received_at"]), "{out}");
+    ensure!(out["table_types"] == json!(["TABLE"]), "{out}");
 
     server.stop()?;
     Ok(())

@@ -159,6 +159,7 @@ async fn start(config: FlightConfig, shop_events: Vec<Event>) -> Server {
     let metrics = Metrics::unregistered();
     let datasets = Datasets {
         lake: livora_ingest::lake::store::open(&root.display().to_string(), &LakeConfig::default()).unwrap(),
+        lake_dir: Some(root.clone()),
         offline: Arc::new(offline),
         offline_root: root,
         registry,
@@ -511,4 +512,86 @@ async fn a_dataset_larger_than_the_memory_budget_streams_within_it() {
         assert!(peak > 0 && peak as usize <= budget.as_usize(), "{what}: a stream held {peak} bytes, budget {budget}");
     }
     assert_eq!(server.metrics.flight_rows_sent.get(), 24_000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flight_sql_answers_queries_and_metadata_over_the_clients_tables() {
+    use arrow_flight::sql::client::FlightSqlServiceClient;
+    use arrow_flight::sql::{CommandGetTables, CommandStatementQuery, ProstMessageExt, SqlInfo};
+    use prost::Message as _;
+
+    let server = start(FlightConfig::default(), events("shop", HOURS, PER_HOUR, 10)).await;
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr)).unwrap().connect().await.unwrap();
+    let mut sql = FlightSqlServiceClient::new(channel);
+    // The handshake with basic credentials sets the bearer token.
+    sql.handshake("shop", &server.keys.0).await.unwrap();
+    let run = async |sql: &mut FlightSqlServiceClient<tonic::transport::Channel>, info: FlightInfo| {
+        let ticket = info.endpoint[0].ticket.clone().unwrap();
+        sql.do_get(ticket).await.unwrap().try_collect::<Vec<RecordBatch>>().await.unwrap()
+    };
+
+    let info = sql
+        .execute("SELECT event_type, COUNT(*) AS n FROM events GROUP BY event_type ORDER BY event_type".into(), None)
+        .await
+        .unwrap();
+    let counts = run(&mut sql, info).await;
+    assert_eq!(strings(&counts, "event_type"), ["page_view", "purchase"]);
+    let n: Vec<i64> = counts.iter().flat_map(|b| arrow_cast_u32_or_i64(b.column_by_name("n").unwrap())).collect();
+    assert_eq!(n, [HOURS as i64 * PER_HOUR as i64 * 4 / 5, HOURS as i64 * PER_HOUR as i64 / 5]);
+    let info = sql
+        .execute("SELECT user_id, orders_30d FROM activity WHERE orders_30d > 2 ORDER BY orders_30d".into(), None)
+        .await
+        .unwrap();
+    assert_eq!(strings(&run(&mut sql, info).await, "user_id"), ["shop-u0", "shop-u1"]);
+
+    let info = sql.get_tables(CommandGetTables { include_schema: true, ..Default::default() }).await.unwrap();
+    let tables = run(&mut sql, info).await;
+    assert_eq!(strings(&tables, "table_name"), ["activity", "churn_predictions", "events"]);
+    assert_eq!(strings(&tables, "catalog_name"), ["livora"; 3]);
+    let info = sql.get_catalogs().await.unwrap();
+    assert_eq!(strings(&run(&mut sql, info).await, "catalog_name"), ["livora"]);
+    let info = sql.get_sql_info(vec![SqlInfo::FlightSqlServerName]).await.unwrap();
+    assert_eq!(rows(&run(&mut sql, info).await), 1);
+
+    // Errors, with their codes: a syntax error says where, an unknown table names it.
+    let mut shop = as_shop(&server).await;
+    let query = |q: &str| {
+        FlightDescriptor::new_cmd(
+            CommandStatementQuery { query: q.into(), transaction_id: None }.as_any().encode_to_vec(),
+        )
+    };
+    let (code, message) = failure(shop.get_flight_info(query("SELECT event_type FORM events")).await);
+    assert_eq!(code, Code::InvalidArgument, "{message}");
+    assert!(message.contains("Line: 1, Column"), "{message}");
+    let (code, message) = failure(shop.get_flight_info(query("SELECT * FROM sales")).await);
+    assert_eq!(code, Code::InvalidArgument, "{message}");
+    assert!(message.contains("sales"), "{message}");
+    let update = arrow_flight::sql::CommandStatementUpdate { query: "DELETE FROM events".into(), transaction_id: None };
+    let (code, message) =
+        failure(shop.get_flight_info(FlightDescriptor::new_cmd(update.as_any().encode_to_vec())).await);
+    assert_eq!(code, Code::Unimplemented, "{message}");
+
+    // The same SQL as a JSON command, for plain Flight clients.
+    let json_sql =
+        get(&mut shop, cmd(json!({"dataset": "sql", "query": "SELECT COUNT(*) AS n FROM events"}))).await.unwrap();
+    assert_eq!(rows(&json_sql), 1);
+
+    // Another client's tables are its own.
+    let mut rival = as_rival(&server).await;
+    let theirs = get(&mut rival, query("SELECT user_id FROM events")).await.unwrap();
+    assert_eq!(rows(&theirs), 10);
+    assert!(strings(&theirs, "user_id").iter().all(|u| u.starts_with("rival-")));
+    let (code, message) = failure(rival.get_flight_info(query("SELECT * FROM activity")).await);
+    assert_eq!(code, Code::InvalidArgument, "{message}");
+}
+
+/// An integer column's values (polars counts in `u32`).
+fn arrow_cast_u32_or_i64(column: &ArrayRef) -> Vec<i64> {
+    match column.as_primitive_opt::<Int64Type>() {
+        Some(values) => values.values().to_vec(),
+        None => {
+            column.as_primitive::<arrow_array::types::UInt32Type>().values().iter().map(|v| i64::from(*v)).collect()
+        }
+    }
 }

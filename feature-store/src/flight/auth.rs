@@ -10,12 +10,20 @@
 //!   the key: nothing is kept on the server, and revoking the key revokes the token.
 
 use base64::Engine as _;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use livora_common::ClientId;
 use livora_ingest::ClientStore;
 use tonic::metadata::MetadataMap;
 
 use crate::error::{Error, Result};
 use crate::serving::auth::verify_key;
+
+/// Base64 of basic credentials, padded or not: the Go Flight client (ADBC's Flight SQL driver)
+/// leaves the padding out.
+const BASIC: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 
 /// The credentials a call carries.
 #[derive(Debug, PartialEq, Eq)]
@@ -74,13 +82,9 @@ fn credentials(metadata: &MetadataMap) -> Result<Credentials> {
         return Ok(Credentials::Bearer(rest.to_owned()));
     }
     if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(rest)
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .ok_or_else(|| {
-                Error::Unauthenticated("authorization: basic credentials are not base64 of `user:password`".into())
-            })?;
+        let decoded = BASIC.decode(rest).ok().and_then(|bytes| String::from_utf8(bytes).ok()).ok_or_else(|| {
+            Error::Unauthenticated("authorization: basic credentials are not base64 of `user:password`".into())
+        })?;
         let (client, key) = decoded
             .split_once(':')
             .ok_or_else(|| Error::Unauthenticated("authorization: basic credentials need `user:password`".into()))?;
@@ -104,11 +108,15 @@ mod tests {
     #[test]
     fn reads_bearer_and_basic_credentials() {
         assert_eq!(credentials(&with("Bearer lvk_1")).unwrap(), Credentials::Bearer("lvk_1".into()));
-        let basic = base64::engine::general_purpose::STANDARD.encode("shop:lvk_1");
-        assert_eq!(
-            credentials(&with(&format!("Basic {basic}"))).unwrap(),
-            Credentials::Basic { client: "shop".into(), key: "lvk_1".into() }
-        );
+        for basic in [
+            base64::engine::general_purpose::STANDARD.encode("shop:lvk_1"),
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode("shop:lvk_1"),
+        ] {
+            assert_eq!(
+                credentials(&with(&format!("Basic {basic}"))).unwrap(),
+                Credentials::Basic { client: "shop".into(), key: "lvk_1".into() }
+            );
+        }
         for bad in ["Bearer ", "Basic !!", "Token x", "lvk_1"] {
             assert!(matches!(credentials(&with(bad)), Err(Error::Unauthenticated(_))), "{bad}");
         }

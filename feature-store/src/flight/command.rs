@@ -12,7 +12,7 @@ use serde_json::Value as Json;
 use crate::error::{Error, Result};
 
 /// The dataset names, for errors that list them.
-pub const DATASETS: &str = "`events`, `feature_view`, `predictions`, `training`";
+pub const DATASETS: &str = "`events`, `feature_view`, `predictions`, `training`, `sql`";
 
 /// A dataset and its parameters.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -26,6 +26,45 @@ pub enum Command {
     Predictions(PredictionsCommand),
     /// A point-in-time training dataset.
     Training(TrainingCommand),
+    /// The result of a SQL query over the client's tables ([`super::sql`]).
+    Sql(SqlCommand),
+    /// A Flight SQL metadata command, as tickets carry it.
+    FlightSql(FlightSqlCommand),
+}
+
+/// `{"dataset": "sql", "query"}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlCommand {
+    /// One SQL statement (polars SQL) over the client's tables.
+    pub query: String,
+}
+
+/// `{"dataset": "flight_sql", "message"}`: how a ticket carries a Flight SQL command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlightSqlCommand {
+    /// The command's protobuf `Any`, base64.
+    pub message: String,
+}
+
+impl FlightSqlCommand {
+    /// The command's protobuf bytes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `message` is not base64.
+    pub fn bytes(&self) -> Result<Vec<u8>> {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(&self.message)
+            .map_err(|_| Error::InvalidArgument("message: not base64".into()))
+    }
+
+    /// The command carrying `bytes`.
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        use base64::Engine as _;
+        Self { message: base64::engine::general_purpose::STANDARD.encode(bytes) }
+    }
 }
 
 /// `{"dataset": "events", "start"?, "end"?, "event_types"?}`.
@@ -147,6 +186,8 @@ impl Command {
             "feature_view" => Self::FeatureView(fields_of(rest)?),
             "predictions" => Self::Predictions(fields_of(rest)?),
             "training" => Self::Training(fields_of(rest)?),
+            "sql" => Self::Sql(fields_of(rest)?),
+            "flight_sql" => Self::FlightSql(fields_of(rest)?),
             other => return Err(unknown_dataset(other)),
         };
         command.validate()?;
@@ -169,13 +210,15 @@ impl Command {
                 Self::Predictions(PredictionsCommand { model: model.clone(), start: None, end: None })
             }
             [] => return Err(Error::InvalidArgument("path: empty; e.g. [\"events\"]".into())),
-            [dataset, ..] if !matches!(dataset.as_str(), "events" | "feature_view" | "predictions" | "training") => {
+            [dataset, ..]
+                if !matches!(dataset.as_str(), "events" | "feature_view" | "predictions" | "training" | "sql") =>
+            {
                 return Err(unknown_dataset(dataset));
             }
             _ => {
                 return Err(Error::InvalidArgument(format!(
                     "path: `{}` is not a dataset path; use [\"events\"], [\"feature_view\", <view>] or \
-                     [\"predictions\", <model>], or a JSON command (needed for `training`)",
+                     [\"predictions\", <model>], or a JSON command (needed for `training` and `sql`)",
                     path.join("/")
                 )));
             }
@@ -215,6 +258,8 @@ impl Command {
                 check_range(c.start, c.end)
             }
             Self::Training(c) => c.validate(),
+            Self::Sql(c) => check_name("query", &c.query),
+            Self::FlightSql(c) => c.bytes().map(|_| ()),
         }
     }
 }

@@ -3,13 +3,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
+use futures::StreamExt;
 use livora_common::ClientId;
 use object_store::ObjectStore;
 use polars::prelude::{LazyFrame, PlRefPath, ScanArgsParquet};
 
 use super::budget::StreamBudget;
 use super::command::{Command, EventsCommand, FeatureViewCommand, PredictionsCommand, TrainingCommand};
+use super::sql::{self, FlightSql, Sources};
 use super::uploads::Uploads;
 use super::{BatchStream, bridge, lake};
 use crate::dataset::{self, DatasetRequest, Entities, Selection, history_in, scan_table};
@@ -33,12 +36,17 @@ pub struct Dataset {
 enum Source {
     Events(EventsCommand),
     Query(Box<LazyFrame>),
+    /// A small answer computed at once (Flight SQL metadata).
+    Batch(RecordBatch),
 }
 
 /// Where the datasets come from.
 pub struct Datasets {
     /// The lake (raw events).
     pub lake: Arc<dyn ObjectStore>,
+    /// The lake's root when it is a local directory: SQL's `events` table (polars scans local
+    /// files here; on S3 the table is absent).
+    pub lake_dir: Option<PathBuf>,
     /// Feature history.
     pub offline: Arc<dyn OfflineStore>,
     /// The offline root: batch tables and prediction logs.
@@ -85,7 +93,47 @@ impl Datasets {
                     (self.offline.clone(), self.offline_root.clone(), client.clone(), c.clone());
                 blocking(move || training(&repo, offline.as_ref(), &root, &client, &c, entities.as_deref())).await
             }
+            Command::Sql(c) => self.sql(client, FlightSql::Query(c.query.clone())).await,
+            Command::FlightSql(c) => {
+                let command = FlightSql::decode(&c.bytes()?)?
+                    .ok_or_else(|| Error::InvalidArgument("message: not a Flight SQL command".into()))?;
+                self.sql(client, command).await
+            }
         }
+    }
+
+    /// A query or a metadata command of Flight SQL, over the client's tables.
+    async fn sql(&self, client: &ClientId, command: FlightSql) -> Result<Dataset> {
+        let repo = self.registry.current(client).await?.map(|v| v.repo);
+        let (offline, root, lake, client) =
+            (self.offline.clone(), self.offline_root.clone(), self.lake_dir.clone(), client.clone());
+        blocking(move || {
+            let sources = Sources {
+                repo: repo.as_ref(),
+                offline: offline.as_ref(),
+                offline_root: &root,
+                lake_dir: lake.as_deref(),
+            };
+            let tables = sql::tables(&sources, &client)?;
+            if let FlightSql::Query(text) = &command {
+                return query(sql::plan(tables, text)?);
+            }
+            let with_schemas = matches!(&command, FlightSql::Tables(c) if c.include_schema);
+            let mut described = Vec::with_capacity(tables.len());
+            for (name, mut frame) in tables {
+                let schema = if with_schemas {
+                    let schema =
+                        frame.collect_schema().map_err(Error::offline(format!("reading the schema of `{name}`")))?;
+                    bridge::arrow_schema(&schema)?
+                } else {
+                    Arc::new(arrow_schema::Schema::empty())
+                };
+                described.push((name, schema));
+            }
+            let batch = sql::metadata(&command, &described)?;
+            Ok(Dataset { schema: batch.schema(), source: Source::Batch(batch) })
+        })
+        .await
     }
 
     /// Every dataset `client` may read without parameters, with its schema: its events, the
@@ -121,6 +169,11 @@ impl Datasets {
         match dataset.source {
             Source::Events(c) => lake::stream(self.lake.clone(), client, &c, batch_rows, budget),
             Source::Query(frame) => bridge::stream(*frame, dataset.schema, batch_rows, budget),
+            Source::Batch(batch) => futures::stream::once(async move {
+                let held = budget.hold(&batch).await;
+                Ok((batch, held))
+            })
+            .boxed(),
         }
     }
 
@@ -184,7 +237,7 @@ fn query(mut frame: LazyFrame) -> Result<Dataset> {
 }
 
 /// `<root>/predictions/<model>/client_id=<client>`.
-fn predictions_dir(root: &Path, client: &ClientId, model: &str) -> Result<PathBuf> {
+pub(super) fn predictions_dir(root: &Path, client: &ClientId, model: &str) -> Result<PathBuf> {
     let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-');
     if model.is_empty() || !model.chars().all(safe) {
         return Err(Error::InvalidArgument(format!(
@@ -195,7 +248,7 @@ fn predictions_dir(root: &Path, client: &ClientId, model: &str) -> Result<PathBu
 }
 
 /// The models with a prediction log of `client`, by name.
-fn prediction_models(root: &Path, client: &ClientId) -> Result<Vec<String>> {
+pub(super) fn prediction_models(root: &Path, client: &ClientId) -> Result<Vec<String>> {
     let dir = root.join(PREDICTIONS_DIR);
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,

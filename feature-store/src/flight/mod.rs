@@ -13,6 +13,7 @@
 //! | `feature_view` | `view`, `start`?, `end`? | the view's history (`event_timestamp` in range) |
 //! | `predictions` | `model`, `start`?, `end`? | the model's prediction log |
 //! | `training` | `features` or `feature_service`; `spine` or `entities`; `timestamp_column`?, `full_feature_names`? | a point-in-time dataset |
+//! | `sql` | `query` | the result of a SQL query over the client's tables ([`sql`]) |
 //!
 //! ```json
 //! {"dataset": "events", "start": "2024-05-01T00:00:00Z", "event_types": ["purchase"]}
@@ -20,6 +21,7 @@
 //! {"dataset": "training", "feature_service": "churn",
 //!  "spine": {"view": "user_activity", "start": "2024-05-01T00:00:00Z", "end": "2024-05-31T00:00:00Z", "cadence": "1d"}}
 //! {"dataset": "training", "features": ["user_activity:*"], "entities": "<id from DoPut>"}
+//! {"dataset": "sql", "query": "SELECT event_type, COUNT(*) AS n FROM events GROUP BY event_type"}
 //! ```
 //!
 //! `training` has the semantics of `get_historical_features` and `livora dataset build` (the
@@ -44,6 +46,9 @@
 //!   `app_metadata` is `{"entities": "<id>", "rows": n}`, the id to name in a `training` command.
 //! - `Handshake`: basic credentials (user = client id, password = api key) in, a bearer token out
 //!   ([`auth`]).
+//! - **Flight SQL**: a descriptor whose command is a Flight SQL message (a protobuf `Any`) is one:
+//!   queries and catalog metadata ([`sql`]), so ADBC's and JDBC's Flight SQL drivers work. Its
+//!   tickets are ours, like every other dataset's.
 //!
 //! # Authentication and tenancy
 //! Every call carries the client's api key ([`auth`]); every dataset is read from the caller's
@@ -54,7 +59,8 @@
 //! An unknown dataset, view, model, feature or upload is `NOT_FOUND` naming it; a malformed
 //! command, an inverted time range or a bad field is `INVALID_ARGUMENT` naming the field; no or
 //! an unknown key is `UNAUTHENTICATED`; an upload past `features.flight.max_upload` is
-//! `RESOURCE_EXHAUSTED`.
+//! `RESOURCE_EXHAUSTED`; a SQL error is `INVALID_ARGUMENT` with polars' message (a syntax error
+//! gives its line and column); a Flight SQL command not offered is `UNIMPLEMENTED`.
 //!
 //! # Where the batches come from
 //! Raw events are read with arrow-rs straight from the lake's Parquet files ([`lake`]); feature
@@ -69,6 +75,7 @@ pub mod config;
 pub mod datasets;
 pub mod lake;
 mod service;
+pub mod sql;
 pub mod uploads;
 
 use arrow_array::RecordBatch;

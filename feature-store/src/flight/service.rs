@@ -20,9 +20,10 @@ use livora_ingest::ClientStore;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::budget::{Held, StreamBudget};
-use super::command::{Command, Ticket};
+use super::command::{Command, FlightSqlCommand, SqlCommand, Ticket};
 use super::config::FlightConfig;
 use super::datasets::Datasets;
+use super::sql::FlightSql;
 use super::{BatchStream, auth};
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -65,10 +66,14 @@ impl FlightDatasetService {
     }
 }
 
-/// The command a descriptor carries.
+/// The command a descriptor carries: a Flight SQL command, or one of ours.
 fn command_of(descriptor: &FlightDescriptor) -> Result<Command, Error> {
     match DescriptorType::try_from(descriptor.r#type) {
-        Ok(DescriptorType::Cmd) => Command::from_json(&descriptor.cmd),
+        Ok(DescriptorType::Cmd) => match FlightSql::decode(&descriptor.cmd)? {
+            Some(FlightSql::Query(query)) => Ok(Command::Sql(SqlCommand { query })),
+            Some(metadata) => Ok(Command::FlightSql(FlightSqlCommand::from_bytes(&metadata.encode()))),
+            None => Command::from_json(&descriptor.cmd),
+        },
         Ok(DescriptorType::Path) => Command::from_path(&descriptor.path),
         _ => Err(Error::InvalidArgument("descriptor: the type must be CMD (a JSON command) or PATH".into())),
     }
@@ -211,6 +216,16 @@ impl FlightService for FlightDatasetService {
             .message()
             .await?
             .ok_or_else(|| status(&Error::InvalidArgument("entities: the DoPut stream is empty".into())))?;
+        if let Some(d) = &first.flight_descriptor
+            && DescriptorType::try_from(d.r#type) == Ok(DescriptorType::Cmd)
+            && FlightSql::decode(&d.cmd).map_err(|e| status(&e))?.is_some()
+        {
+            return Err(status(&Error::Unimplemented(
+                "Flight SQL updates, ingestion and prepared-statement parameters are not offered: the service is \
+                 read-only"
+                    .into(),
+            )));
+        }
         if !is_entities(first.flight_descriptor.as_ref()) {
             return Err(status(&Error::InvalidArgument(
                 "descriptor: DoPut takes entity rows for a point-in-time query; use the path [\"entities\"]".into(),
