@@ -48,6 +48,19 @@ fn history(data: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Runs `tests/python/<script>` with `args` and reads the JSON it prints; a failure says which
+/// package `.ci/services` installs for it.
+fn python(server: &Livora, script: &str, args: &[&str], package: &str) -> Result<Json> {
+    let out = Command::new("python3").arg(repo_root().join("tests/python").join(script)).args(args).output()?;
+    ensure!(
+        out.status.success(),
+        "{script} failed (run .ci/services to install {package}): {}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log_tail()
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
 #[test]
 fn pyarrow_flight_and_adbc_flight_sql_read_the_clients_data() -> Result<()> {
     let data = tempfile::tempdir()?;
@@ -63,16 +76,8 @@ fn pyarrow_flight_and_adbc_flight_sql_read_the_clients_data() -> Result<()> {
 
     let mut server = Livora::start(Path::new(BIN), data.path(), &[])?;
     let grpc = server.grpc_addr.context("no gRPC address printed")?;
-    let script = repo_root().join("tests/python/flight_pyarrow.py");
-    let python =
-        Command::new("python3").arg(&script).arg(grpc.to_string()).args(["shop", &shop_key, &rival_key]).output()?;
-    ensure!(
-        python.status.success(),
-        "the pyarrow.flight client failed (run .ci/services to install pyarrow): {}\nserver log:\n{}",
-        String::from_utf8_lossy(&python.stderr),
-        server.log_tail()
-    );
-    let out: Json = serde_json::from_slice(&python.stdout)?;
+    let addr = grpc.to_string();
+    let out = python(&server, "flight_pyarrow.py", &[&addr, "shop", &shop_key, &rival_key], "pyarrow")?;
 
     ensure!(out["token_header"] == "authorization", "{out}");
     ensure!(out["listed"] == json!([["events"], ["feature_view", "user_activity"]]), "{}", out["listed"]);
@@ -104,15 +109,7 @@ fn pyarrow_flight_and_adbc_flight_sql_read_the_clients_data() -> Result<()> {
     ensure!(out["other_with_my_ticket"]["type"] == "FlightUnauthorizedError", "{out}");
 
     // ADBC's Flight SQL driver, with basic credentials.
-    let script = repo_root().join("tests/python/flight_sql_adbc.py");
-    let python = Command::new("python3").arg(&script).arg(grpc.to_string()).args(["shop", &shop_key]).output()?;
-    ensure!(
-        python.status.success(),
-        "the ADBC Flight SQL client failed (run .ci/services to install adbc-driver-flightsql): {}\nserver log:\n{}",
-        String::from_utf8_lossy(&python.stderr),
-        server.log_tail()
-    );
-    let out: Json = serde_json::from_slice(&python.stdout)?;
+    let out = python(&server, "flight_sql_adbc.py", &[&addr, "shop", &shop_key], "adbc-driver-flightsql")?;
     ensure!(out["counts"] == json!([["page_view", 80], ["purchase", 20]]), "{out}");
     ensure!(
         out["history"] == json!([{"user_id": "u-1", "orders_30d": 2}, {"user_id": "u-1", "orders_30d": 5}]),
