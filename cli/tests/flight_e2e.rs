@@ -111,6 +111,7 @@ fn pyarrow_flight_and_adbc_flight_sql_read_the_clients_data() -> Result<()> {
     // ADBC's Flight SQL driver, with basic credentials.
     let out = python(&server, "flight_sql_adbc.py", &[&addr, "shop", &shop_key], "adbc-driver-flightsql")?;
     ensure!(out["counts"] == json!([["page_view", 80], ["purchase", 20]]), "{out}");
+    ensure!(out["prepared"] == 20, "{out}");
     ensure!(
         out["history"] == json!([{"user_id": "u-1", "orders_30d": 2}, {"user_id": "u-1", "orders_30d": 5}]),
         "{out}"

@@ -554,6 +554,15 @@ async fn flight_sql_answers_queries_and_metadata_over_the_clients_tables() {
     let info = sql.get_sql_info(vec![SqlInfo::FlightSqlServerName]).await.unwrap();
     assert_eq!(rows(&run(&mut sql, info).await), 1);
 
+    // A prepared statement (the JDBC driver prepares every query): its schema, then its rows.
+    let mut prepared =
+        sql.prepare("SELECT user_id FROM events WHERE event_type = 'purchase'".into(), None).await.unwrap();
+    assert_eq!(prepared.dataset_schema().unwrap().field(0).name(), "user_id");
+    let info = prepared.execute().await.unwrap();
+    assert_eq!(rows(&run(&mut sql, info).await), HOURS as usize * PER_HOUR / 5);
+    prepared.close().await.unwrap();
+    assert!(sql.prepare("SELECT nope FROM events".into(), None).await.is_err());
+
     // Errors, with their codes: a syntax error says where, an unknown table names it.
     let mut shop = as_shop(&server).await;
     let query = |q: &str| {

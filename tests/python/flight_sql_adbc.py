@@ -3,7 +3,7 @@
 Usage: flight_sql_adbc.py HOST:PORT CLIENT_ID API_KEY
 
 Connects with basic credentials (user = client id, password = api key: the driver runs the Flight
-handshake and keeps the bearer token), runs SQL through DB-API, reads the metadata (catalogs,
+handshake and keeps the bearer token), runs SQL through DB-API (plainly and prepared), reads the metadata (catalogs,
 schemas, tables with their columns) and records what a syntax error answers. Prints a JSON summary
 on stdout; the Rust test (`cli/tests/flight_e2e.rs`) checks it. Exits non-zero on any unexpected
 failure.
@@ -29,6 +29,10 @@ def main() -> None:
             cursor.execute("SELECT user_id, orders_30d FROM user_activity ORDER BY event_timestamp")
             table = cursor.fetch_arrow_table()
             out["history"] = table.to_pylist()
+
+            cursor.adbc_prepare("SELECT COUNT(*) AS n FROM events WHERE event_type = 'purchase'")
+            cursor.execute("SELECT COUNT(*) AS n FROM events WHERE event_type = 'purchase'")
+            out["prepared"] = int(cursor.fetchone()[0])
 
             try:
                 cursor.execute("SELECT event_type FORM events")

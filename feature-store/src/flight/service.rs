@@ -23,7 +23,7 @@ use super::budget::{Held, StreamBudget};
 use super::command::{Command, FlightSqlCommand, SqlCommand, Ticket};
 use super::config::FlightConfig;
 use super::datasets::Datasets;
-use super::sql::FlightSql;
+use super::sql::{self, FlightSql};
 use super::{BatchStream, auth};
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -258,13 +258,33 @@ impl FlightService for FlightDatasetService {
     }
 
     async fn do_action(&self, request: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
-        Err(Status::unimplemented(format!(
-            "action `{}` is not offered; this service has none",
-            request.get_ref().r#type
-        )))
+        let client = self.client(&request).await?;
+        let action = request.into_inner();
+        match action.r#type.as_str() {
+            sql::CREATE_PREPARED_STATEMENT => {
+                let query = sql::prepare_request(&action.body).map_err(|e| status(&e))?;
+                let command = Command::Sql(SqlCommand { query: query.clone() });
+                let dataset = self.datasets.open(&client, &command).await.map_err(|e| status(&e))?;
+                let answer = sql::prepared(query, &dataset.schema).map_err(|e| status(&e))?;
+                let result = arrow_flight::Result::new(answer);
+                Ok(Response::new(futures::stream::once(async move { Ok(result) }).boxed()))
+            }
+            // Prepared statements hold nothing on the server.
+            sql::CLOSE_PREPARED_STATEMENT => Ok(Response::new(futures::stream::empty().boxed())),
+            other => Err(status(&Error::Unimplemented(format!(
+                "action `{other}` is not offered; the actions are {} and {}",
+                sql::CREATE_PREPARED_STATEMENT,
+                sql::CLOSE_PREPARED_STATEMENT
+            )))),
+        }
     }
 
     async fn list_actions(&self, _request: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
-        Ok(Response::new(futures::stream::empty().boxed()))
+        let actions = [
+            (sql::CREATE_PREPARED_STATEMENT, "Flight SQL: prepares a query (no parameters); the handle is the query"),
+            (sql::CLOSE_PREPARED_STATEMENT, "Flight SQL: closes a prepared statement (nothing is held)"),
+        ]
+        .map(|(name, description)| Ok(ActionType { r#type: name.into(), description: description.into() }));
+        Ok(Response::new(futures::stream::iter(actions).boxed()))
     }
 }

@@ -17,16 +17,20 @@
 //! `CommandStatementQuery` (planned at `GetFlightInfo`: a bad query is `INVALID_ARGUMENT` with
 //! polars' message, which gives the line and column of a syntax error), `CommandGetCatalogs`,
 //! `CommandGetDbSchemas`, `CommandGetTables` (with schemas), `CommandGetTableTypes` and
-//! `CommandGetSqlInfo`. Prepared statements, updates, transactions and Substrait are not offered
-//! yet; their commands answer `UNIMPLEMENTED`.
+//! `CommandGetSqlInfo`; prepared statements without parameters (`CreatePreparedStatement`,
+//! `CommandPreparedStatementQuery`, `ClosePreparedStatement`: the JDBC driver prepares every
+//! query), stateless: the handle is the query. Parameters, updates, ingestion, transactions and
+//! Substrait are not offered; their commands answer `UNIMPLEMENTED`.
 
 use std::path::Path;
 
 use arrow_array::RecordBatch;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
 use arrow_flight::sql::{
-    Any, CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, SqlInfo,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any, CommandGetCatalogs,
+    CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, ProstMessageExt, SqlInfo,
 };
+use arrow_flight::{IpcMessage, SchemaAsIpc};
 use livora_common::ClientId;
 use polars::prelude::LazyFrame;
 use polars::sql::SQLContext;
@@ -144,6 +148,12 @@ impl FlightSql {
         use arrow_flight::sql::Command as C;
         Ok(Some(match command {
             C::CommandStatementQuery(c) => Self::Query(c.query),
+            // The handle of a prepared statement is its query (see `prepare`).
+            C::CommandPreparedStatementQuery(c) => {
+                Self::Query(String::from_utf8(c.prepared_statement_handle.to_vec()).map_err(|_| {
+                    Error::InvalidArgument("prepared_statement_handle: not a handle of this service".into())
+                })?)
+            }
             C::CommandGetCatalogs(CommandGetCatalogs {}) => Self::Catalogs,
             C::CommandGetDbSchemas(c) => Self::DbSchemas(c),
             C::CommandGetTables(c) => Self::Tables(c),
@@ -160,7 +170,7 @@ impl FlightSql {
 
     /// The command as the bytes of a protobuf `Any`, for a ticket.
     pub fn encode(&self) -> Vec<u8> {
-        use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
+        use arrow_flight::sql::CommandStatementQuery;
         let any = match self {
             Self::Query(query) => CommandStatementQuery { query: query.clone(), transaction_id: None }.as_any(),
             Self::Catalogs => CommandGetCatalogs {}.as_any(),
@@ -171,6 +181,44 @@ impl FlightSql {
         };
         any.encode_to_vec()
     }
+}
+
+/// The name of the action that prepares a statement.
+pub const CREATE_PREPARED_STATEMENT: &str = "CreatePreparedStatement";
+/// The name of the action that closes a prepared statement.
+pub const CLOSE_PREPARED_STATEMENT: &str = "ClosePreparedStatement";
+
+/// The query of a `CreatePreparedStatement` action's body.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the body is not an `ActionCreatePreparedStatementRequest`.
+pub fn prepare_request(body: &[u8]) -> Result<String> {
+    let request = Any::decode(body)
+        .ok()
+        .and_then(|any| any.unpack::<ActionCreatePreparedStatementRequest>().ok().flatten())
+        .ok_or_else(|| {
+            Error::InvalidArgument("action: the body is not an ActionCreatePreparedStatementRequest".into())
+        })?;
+    Ok(request.query)
+}
+
+/// The answer to `CreatePreparedStatement` for `query`, whose result has `schema`.
+///
+/// Prepared statements are stateless: the handle is the query itself, so nothing is kept on the
+/// server, closing one is a no-op and a handle survives a restart. Parameters are not offered
+/// (the parameter schema is empty).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when the schema cannot be encoded.
+pub fn prepared(query: String, schema: &arrow_schema::Schema) -> Result<Vec<u8>> {
+    let options = arrow_ipc::writer::IpcWriteOptions::default();
+    let IpcMessage(dataset_schema) = SchemaAsIpc::new(schema, &options).try_into().map_err(arrow_error)?;
+    let result = ActionCreatePreparedStatementResult {
+        prepared_statement_handle: query.into_bytes().into(),
+        dataset_schema,
+        parameter_schema: Default::default(),
+    };
+    Ok(result.as_any().encode_to_vec())
 }
 
 /// The answer of a metadata command over the client's tables (name and schema).
@@ -235,7 +283,7 @@ fn arrow_error(e: impl std::fmt::Display) -> Error {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use arrow_flight::sql::{CommandStatementQuery, ProstMessageExt};
+    use arrow_flight::sql::CommandStatementQuery;
     use polars::prelude::{Column, DataFrame, IntoLazy};
 
     use super::*;
