@@ -593,6 +593,11 @@ async fn flight_sql_answers_queries_and_metadata_over_the_clients_tables() {
     assert!(strings(&theirs, "user_id").iter().all(|u| u.starts_with("rival-")));
     let (code, message) = failure(rival.get_flight_info(query("SELECT * FROM activity")).await);
     assert_eq!(code, Code::InvalidArgument, "{message}");
+    // Nor can it read shop's files by path.
+    let path = format!("{}/raw/events/client_id=shop/*/*/*.parquet", server.root.display());
+    let (code, message) = failure(rival.get_flight_info(query(&format!("SELECT * FROM read_parquet('{path}')"))).await);
+    assert_eq!(code, Code::InvalidArgument, "{message}");
+    assert!(message.contains("read_parquet"), "{message}");
 }
 
 /// An integer column's values (polars counts in `u32`).

@@ -11,7 +11,8 @@
 //! Flight SQL reports them in catalog `livora`, schema `main`. polars SQL resolves a relation by
 //! the first part of its name, so queries name tables bare (`FROM events`). The context is
 //! rebuilt per query and never kept: a `CREATE TABLE` or `DELETE` only changes that query's
-//! context, so the service is read-only.
+//! context, so the service is read-only. polars' table functions (`read_parquet('path')` and
+//! the like), which would read any file the server can, are refused before planning.
 //!
 //! # Flight SQL
 //! `CommandStatementQuery` (planned at `GetFlightInfo`: a bad query is `INVALID_ARGUMENT` with
@@ -48,6 +49,8 @@ pub const CATALOG: &str = "livora";
 pub const SCHEMA: &str = "main";
 /// The type of every table.
 const TABLE_TYPE: &str = "TABLE";
+/// polars SQL's table functions, which read files by path.
+const FILE_FUNCTIONS: [&str; 5] = ["read_csv", "read_parquet", "read_ipc", "read_json", "read_ndjson"];
 /// The prefix of the type URLs of Flight SQL commands.
 const FLIGHT_SQL_TYPE: &str = "type.googleapis.com/arrow.flight.protocol.sql.";
 
@@ -102,6 +105,16 @@ pub fn tables(sources: &Sources<'_>, client: &ClientId) -> Result<Vec<(String, L
 pub fn plan(tables: Vec<(String, LazyFrame)>, query: &str) -> Result<LazyFrame> {
     if query.trim().is_empty() {
         return Err(Error::InvalidArgument("query: empty".into()));
+    }
+    // polars SQL reads any file the server can through its table functions: another client's
+    // partitions among them. Only the client's registered tables may be named.
+    let relations = polars::sql::extract_table_identifiers(query, false, true)
+        .map_err(|e| Error::InvalidArgument(format!("query: {e}")))?;
+    if let Some(function) = relations.iter().find(|r| FILE_FUNCTIONS.contains(&r.to_ascii_lowercase().as_str())) {
+        return Err(Error::InvalidArgument(format!(
+            "query: `{function}` is not offered: query the client's tables ({})",
+            tables.iter().map(|(name, _)| format!("`{name}`")).collect::<Vec<_>>().join(", ")
+        )));
     }
     let mut context = SQLContext::new();
     for (name, frame) in tables {
@@ -322,5 +335,14 @@ mod tests {
         assert!(relation.contains("sales"), "{relation}");
         let column = error("SELECT colour FROM events");
         assert!(column.contains("colour"), "{column}");
+        for escape in [
+            "SELECT * FROM read_parquet('/etc/passwd')",
+            "SELECT * FROM events JOIN READ_PARQUET('x.parquet') r ON true",
+            "WITH t AS (SELECT * FROM \"read_ipc\"('x')) SELECT * FROM t",
+            "SELECT * FROM (SELECT * FROM read_csv('/etc/passwd'))",
+        ] {
+            let refused = error(escape);
+            assert!(refused.contains("is not offered") && refused.contains("`events`"), "{escape}: {refused}");
+        }
     }
 }
