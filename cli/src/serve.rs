@@ -2,7 +2,7 @@
 //! feature serving (gRPC on `features.serving.grpc_listen`; its JSON twin on the collector's
 //! HTTP listener, so one port serves the shop-facing HTTP API) and model inference on the same
 //! gRPC port (`livora.v1.InferenceService`, and KServe V2 `inference.GRPCInferenceService` for
-//! callers that bring their own features).
+//! callers that bring their own features), and Arrow Flight datasets on that port too.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use livora_common::ClientId;
 use livora_feature_store::LocalOfflineStore;
+use livora_feature_store::flight::{Datasets, FlightDatasetService, Uploads};
 use livora_feature_store::serving::{self, GrpcFeatureService};
 use livora_feature_store::stream::StreamRunner;
 use livora_feature_store::stream::checkpoint::Checkpoints;
@@ -85,7 +86,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
     let lake_root = config.lake_root();
     let store = store::open(&lake_root, &config.lake)?;
     let dedupe = DedupeStore::open(&data_dir.join("lake-state").join("dedupe"), config.lake.dedupe_window)?;
-    let writer = LakeWriter::new(store, dedupe, config.lake.clone(), metrics.clone()).await?;
+    let writer = LakeWriter::new(store.clone(), dedupe, config.lake.clone(), metrics.clone()).await?;
     let consumer = log.consumer(LAKE_CONSUMER).await?;
     let (stop_lake, lake_stopped) = watch::channel(false);
     let mut lake = run_on_own_thread(writer, consumer, lake_stopped)?;
@@ -109,7 +110,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
             online.clone(),
             registry.clone(),
             Some(Arc::new(OfflineFeatureLog::new(Arc::new(LocalOfflineStore::new(config.offline_root()))))),
-            feature_metrics,
+            feature_metrics.clone(),
         );
         let consumer = log.consumer(STREAM_CONSUMER).await?;
         Some(tokio::spawn(runner.run(consumer, stream_stopped)))
@@ -117,7 +118,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
         None
     };
     let features = if config.features.serving.enabled {
-        Some(Serving::start(&config, registry, online, clients.clone()).await?)
+        Some(Serving::start(&config, registry, online, clients.clone(), store, feature_metrics).await?)
     } else {
         None
     };
@@ -222,13 +223,32 @@ struct Serving {
 }
 
 impl Serving {
-    /// Starts the gRPC server over the registry and the online store.
+    /// Starts the gRPC server over the registry and the online store; Arrow Flight reads the lake
+    /// too.
     async fn start(
         config: &Config,
         registry: Registry,
         online: Arc<dyn livora_feature_store::OnlineStore>,
         clients: Arc<livora_ingest::ClientStore>,
+        lake: Arc<dyn object_store::ObjectStore>,
+        metrics: livora_feature_store::metrics::Metrics,
     ) -> Result<Self> {
+        let flight = config.features.flight.enabled.then(|| {
+            let lake_root = config.lake_root();
+            let datasets = Datasets {
+                lake,
+                lake_dir: (!lake_root.contains("://")).then(|| std::path::PathBuf::from(lake_root)),
+                offline: Arc::new(LocalOfflineStore::new(config.offline_root())),
+                offline_root: config.offline_root(),
+                registry: registry.clone(),
+                uploads: Uploads::new(
+                    config.data_dir().join("flight").join("uploads"),
+                    config.features.flight.upload_ttl,
+                    config.features.flight.max_upload.0,
+                ),
+            };
+            FlightDatasetService::new(clients.clone(), datasets, config.features.flight.clone(), metrics)
+        });
         let server = Arc::new(FeatureServer::new(registry, online, &config.features.serving));
         let listen = config.features.serving.grpc_listen;
         let listener = TcpListener::bind(listen)
@@ -263,11 +283,15 @@ impl Serving {
             .with_sink(sink),
         );
         let policy = config.inference.missing_policy.into();
-        let routes = tonic::service::Routes::default()
+        let mut routes = tonic::service::Routes::default()
             .add_service(
                 livora_inference::GrpcInferenceService::new(predictor.clone(), clients.clone(), policy).into_server(),
             )
             .add_service(livora_inference::GrpcKserveService::new(predictor, clients).into_server());
+        if let Some(flight) = flight {
+            println!("serving Arrow Flight datasets (arrow.flight.protocol.FlightService) on the same port");
+            routes = routes.add_service(flight.into_server());
+        }
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop_requested.wait_for(|&s| s).await;

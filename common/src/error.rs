@@ -23,6 +23,8 @@ pub enum ErrorCode {
     ResourceExhausted,
     /// A dependency is unavailable; retrying later may succeed (HTTP 503, gRPC UNAVAILABLE).
     Unavailable,
+    /// The operation is not offered (HTTP 501, gRPC UNIMPLEMENTED).
+    Unimplemented,
     /// A bug or an unexpected failure on our side (HTTP 500, gRPC INTERNAL).
     Internal,
 }
@@ -39,6 +41,7 @@ impl ErrorCode {
             Self::UnsupportedMediaType => 415,
             Self::ResourceExhausted => 429,
             Self::Unavailable => 503,
+            Self::Unimplemented => 501,
             Self::Internal => 500,
         }
     }

@@ -20,6 +20,8 @@ pub struct FeatureStoreConfig {
     pub stream: crate::stream::StreamConfig,
     /// Feature serving (`[features.serving]`).
     pub serving: ServingConfig,
+    /// Arrow Flight datasets (`[features.flight]`).
+    pub flight: crate::flight::FlightConfig,
 }
 
 impl FeatureStoreConfig {
@@ -27,6 +29,7 @@ impl FeatureStoreConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         livora_common::config::check_database_url("features.registry_url", self.registry_url.as_deref())?;
         self.stream.validate()?;
-        self.serving.validate()
+        self.serving.validate()?;
+        self.flight.validate()
     }
 }

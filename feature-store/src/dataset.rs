@@ -18,6 +18,7 @@ use polars::prelude::*;
 
 use crate::definitions::{FeatureKind, FeatureView, Repo, SourceKind};
 use crate::error::{Error, Result};
+use crate::offline::store::range_filter;
 use crate::offline::{
     CREATED_TIMESTAMP, EVENT_TIMESTAMP, OfflineStore, PitOptions, SpineOptions, TimeRange, ViewHistory, entity_spine,
     get_historical_features,
@@ -105,39 +106,28 @@ pub fn history(
     client: &ClientId,
     view: &FeatureView,
 ) -> Result<LazyFrame> {
+    history_in(repo, store, root, client, view, TimeRange::all())
+}
+
+/// The history of `view` for `client` with `event_timestamp` in `range`. Feature-log
+/// partitions outside the range are not read; the bound reaches the Parquet reader.
+pub fn history_in(
+    repo: &Repo,
+    store: &dyn OfflineStore,
+    root: &Path,
+    client: &ClientId,
+    view: &FeatureView,
+    range: TimeRange,
+) -> Result<LazyFrame> {
     let source = repo.sources.get(&view.source).ok_or_else(|| {
         Error::NotFound(format!("source `{}` of view `{}` is not registered", view.source, view.name))
     })?;
     match &source.kind {
-        SourceKind::EventLog { .. } => store.scan(client, &view.name, TimeRange::all()),
+        SourceKind::EventLog { .. } => store.scan(client, &view.name, range),
         SourceKind::Parquet { path, timestamp_field, created_timestamp_field } => {
             let dir: PathBuf = root.join(path).join(format!("client_id={client}"));
-            if !dir.is_dir() {
-                return Err(Error::NotFound(format!(
-                    "client `{client}` has no data for batch source `{}` (expected Parquet files under {})",
-                    source.name,
-                    dir.display()
-                )));
-            }
-            let mut files = Vec::new();
-            parquet_files(&dir, &mut files)?;
-            if files.is_empty() {
-                return Err(Error::NotFound(format!(
-                    "client `{client}` has no data for batch source `{}` (no Parquet file under {})",
-                    source.name,
-                    dir.display()
-                )));
-            }
-            files.sort();
-            let paths: Vec<PlRefPath> = files.iter().map(|p| PlRefPath::new(p.to_string_lossy().as_ref())).collect();
-            let args = ScanArgsParquet {
-                hive_options: HiveOptions { enabled: Some(false), ..Default::default() },
-                glob: false,
-                allow_missing_columns: true,
-                ..Default::default()
-            };
-            let mut frame = LazyFrame::scan_parquet_files(paths.into(), args)
-                .map_err(Error::offline(format!("scanning batch source `{}`", source.name)))?;
+            let mut frame =
+                scan_table(&dir, &format!("client `{client}` has no data for batch source `{}`", source.name))?;
             let mut renames = vec![(timestamp_field.as_str(), EVENT_TIMESTAMP)];
             if let Some(created) = created_timestamp_field {
                 renames.push((created.as_str(), CREATED_TIMESTAMP));
@@ -146,9 +136,38 @@ pub fn history(
             if !from.is_empty() {
                 frame = frame.rename(from, to, true);
             }
-            Ok(frame)
+            Ok(match range_filter(range) {
+                Some(predicate) => frame.filter(predicate),
+                None => frame,
+            })
         }
     }
+}
+
+/// A lazy scan of every Parquet file under `dir` (a client's directory of a table), in path
+/// order, files missing columns read as nulls.
+///
+/// # Errors
+/// [`Error::NotFound`] saying `missing` (`client `c` has no data for …`) and where the files
+/// were expected, when there is none.
+pub fn scan_table(dir: &Path, missing: &str) -> Result<LazyFrame> {
+    if !dir.is_dir() {
+        return Err(Error::NotFound(format!("{missing} (expected Parquet files under {})", dir.display())));
+    }
+    let mut files = Vec::new();
+    parquet_files(dir, &mut files)?;
+    if files.is_empty() {
+        return Err(Error::NotFound(format!("{missing} (no Parquet file under {})", dir.display())));
+    }
+    files.sort();
+    let paths: Vec<PlRefPath> = files.iter().map(|p| PlRefPath::new(p.to_string_lossy().as_ref())).collect();
+    let args = ScanArgsParquet {
+        hive_options: HiveOptions { enabled: Some(false), ..Default::default() },
+        glob: false,
+        allow_missing_columns: true,
+        ..Default::default()
+    };
+    LazyFrame::scan_parquet_files(paths.into(), args).map_err(Error::offline(format!("scanning {}", dir.display())))
 }
 
 /// Every `*.parquet` file under `dir`, recursively (hidden and temporary files skipped).

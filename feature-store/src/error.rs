@@ -17,6 +17,13 @@ pub enum Error {
     /// Valid credentials that do not grant the request (a key of another client).
     #[error("{0}")]
     PermissionDenied(String),
+    /// The request asks for an operation this service does not offer; the message says what it
+    /// offers instead.
+    #[error("{0}")]
+    Unimplemented(String),
+    /// A request is larger than a configured limit; the message names the limit.
+    #[error("{0}")]
+    TooLarge(String),
     /// The client registry (API keys) could not be reached.
     #[error("client registry: {0}")]
     Clients(String),
@@ -79,6 +86,8 @@ impl Error {
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::Unauthenticated(_) => ErrorCode::Unauthenticated,
             Self::PermissionDenied(_) => ErrorCode::PermissionDenied,
+            Self::TooLarge(_) => ErrorCode::PayloadTooLarge,
+            Self::Unimplemented(_) => ErrorCode::Unimplemented,
             Self::Clients(_) => ErrorCode::Unavailable,
             Self::Online { .. } | Self::Registry(_) | Self::Stream(_) => ErrorCode::Unavailable,
             Self::Breaking(_) => ErrorCode::InvalidArgument,

@@ -8,7 +8,8 @@
 //! over gRPC and HTTP, with a status and an event time per value.
 //! The [`offline`] store keeps the full history as Parquet and builds
 //! training sets from it with point-in-time joins; [`backfill`](mod@backfill) computes a
-//! streaming view's history from the raw lake with the [`batch`] engine.
+//! streaming view's history from the raw lake with the [`batch`] engine. [`flight`] serves the
+//! lake, feature history, prediction logs and point-in-time datasets over Arrow Flight.
 
 pub mod aws;
 pub mod backfill;
@@ -17,6 +18,7 @@ pub mod config;
 pub mod dataset;
 pub mod definitions;
 pub mod error;
+pub mod flight;
 pub mod materialize;
 pub mod metrics;
 pub mod offline;

@@ -26,6 +26,15 @@ pub struct Metrics {
     pub stream_states: Gauge,
     /// Failed online writes or checkpoints (each is retried).
     pub stream_failures: Counter,
+    /// Bytes of record batches the Arrow Flight streams hold now, between reading and sending.
+    pub flight_buffered_bytes: Gauge,
+    /// The most bytes any one Arrow Flight stream has held since start; at most
+    /// `features.flight.memory_budget` (or one batch, when a batch is larger).
+    pub flight_stream_buffered_bytes_max: Gauge,
+    /// Record batches sent by Arrow Flight `DoGet`.
+    pub flight_batches_sent: Counter,
+    /// Rows sent by Arrow Flight `DoGet`.
+    pub flight_rows_sent: Counter,
 }
 
 impl Metrics {
@@ -53,6 +62,18 @@ impl Metrics {
         );
         r.register("stream_states", "Entity states held by the aggregator", m.stream_states.clone());
         r.register("stream_failures", "Failed online writes or checkpoints, each retried", m.stream_failures.clone());
+        r.register(
+            "flight_buffered_bytes",
+            "Bytes of record batches Arrow Flight streams hold between reading and sending",
+            m.flight_buffered_bytes.clone(),
+        );
+        r.register(
+            "flight_stream_buffered_bytes_max",
+            "The most bytes one Arrow Flight stream has held since start",
+            m.flight_stream_buffered_bytes_max.clone(),
+        );
+        r.register("flight_batches_sent", "Record batches sent by Arrow Flight DoGet", m.flight_batches_sent.clone());
+        r.register("flight_rows_sent", "Rows sent by Arrow Flight DoGet", m.flight_rows_sent.clone());
         m
     }
 
@@ -67,6 +88,10 @@ impl Metrics {
             freshness_seconds: Histogram::new(exponential_buckets(0.001, 1.5, 24)),
             stream_states: Gauge::default(),
             stream_failures: Counter::default(),
+            flight_buffered_bytes: Gauge::default(),
+            flight_stream_buffered_bytes_max: Gauge::default(),
+            flight_batches_sent: Counter::default(),
+            flight_rows_sent: Counter::default(),
         }
     }
 }

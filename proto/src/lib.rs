@@ -44,6 +44,7 @@ pub fn code(code: ErrorCode) -> tonic::Code {
         ErrorCode::NotFound => tonic::Code::NotFound,
         ErrorCode::PayloadTooLarge | ErrorCode::ResourceExhausted => tonic::Code::ResourceExhausted,
         ErrorCode::Unavailable => tonic::Code::Unavailable,
+        ErrorCode::Unimplemented => tonic::Code::Unimplemented,
         ErrorCode::Internal => tonic::Code::Internal,
     }
 }
@@ -153,6 +154,7 @@ mod tests {
         assert_eq!(code(ErrorCode::Unavailable), tonic::Code::Unavailable);
         assert_eq!(code(ErrorCode::ResourceExhausted), tonic::Code::ResourceExhausted);
         assert_eq!(code(ErrorCode::Internal), tonic::Code::Internal);
+        assert_eq!(code(ErrorCode::Unimplemented), tonic::Code::Unimplemented);
         let s = status(ErrorCode::NotFound, "feature view `x`");
         assert_eq!((s.code(), s.message()), (tonic::Code::NotFound, "feature view `x`"));
     }

@@ -332,3 +332,40 @@ impl NatsStream {
         Ok(())
     }
 }
+
+/// `per_hour` events of `client` in each of `hours` hours from `start`, one a second, by four
+/// users (`<client>-u0` … `<client>-u3`); every fifth is a `purchase`, the others `page_view`s;
+/// `props` carries `props_bytes` bytes of padding, so that tests can make the lake as large as
+/// they need.
+pub fn synthetic_events(
+    client: &str,
+    start: chrono::DateTime<chrono::Utc>,
+    hours: u32,
+    per_hour: usize,
+    props_bytes: usize,
+) -> Result<Vec<livora_common::Event>> {
+    use livora_common::{ClientId, Enrichment, Event, JsonObject};
+    let client_id = ClientId::new(client).map_err(anyhow::Error::msg)?;
+    let padding = serde_json::json!({"page": "x".repeat(props_bytes)}).to_string();
+    let props = JsonObject::new(serde_json::value::RawValue::from_string(padding)?)?;
+    let mut out = Vec::with_capacity(hours as usize * per_hour);
+    for hour in 0..hours {
+        for i in 0..per_hour {
+            let timestamp = start + chrono::Duration::hours(i64::from(hour)) + chrono::Duration::seconds(i as i64);
+            out.push(Event {
+                event_id: uuid::Uuid::new_v4(),
+                timestamp,
+                client_id: client_id.clone(),
+                user_id: Some(format!("{client}-u{}", i % 4)),
+                anon_id: None,
+                session_id: None,
+                event_type: if i % 5 == 0 { "purchase" } else { "page_view" }.into(),
+                props: props.clone(),
+                context: JsonObject::default(),
+                received_at: timestamp,
+                enrichment: Enrichment::default(),
+            });
+        }
+    }
+    Ok(out)
+}

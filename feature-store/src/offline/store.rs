@@ -289,7 +289,7 @@ pub fn write_dataset(result: LazyFrame, path: &Path) -> Result<()> {
 }
 
 /// The `event_timestamp` predicate of `range`, if it has a bound.
-fn range_filter(range: TimeRange) -> Option<Expr> {
+pub(crate) fn range_filter(range: TimeRange) -> Option<Expr> {
     let bound = |t: DateTime<Utc>| lit(t.timestamp_micros()).cast(timestamp_dtype());
     let start = range.start.map(|s| col(EVENT_TIMESTAMP).gt_eq(bound(s)));
     let end = range.end.map(|e| col(EVENT_TIMESTAMP).lt_eq(bound(e)));

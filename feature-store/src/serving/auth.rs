@@ -27,14 +27,7 @@ pub async fn authenticate(
         .map(str::trim)
         .filter(|k| !k.is_empty())
         .ok_or_else(|| Error::Unauthenticated("missing `authorization: Bearer <api key>`".into()))?;
-    let owner = clients
-        .verify(key)
-        .await
-        .map_err(|e| match e {
-            ClientsError::Db(db) => Error::Clients(db.to_string()),
-            other => Error::Clients(other.to_string()),
-        })?
-        .ok_or_else(|| Error::Unauthenticated("unknown or revoked api key".into()))?;
+    let owner = verify_key(clients, key).await?;
     let claimed = client_id.ok_or_else(|| Error::InvalidArgument("x-client-id: the header is required".into()))?;
     if claimed != owner.as_str().as_bytes() {
         return Err(Error::PermissionDenied(format!(
@@ -43,4 +36,20 @@ pub async fn authenticate(
         )));
     }
     Ok(owner)
+}
+
+/// The client owning the api key `key`.
+///
+/// # Errors
+/// [`Error::Unauthenticated`] for an unknown or revoked key; [`Error::Clients`] when the
+/// registry cannot be asked.
+pub async fn verify_key(clients: &ClientStore, key: &str) -> Result<ClientId> {
+    clients
+        .verify(key)
+        .await
+        .map_err(|e| match e {
+            ClientsError::Db(db) => Error::Clients(db.to_string()),
+            other => Error::Clients(other.to_string()),
+        })?
+        .ok_or_else(|| Error::Unauthenticated("unknown or revoked api key".into()))
 }

@@ -327,9 +327,9 @@ fn decode_error(path: &ObjectPath, first_row: usize, error: DecodeError) -> Lake
     LakeError::Decode { path: path.to_string(), source }
 }
 
-/// Whether the hour partition of `path` can hold event times (µs) in `[start, end]`; a path
-/// outside the `dt=…/hour=…` layout always can.
-fn partition_overlaps(path: &ObjectPath, start: Option<i64>, end: Option<i64>) -> bool {
+/// Whether the hour partition of `path` can hold event times (µs) in `[start, end]` (`None`:
+/// unbounded); a path outside the `dt=…/hour=…` layout always can.
+pub fn partition_overlaps(path: &ObjectPath, start: Option<i64>, end: Option<i64>) -> bool {
     let Some(hour_end) = partition_end(path).map(|e| e.timestamp_micros()) else { return true };
     let hour_start = hour_end - 3_600_000_000;
     start.is_none_or(|s| hour_end > s) && end.is_none_or(|e| hour_start <= e)

@@ -1,0 +1,37 @@
+#!/usr/bin/env python3
+"""The reference of the Flight benchmark (benches/flight/main.rs runs this): DuckDB reads the
+same Parquet files into Arrow record batches, in-process, with no network.
+
+    python3 reference.py GLOB BATCH_ROWS RUNS
+
+Prints one JSON line per run: {"first_batch": s, "total": s, "rows": n, "bytes": n, "batches": n},
+bytes being the Arrow buffers received (pyarrow's nbytes). Needs: pip install duckdb pyarrow.
+"""
+
+import json
+import sys
+import time
+
+import duckdb
+
+
+def main() -> None:
+    glob, batch_rows, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    for _ in range(runs):
+        con = duckdb.connect()
+        started = time.perf_counter()
+        reader = con.sql(f"SELECT * FROM read_parquet('{glob}')").to_arrow_reader(batch_rows)
+        first, rows, size, batches = None, 0, 0, 0
+        for batch in reader:
+            if first is None:
+                first = time.perf_counter() - started
+            rows += batch.num_rows
+            size += batch.nbytes
+            batches += 1
+        total = time.perf_counter() - started
+        print(json.dumps({"first_batch": first or 0.0, "total": total, "rows": rows, "bytes": size, "batches": batches}))
+        con.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+//! The `events` dataset: raw events read straight from the lake's Parquet files with arrow-rs.
+//!
+//! The lake is written by arrow-rs (`raw/events/client_id=<c>/dt=…/hour=…/part-*.parquet`), so
+//! its files are read as they are, with no engine in between: hour partitions outside the time
+//! range are not opened, the async reader fetches one row group's columns at a time from the
+//! object store (local disk or S3), and a row filter on `timestamp` and `event_type` is applied
+//! while decoding, so other columns of filtered-out rows are never decoded. Files come in path
+//! order: by hour, then in the order they were written; rows are not sorted within an hour.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::TimestampMicrosecondType;
+use arrow_array::{Array, BooleanArray, RecordBatch};
+use arrow_schema::{ArrowError, SchemaRef};
+use futures::{StreamExt, TryStreamExt};
+use livora_common::ClientId;
+use livora_ingest::lake::events_prefix;
+use livora_ingest::lake::reader::partition_overlaps;
+use livora_ingest::lake::schema::EVENTS_SCHEMA;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectMeta, ObjectStore};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ArrowPredicateFn, RowFilter};
+use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
+use tokio::sync::mpsc;
+
+use super::BatchStream;
+use super::budget::StreamBudget;
+use super::command::EventsCommand;
+use crate::error::{Error, Result};
+
+/// The schema of the `events` dataset: the lake's.
+pub fn schema() -> SchemaRef {
+    EVENTS_SCHEMA.clone()
+}
+
+/// Streams `client`'s events that `command` selects.
+pub fn stream(
+    store: Arc<dyn ObjectStore>,
+    client: &ClientId,
+    command: &EventsCommand,
+    batch_rows: usize,
+    budget: StreamBudget,
+) -> BatchStream {
+    let (tx, rx) = mpsc::channel(1);
+    let reader = Reader {
+        store,
+        prefix: events_prefix(client.as_str()),
+        start: command.start.map(|t| t.timestamp_micros()),
+        end: command.end.map(|t| t.timestamp_micros()),
+        types: command.event_types.iter().cloned().collect(),
+        batch_rows,
+        budget,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = reader.run(&tx).await {
+            let _ = tx.send(Err(e)).await;
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).boxed()
+}
+
+struct Reader {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    start: Option<i64>,
+    end: Option<i64>,
+    types: HashSet<String>,
+    batch_rows: usize,
+    budget: StreamBudget,
+}
+
+type Sender = mpsc::Sender<Result<(RecordBatch, super::budget::Held)>>;
+
+impl Reader {
+    async fn run(self, tx: &Sender) -> Result<()> {
+        let lake = |e: object_store::Error| {
+            Error::io(format!("listing the lake under {}", self.prefix))(std::io::Error::other(e))
+        };
+        let mut files: Vec<ObjectMeta> = self
+            .store
+            .list(Some(&ObjectPath::from(self.prefix.as_str())))
+            .try_filter(|meta| {
+                let keep = meta.location.as_ref().ends_with(".parquet")
+                    && partition_overlaps(&meta.location, self.start, self.end);
+                futures::future::ready(keep)
+            })
+            .try_collect()
+            .await
+            .map_err(lake)?;
+        files.sort_by(|a, b| a.location.cmp(&b.location));
+        for file in files {
+            if !self.read_file(file, tx).await? {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one file's selected rows; `false` when the client went away.
+    async fn read_file(&self, file: ObjectMeta, tx: &Sender) -> Result<bool> {
+        let path = file.location.to_string();
+        let parquet = |e: parquet::errors::ParquetError| Error::Corrupt { what: path.clone(), reason: e.to_string() };
+        let input = ParquetObjectReader::new(self.store.clone(), file.location).with_file_size(file.size);
+        let mut builder =
+            ParquetRecordBatchStreamBuilder::new(input).await.map_err(parquet)?.with_batch_size(self.batch_rows);
+        if self.start.is_some() || self.end.is_some() || !self.types.is_empty() {
+            let columns = builder.parquet_schema().columns();
+            let index = |name: &str| {
+                columns
+                    .iter()
+                    .position(|c| c.name() == name)
+                    .ok_or_else(|| Error::Corrupt { what: path.clone(), reason: format!("no column `{name}`") })
+            };
+            let mask = ProjectionMask::leaves(builder.parquet_schema(), [index("timestamp")?, index("event_type")?]);
+            let (start, end, types) = (self.start, self.end, self.types.clone());
+            let predicate = ArrowPredicateFn::new(mask, move |batch: RecordBatch| keep(&batch, start, end, &types));
+            builder = builder.with_row_filter(RowFilter::new(vec![Box::new(predicate)]));
+        }
+        let mut batches = builder.build().map_err(parquet)?;
+        while let Some(batch) = batches.next().await {
+            let batch = batch.map_err(parquet)?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let batch = RecordBatch::try_new(schema(), batch.columns().to_vec()).map_err(|e| Error::Corrupt {
+                what: path.clone(),
+                reason: format!("not in the lake's event layout: {e}"),
+            })?;
+            let held = self.budget.hold(&batch).await;
+            if tx.send(Ok((batch, held))).await.is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Which rows of `batch` (`timestamp`, `event_type`) are selected.
+fn keep(
+    batch: &RecordBatch,
+    start: Option<i64>,
+    end: Option<i64>,
+    types: &HashSet<String>,
+) -> Result<BooleanArray, ArrowError> {
+    let column =
+        |name: &str| batch.column_by_name(name).ok_or_else(|| ArrowError::SchemaError(format!("no column `{name}`")));
+    let times = column("timestamp")?
+        .as_primitive_opt::<TimestampMicrosecondType>()
+        .ok_or_else(|| ArrowError::SchemaError("`timestamp` is not a timestamp in microseconds".into()))?;
+    let kinds = column("event_type")?
+        .as_string_opt::<i32>()
+        .ok_or_else(|| ArrowError::SchemaError("`event_type` is not a string".into()))?;
+    Ok((0..batch.num_rows())
+        .map(|i| {
+            let t = times.value(i);
+            times.is_valid(i)
+                && start.is_none_or(|s| t >= s)
+                && end.is_none_or(|e| t <= e)
+                && (types.is_empty() || (kinds.is_valid(i) && types.contains(kinds.value(i))))
+        })
+        .map(Some)
+        .collect())
+}
