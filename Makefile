@@ -2,7 +2,7 @@
 # checkout reuses one build cache.
 export CARGO_TARGET_DIR ?= /var/tmp/livora-target
 
-.PHONY: run demo test lint services bench-ingest bench-features bench-train
+.PHONY: run demo test lint services bench-ingest bench-features bench-train bench-flight
 
 ## Runs the platform on embedded defaults (data in ./livora-data).
 run:
@@ -37,3 +37,9 @@ bench-features: services
 ## against scikit-learn on the same matrices.
 bench-train: services
 	cargo bench -p livora-models --bench train
+
+## The Arrow Flight benchmark of BENCHMARKS.md: DoGet of ten million rows, beside DuckDB on the
+## same Parquet files.
+bench-flight:
+	python3 -c 'import duckdb' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check duckdb
+	cargo bench -p livora-feature-store --bench flight
