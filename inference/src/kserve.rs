@@ -11,6 +11,10 @@
 //!   with the artifact's encoder and scored with the version's runtime ([`crate::predictor::Loaded::score_table`]);
 //!   the output is `probability` (FP64, `[N]`; a ranker's `[N, offers]`, one probability per
 //!   offer in the manifest's order), raw when the inputs were raw.
+//! - **Entity keys and the prediction log**: an optional BYTES input named as the model's join
+//!   key (`user_id`) says which entity each row is. Every ModelInfer row is logged like a
+//!   Predict score (model, version, the features given, score, time); rows with a key also
+//!   update the prediction view online, rows without one are logged with an empty key only.
 //! - ModelReady is true when the reference resolves and the version loads; false for an unknown
 //!   model or version, or one that does not load (logged). ModelMetadata lists the registered
 //!   versions, the platform `livora-<algorithm>`, every input with its datatype and shape `[-1]`,
@@ -174,13 +178,18 @@ impl GrpcInferenceService for GrpcKserveService {
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let (_, loaded) =
+        let (client, loaded) =
             self.loaded(request.metadata(), &request.get_ref().model_name, &request.get_ref().model_version).await?;
         let request = request.into_inner();
         tensors::check_outputs(&request).map_err(|e| status(&e))?;
+        let m = &loaded.manifest;
         let inputs =
-            tensors::decode(&request, &loaded.manifest.encoder, self.predictor.max_rows()).map_err(|e| status(&e))?;
+            tensors::decode(&request, &m.encoder, &m.join_key, self.predictor.max_rows()).map_err(|e| status(&e))?;
         let probabilities = loaded.score_table(&inputs.table).await.map_err(|e| status(&e))?;
+        self.predictor
+            .record_scored(&client, &loaded, &inputs.table, inputs.entity_keys.as_deref(), &probabilities)
+            .await
+            .map_err(|e| status(&e))?;
         let (output, raw) = tensors::output(probabilities, loaded.outputs(), inputs.raw);
         Ok(Response::new(pb::ModelInferResponse {
             model_name: loaded.manifest.model.clone(),

@@ -186,7 +186,8 @@ impl Writer {
             return Ok(());
         }
         let mut by_client: HashMap<ClientId, Vec<(RowKey, OnlineRow)>> = HashMap::new();
-        for r in self.latest.values() {
+        // A prediction without an entity (KServe without the join-key input) is logged only.
+        for r in self.latest.values().filter(|r| !r.entity_key.is_empty()) {
             let row = OnlineRow {
                 event_time: r.at,
                 created: r.at,

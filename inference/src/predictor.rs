@@ -286,6 +286,49 @@ impl Predictor {
         Ok(loaded)
     }
 
+    /// Sends rows a caller scored with its own features (KServe) to the sink: every row to the
+    /// prediction log, with the features it was given; rows with an entity key also to the
+    /// prediction view online. `outputs` are [`Loaded::score_table`]'s.
+    pub async fn record_scored(
+        &self,
+        client: &ClientId,
+        loaded: &Loaded,
+        table: &Table,
+        entity_keys: Option<&[String]>,
+        outputs: &[f64],
+    ) -> Result<()> {
+        let Some(sink) = &self.sink else { return Ok(()) };
+        let m = &loaded.manifest;
+        let per_row = loaded.outputs();
+        let at = chrono::Utc::now().timestamp_micros();
+        let records = outputs
+            .chunks(per_row)
+            .enumerate()
+            .map(|(i, p)| {
+                // A ranker's row: its most probable offer.
+                let (probability, offer) = if per_row > 1 {
+                    let first = ranked(p)[0];
+                    (p[first], m.offers.get(first).cloned())
+                } else {
+                    (p[0], None)
+                };
+                PredictionRecord {
+                    client: client.clone(),
+                    model: m.model.clone(),
+                    version: m.version,
+                    entity: m.entity.clone(),
+                    join_key: m.join_key.clone(),
+                    entity_key: entity_keys.and_then(|k| k.get(i)).cloned().unwrap_or_default(),
+                    probability,
+                    at,
+                    features: table_json(table, i),
+                    offer,
+                }
+            })
+            .collect();
+        sink.record(records).await
+    }
+
     /// Scores `entity_keys` with the version `reference` points at.
     pub async fn predict(
         &self,
@@ -418,6 +461,21 @@ impl Predictor {
             rows,
         })
     }
+}
+
+/// Row `i` of a caller's table as a JSON object of feature values, for the prediction log.
+fn table_json(table: &Table, i: usize) -> String {
+    let mut object = serde_json::Map::with_capacity(table.columns.len());
+    for (name, column) in table.names.iter().zip(&table.columns) {
+        let value = match column {
+            livora_models::Column::Numeric(v) => {
+                v[i].and_then(serde_json::Number::from_f64).map_or(serde_json::Value::Null, serde_json::Value::Number)
+            }
+            livora_models::Column::Categorical(v) => v[i].clone().map_or(serde_json::Value::Null, Into::into),
+        };
+        object.insert(name.clone(), value);
+    }
+    serde_json::Value::Object(object).to_string()
 }
 
 /// Row `i`'s feature values as a JSON object, for the prediction log.

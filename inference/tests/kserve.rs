@@ -15,6 +15,7 @@ use livora_proto::inference as pb;
 use pb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use pb::model_infer_request::{InferInputTensor, InferRequestedOutputTensor};
 use pb::{InferTensorContents, ModelInferRequest};
+use polars::prelude::{ParquetReader, SerReader};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -405,4 +406,54 @@ async fn tritonclient_scores_like_the_training_code() {
     // protobuf's JSON mapping writes int64 as strings.
     assert_eq!(answer["inputs"][2], serde_json::json!({"name": CHANNEL, "datatype": "BYTES", "shape": ["-1"]}));
     println!("tritonclient: {} probabilities equal the zoo's code's to 1e-9", probabilities.len());
+}
+
+#[tokio::test]
+async fn every_model_infer_is_logged_with_its_entity_keys_when_the_caller_sends_them() {
+    let s = setup().await;
+    let (_, mut grpc) = serve(&s).await;
+    let rows: &Rows = &ROWS[..2];
+    let mut request = typed_request(rows);
+    // The optional input named as the join key: the entities the rows are of.
+    request.inputs.push(input(
+        "user_id",
+        "BYTES",
+        &[2],
+        Some(InferTensorContents { bytes_contents: vec![b"k-1".to_vec(), b"k-2".to_vec()], ..Default::default() }),
+    ));
+    let keyed = grpc.model_infer(authorized(request, &s.keys.0, "shop")).await.unwrap().into_inner();
+    let keyed = keyed.outputs[0].contents.clone().unwrap().fp64_contents;
+    // Without the keys the rows are logged all the same.
+    let plain = grpc.model_infer(authorized(typed_request(&ROWS[2..3]), &s.keys.0, "shop")).await.unwrap().into_inner();
+    let plain = plain.outputs[0].contents.clone().unwrap().fp64_contents;
+    s.sink.flush().await.unwrap();
+
+    let dir = s.lake.join("predictions/churn/client_id=shop");
+    let mut logged: Vec<(String, f64)> = Vec::new();
+    for day in std::fs::read_dir(&dir).unwrap() {
+        for file in std::fs::read_dir(day.unwrap().path()).unwrap() {
+            let frame = ParquetReader::new(std::fs::File::open(file.unwrap().path()).unwrap()).finish().unwrap();
+            let keys = frame.column("user_id").unwrap().str().unwrap().clone();
+            let scores = frame.column("churn_probability").unwrap().f64().unwrap().clone();
+            let features = frame.column("features").unwrap().str().unwrap().clone();
+            for i in 0..frame.height() {
+                assert!(features.get(i).unwrap().contains(ORDERS), "the features are logged");
+                logged.push((keys.get(i).unwrap().to_owned(), scores.get(i).unwrap()));
+            }
+        }
+    }
+    logged.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(logged, [("".to_owned(), plain[0]), ("k-1".to_owned(), keyed[0]), ("k-2".to_owned(), keyed[1])]);
+
+    // A BYTES key input with an empty element is refused, naming it.
+    let mut request = typed_request(&ROWS[..1]);
+    request.inputs.push(input(
+        "user_id",
+        "BYTES",
+        &[1],
+        Some(InferTensorContents { bytes_contents: vec![Vec::new()], ..Default::default() }),
+    ));
+    let e = grpc.model_infer(authorized(request, &s.keys.0, "shop")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("input `user_id`: row 0: an empty entity key"), "{e:?}");
 }

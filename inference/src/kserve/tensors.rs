@@ -37,6 +37,9 @@ fn is_text(feature: &EncodedFeature) -> bool {
 pub(crate) struct Inputs {
     /// One column per encoder feature, in encoder order.
     pub table: Table,
+    /// The entity of each row, when the request sends the optional input named as the model's
+    /// join key (`user_id`, BYTES): the prediction log and the prediction view record them.
+    pub entity_keys: Option<Vec<String>>,
     /// Whether they came in `raw_input_contents` (the answer then uses `raw_output_contents`).
     pub raw: bool,
 }
@@ -49,8 +52,14 @@ fn names(encoder: &Encoder) -> String {
     encoder.features.iter().map(|f| format!("`{}`", f.name)).collect::<Vec<_>>().join(", ")
 }
 
-/// Decodes the input tensors of `request` for `encoder`; at most `max_rows` rows.
-pub(crate) fn decode(request: &ModelInferRequest, encoder: &Encoder, max_rows: usize) -> Result<Inputs> {
+/// Decodes the input tensors of `request` for `encoder` (and the optional entity keys, the input
+/// named `join_key`); at most `max_rows` rows.
+pub(crate) fn decode(
+    request: &ModelInferRequest,
+    encoder: &Encoder,
+    join_key: &str,
+    max_rows: usize,
+) -> Result<Inputs> {
     let raw = !request.raw_input_contents.is_empty();
     if raw && request.raw_input_contents.len() != request.inputs.len() {
         return Err(Error::InvalidInput(format!(
@@ -63,16 +72,31 @@ pub(crate) fn decode(request: &ModelInferRequest, encoder: &Encoder, max_rows: u
         return Err(Error::InvalidInput(format!("inputs: none given; the model reads {}", names(encoder))));
     }
     let mut columns: Vec<Option<Column>> = vec![None; encoder.features.len()];
+    // The entity keys are read as a text feature would be.
+    let key_feature = EncodedFeature {
+        name: join_key.to_owned(),
+        encoding: Encoding::Categorical { levels: Vec::new() },
+        missing_rate: 0.0,
+    };
+    let mut keys: Option<Column> = None;
     // The first input's name and row count: every other input must have as many rows.
     let mut rows: Option<(&str, usize)> = None;
     for (i, tensor) in request.inputs.iter().enumerate() {
         let name = tensor.name.as_str();
-        let Some(at) = encoder.features.iter().position(|f| f.name == name) else {
-            return Err(invalid(name, format_args!("not a feature of the model, which reads {}", names(encoder))));
-        };
-        if columns[at].is_some() {
+        let at = encoder.features.iter().position(|f| f.name == name);
+        if at.is_none() && name != join_key {
+            return Err(invalid(
+                name,
+                format_args!(
+                    "not a feature of the model, which reads {} (and `{join_key}`, the entity keys)",
+                    names(encoder)
+                ),
+            ));
+        }
+        if at.map_or(keys.is_some(), |at| columns[at].is_some()) {
             return Err(invalid(name, "given twice"));
         }
+        let feature = at.map_or(&key_feature, |at| &encoder.features[at]);
         let n = shape_rows(tensor, max_rows)?;
         match rows {
             Some((first, m)) if m != n => {
@@ -88,12 +112,26 @@ pub(crate) fn decode(request: &ModelInferRequest, encoder: &Encoder, max_rows: u
             if tensor.contents.as_ref().is_some_and(has_values) {
                 return Err(invalid(name, "sets `contents` while the request sends raw_input_contents; use one"));
             }
-            raw_column(tensor, &encoder.features[at], n, &request.raw_input_contents[i])?
+            raw_column(tensor, feature, n, &request.raw_input_contents[i])?
         } else {
-            typed_column(tensor, &encoder.features[at], n)?
+            typed_column(tensor, feature, n)?
         };
-        columns[at] = Some(column);
+        match at {
+            Some(at) => columns[at] = Some(column),
+            None => keys = Some(column),
+        }
     }
+    let entity_keys = match keys {
+        None => None,
+        Some(Column::Categorical(values)) => Some(
+            values
+                .into_iter()
+                .enumerate()
+                .map(|(row, k)| k.ok_or_else(|| invalid(join_key, format_args!("row {row}: an empty entity key"))))
+                .collect::<Result<Vec<_>>>()?,
+        ),
+        Some(Column::Numeric(_)) => return Err(invalid(join_key, "entity keys are BYTES")),
+    };
     let mut table = Table::default();
     for (feature, column) in encoder.features.iter().zip(columns) {
         let column = column.ok_or_else(|| {
@@ -104,7 +142,7 @@ pub(crate) fn decode(request: &ModelInferRequest, encoder: &Encoder, max_rows: u
         })?;
         table.push(feature.name.clone(), column)?;
     }
-    Ok(Inputs { table, raw })
+    Ok(Inputs { table, entity_keys, raw })
 }
 
 /// N, from a shape `[N]` or `[N, 1]`.
@@ -309,7 +347,7 @@ mod tests {
     }
 
     fn error(request: &ModelInferRequest) -> String {
-        decode(request, &encoder(), 10).expect_err("refused").to_string()
+        decode(request, &encoder(), "user_id", 10).expect_err("refused").to_string()
     }
 
     #[test]
@@ -334,7 +372,7 @@ mod tests {
                 raw_input_contents: vec![raw_bytes(&[b"a", b""]), bytes],
                 ..Default::default()
             };
-            let inputs = decode(&request, &encoder(), 10).expect(datatype);
+            let inputs = decode(&request, &encoder(), "user_id", 10).expect(datatype);
             assert!(inputs.raw);
             assert_eq!(inputs.table.names, ["n", "c"], "encoder order, whatever the request's");
             assert_eq!(inputs.table.columns[0], Column::Numeric(want), "{datatype}");
@@ -356,8 +394,19 @@ mod tests {
             ],
             ..Default::default()
         };
-        let inputs = decode(&request, &encoder(), 10).expect("decodes");
+        let inputs = decode(&request, &encoder(), "user_id", 10).expect("decodes");
         assert!(!inputs.raw);
+        assert_eq!(inputs.entity_keys, None);
+        // The optional entity keys, named as the join key.
+        let mut keyed = request.clone();
+        keyed.inputs.push(tensor(
+            "user_id",
+            BYTES,
+            &[1],
+            Some(InferTensorContents { bytes_contents: vec![b"u-1".to_vec()], ..Default::default() }),
+        ));
+        let inputs = decode(&keyed, &encoder(), "user_id", 10).expect("decodes with keys");
+        assert_eq!(inputs.entity_keys, Some(vec!["u-1".to_owned()]));
         assert_eq!(inputs.table.columns[0], Column::Numeric(vec![Some(7.0)]));
         assert_eq!(inputs.table.columns[1], Column::Categorical(vec![Some("é".into())]));
 

@@ -11,7 +11,7 @@ use livora_common::ClientId;
 use livora_feature_store::online::{RedbConfig, RedbStore};
 use livora_feature_store::serving::{FeatureServer, ServingConfig};
 use livora_feature_store::{OnlineRow, OnlineStore, Registry, RowKey, Value, load_repo};
-use livora_inference::{OnnxConfig, Predictor, SageMakerConfig};
+use livora_inference::{OnnxConfig, PredictionSink, Predictor, SageMakerConfig, SinkConfig};
 use livora_ingest::ClientStore;
 use livora_models::{
     Algorithm, Artifact, Classifier, Column, Encoder, Endpoint, FeatureRef, FitParams, Manifest, ModelRegistry, Ranker,
@@ -149,6 +149,10 @@ pub struct Setup {
     pub keys: (String, String),
     /// When the online rows were written (µs).
     pub now: i64,
+    /// Where the predictor's scores flow back.
+    pub sink: PredictionSink,
+    /// The offline root the prediction log is written under.
+    pub lake: std::path::PathBuf,
 }
 
 /// A fresh [`Setup`].
@@ -181,12 +185,16 @@ pub async fn setup() -> Setup {
         ),
     ];
     assert_eq!(store.write(&shop(), &rows).await.unwrap(), 3);
-    let features = Arc::new(FeatureServer::new(registry, store, &ServingConfig::default()));
+    let features = Arc::new(FeatureServer::new(registry, store.clone(), &ServingConfig::default()));
     let models = ModelRegistry::connect(&url, dir.path().join("models")).await.unwrap();
     models.register(&shop(), &artifact(1, 0.0)).await.unwrap();
     models.promote(&shop(), "churn", 1, "production").await.unwrap();
+    let lake = dir.path().join("lake");
+    let (sink, _writer) = PredictionSink::start(store.clone(), lake.clone(), SinkConfig::default());
     let predictor = Arc::new(
-        Predictor::new(models.clone(), features, OnnxConfig::default(), Duration::ZERO, 1000).with_sagemaker(moto()),
+        Predictor::new(models.clone(), features, OnnxConfig::default(), Duration::ZERO, 1000)
+            .with_sagemaker(moto())
+            .with_sink(sink.clone()),
     );
     let clients = ClientStore::connect(
         &format!("sqlite://{}?mode=rwc", dir.path().join("clients.db").display()),
@@ -196,7 +204,7 @@ pub async fn setup() -> Setup {
     .unwrap();
     let a = clients.create_client(&shop()).await.unwrap().secret;
     let b = clients.create_client(&ClientId::new("rival").unwrap()).await.unwrap().secret;
-    Setup { _dir: dir, models, predictor, clients: Arc::new(clients), keys: (a, b), now }
+    Setup { _dir: dir, models, predictor, clients: Arc::new(clients), keys: (a, b), now, sink, lake }
 }
 
 /// Owned strings.
