@@ -19,13 +19,11 @@ use serde_json::{Value as Json, json};
 const BIN: &str = env!("CARGO_BIN_EXE_livora");
 
 fn repo_root() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+    livora_tests::workspace_root()
 }
 
 fn livora(data: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new(BIN).arg("--data-dir").arg(data).args(args).output()?;
-    ensure!(out.status.success(), "livora {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    Ok(String::from_utf8(out.stdout)?)
+    livora_tests::run_livora(Path::new(BIN), data, args)
 }
 
 /// `user_activity` history of u-1: 2 orders from March 1st, 5 from March 3rd.

@@ -145,6 +145,21 @@ impl Drop for Livora {
     }
 }
 
+/// The workspace's root directory (where `feature-store/`, `notebooks/` and `tests/python/` are).
+pub fn workspace_root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// Runs `livora --data-dir <data_dir> <args>` and returns what it printed on stdout; a failure
+/// carries its stderr.
+pub fn run_livora(bin: &Path, data_dir: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new(bin).arg("--data-dir").arg(data_dir).args(args).output()?;
+    if !out.status.success() {
+        bail!("livora {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?)
+}
+
 /// Runs `livora clients create <client>` and returns the API key it prints.
 pub fn create_client(bin: &Path, data_dir: &Path, env: &[(String, String)], client: &str) -> Result<String> {
     let out = Command::new(bin)
