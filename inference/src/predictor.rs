@@ -410,17 +410,20 @@ impl Predictor {
         let mut records = Vec::new();
         if !scored.is_empty() {
             let outputs = loaded.predict(&x, scored.len()).await?;
+            let per_row = loaded.outputs();
             // A ranker's row: every offer, most probable first; its score is the first's.
-            let mut scores = outputs.clone();
-            if let Runtime::Ranker(r) = &loaded.runtime {
-                let k = r.offers();
-                scores.clear();
-                for (j, &i) in scored.iter().enumerate() {
-                    let p = &outputs[j * k..(j + 1) * k];
-                    rows[i].offers = ranked(p).into_iter().map(|o| (m.offers[o].clone(), p[o])).collect();
-                    scores.push(rows[i].offers.first().map_or(0.0, |o| o.1));
-                }
-            }
+            let scores: Vec<f64> = if per_row > 1 {
+                scored
+                    .iter()
+                    .zip(outputs.chunks(per_row))
+                    .map(|(&i, p)| {
+                        rows[i].offers = ranked(p).into_iter().map(|o| (m.offers[o].clone(), p[o])).collect();
+                        rows[i].offers.first().map_or(0.0, |o| o.1)
+                    })
+                    .collect()
+            } else {
+                outputs
+            };
             if self.sink.is_some() {
                 let at = chrono::Utc::now().timestamp_micros();
                 records = scored
