@@ -113,6 +113,20 @@ impl Config {
         if lake.contains("://") { self.data_dir().join("offline") } else { PathBuf::from(lake) }
     }
 
+    /// The store of feature history: Parquet under [`Self::offline_root`], or in S3 when
+    /// `features.offline_store.url` is set (read through `features.offline_store.cache_dir`).
+    pub fn offline_store(&self) -> anyhow::Result<std::sync::Arc<dyn livora_feature_store::OfflineStore>> {
+        let settings = &self.features.offline_store;
+        let Some(url) = &settings.url else {
+            return Ok(std::sync::Arc::new(livora_feature_store::LocalOfflineStore::new(self.offline_root())));
+        };
+        let lake = LakeConfig { s3: settings.s3.clone(), ..LakeConfig::default() };
+        let store = livora_ingest::lake::store::open(url, &lake)
+            .map_err(|e| anyhow::anyhow!("features.offline_store.url: {e}"))?;
+        let cache = settings.cache_dir.clone().unwrap_or_else(|| self.data_dir().join("offline-cache"));
+        Ok(std::sync::Arc::new(livora_feature_store::ObjectOfflineStore::new(store, url.clone(), cache)?))
+    }
+
     /// Where model artifacts are kept (`<data dir>/models`).
     pub fn models_root(&self) -> PathBuf {
         self.data_dir().join("models")

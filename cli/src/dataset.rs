@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use livora_common::ClientId;
 use livora_feature_store::dataset::{self, DatasetRequest, Entities, Selection};
-use livora_feature_store::{LocalOfflineStore, SpineOptions, write_dataset};
+use livora_feature_store::{SpineOptions, write_dataset};
 use polars::prelude::{LazyFrame, PlRefPath, ScanArgsParquet};
 
 use crate::config::Config;
@@ -81,11 +81,11 @@ pub async fn run(config: &Config, command: DatasetCommand) -> Result<()> {
         }
         (None, None) => bail!("give --entities FILE or --spine VIEW"),
     };
-    let store = LocalOfflineStore::new(config.offline_root());
+    let store = config.offline_store()?;
     let started = std::time::Instant::now();
     let frame = dataset::build(
         &current.repo,
-        &store,
+        store.as_ref(),
         &config.offline_root(),
         &args.client,
         DatasetRequest { selection, entities, full_feature_names: args.full_feature_names },

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use livora_common::ClientId;
 use livora_feature_store::backfill::{self, BackfillOptions};
 use livora_feature_store::definitions::{FeatureKind, Repo, SourceKind, format_duration};
-use livora_feature_store::{Error, LocalOfflineStore, Registry};
+use livora_feature_store::{Error, Registry};
 use livora_ingest::lake::{LakeReader, store};
 
 use crate::config::Config;
@@ -191,11 +191,19 @@ async fn run_backfill(config: &Config, args: BackfillArgs) -> Result<()> {
         bar.set_length(total);
         bar.set_position(done);
     };
-    let store = LocalOfflineStore::new(config.offline_root());
+    let store = config.offline_store()?;
     let options = BackfillOptions::new(args.start, args.end, args.cadence);
     let created = Utc::now().timestamp_micros();
-    let done =
-        backfill::backfill(&store, &args.client, &current.repo, &args.view, &events, &options, created, &progress)?;
+    let done = backfill::backfill(
+        store.as_ref(),
+        &args.client,
+        &current.repo,
+        &args.view,
+        &events,
+        &options,
+        created,
+        &progress,
+    )?;
     bar.finish_and_clear();
     println!(
         "backfilled {}: {} rows for {} entities over {}..{} in {:.1} s",

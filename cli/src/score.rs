@@ -8,7 +8,6 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use livora_common::ClientId;
-use livora_feature_store::LocalOfflineStore;
 use livora_feature_store::dataset;
 use livora_feature_store::serving::FeatureServer;
 use livora_inference::{MissingPolicy, PredictionSink, Predictor, RowStatus, SinkConfig};
@@ -50,8 +49,8 @@ pub async fn run(config: &Config, args: ScoreArgs) -> Result<()> {
         )
     };
     let root = config.offline_root();
-    let store = LocalOfflineStore::new(&root);
-    let keys: Vec<String> = dataset::history(&current.repo, &store, &root, &args.client, view)?
+    let store = config.offline_store()?;
+    let keys: Vec<String> = dataset::history(&current.repo, store.as_ref(), &root, &args.client, view)?
         .select([col(m.join_key.as_str()).cast(DataType::String)])
         .unique_stable(None, UniqueKeepStrategy::First)
         .drop_nulls(None)

@@ -11,7 +11,6 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use livora_common::ClientId;
-use livora_feature_store::LocalOfflineStore;
 use livora_feature_store::flight::{Datasets, FlightDatasetService, Uploads};
 use livora_feature_store::serving::{self, GrpcFeatureService};
 use livora_feature_store::stream::StreamRunner;
@@ -109,7 +108,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
             checkpoints,
             online.clone(),
             registry.clone(),
-            Some(Arc::new(OfflineFeatureLog::new(Arc::new(LocalOfflineStore::new(config.offline_root()))))),
+            Some(Arc::new(OfflineFeatureLog::new(config.offline_store()?))),
             feature_metrics.clone(),
         );
         let consumer = log.consumer(STREAM_CONSUMER).await?;
@@ -233,12 +232,13 @@ impl Serving {
         lake: Arc<dyn object_store::ObjectStore>,
         metrics: livora_feature_store::metrics::Metrics,
     ) -> Result<Self> {
+        let offline = config.offline_store()?;
         let flight = config.features.flight.enabled.then(|| {
             let lake_root = config.lake_root();
             let datasets = Datasets {
                 lake,
                 lake_dir: (!lake_root.contains("://")).then(|| std::path::PathBuf::from(lake_root)),
-                offline: Arc::new(LocalOfflineStore::new(config.offline_root())),
+                offline,
                 offline_root: config.offline_root(),
                 registry: registry.clone(),
                 uploads: Uploads::new(
@@ -266,11 +266,18 @@ impl Serving {
         let models = livora_models::ModelRegistry::connect(&config.registry_url(), config.models_root())
             .await
             .context("cannot open the model registry")?;
-        let (sink, predictions) = livora_inference::PredictionSink::start(
+        let (sink, writer) = livora_inference::PredictionSink::new(
             server.online().clone(),
             config.offline_root(),
             livora_inference::SinkConfig::default(),
         );
+        // The prediction log's bursts of encoding and compression would stall requests on the
+        // serving runtime: the writer gets a thread and runtime of its own, at a lower priority.
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let predictions = tokio::task::spawn_blocking(move || {
+            lower_priority("the prediction writer");
+            runtime.block_on(writer);
+        });
         let predictor = Arc::new(
             livora_inference::Predictor::new(
                 models,
@@ -326,21 +333,21 @@ fn run_on_own_thread(
     let (done, ended) = oneshot::channel();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     std::thread::Builder::new().name("livora-lake".into()).spawn(move || {
-        lower_priority();
+        lower_priority("the lake writer");
         let _ = done.send(runtime.block_on(writer.run(consumer, stop)));
     })?;
     Ok(ended)
 }
 
 /// Lowers the calling thread's priority to nice 10 (threads it starts inherit it).
-fn lower_priority() {
+fn lower_priority(what: &str) {
     use thread_priority::{ThreadPriority, ThreadPriorityValue, set_current_thread_priority};
     // The crate maps 0..=99 onto nice 20..=-20: 24 is nice 10.
     let lowered = ThreadPriorityValue::try_from(24u8)
         .map_err(|e| e.to_string())
         .and_then(|p| set_current_thread_priority(ThreadPriority::Crossplatform(p)).map_err(|e| format!("{e:?}")));
     if let Err(e) = lowered {
-        tracing::warn!(error = %e, "could not lower the lake writer's priority; it competes with requests");
+        tracing::warn!(error = %e, "could not lower the priority of {what}; it competes with requests");
     }
 }
 

@@ -7,7 +7,6 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use livora_common::ClientId;
-use livora_feature_store::LocalOfflineStore;
 use livora_ingest::lake::{LakeReader, store};
 use livora_models::{Algorithm, FitParams, ModelRegistry, zoo};
 use livora_training::{Purchases, TrainRequest};
@@ -118,11 +117,12 @@ pub async fn run(config: &Config, args: TrainArgs) -> Result<()> {
     };
     let version = models.next_version(&args.client, spec.name).await?;
     let root = config.offline_root();
+    let store = config.offline_store()?;
     let (artifact, prepared) = {
         let (request, bar, repo) = (request.clone(), bar.clone(), current.repo.clone());
         tokio::task::spawn_blocking(move || -> Result<_> {
-            let store = LocalOfflineStore::new(&root);
-            let prepared = livora_training::prepare(&request, &repo, current.version, &store, &root, &purchases, &bar)?;
+            let prepared =
+                livora_training::prepare(&request, &repo, current.version, store.as_ref(), &root, &purchases, &bar)?;
             let artifact = livora_training::fit(&request, &prepared, version, &bar)?;
             Ok((artifact, prepared))
         })

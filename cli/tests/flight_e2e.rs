@@ -110,6 +110,14 @@ fn pyarrow_flight_and_adbc_flight_sql_read_the_clients_data() -> Result<()> {
     let out = python(&server, "flight_sql_adbc.py", &[&addr, "shop", &shop_key], "adbc-driver-flightsql")?;
     ensure!(out["counts"] == json!([["page_view", 80], ["purchase", 20]]), "{out}");
     ensure!(out["prepared"] == 20, "{out}");
+    ensure!(out["parameters"] == 20 && out["parameters_again"] == 80, "{out}");
+    ensure!(out["parameters_numbered"] == 20, "{out}");
+    ensure!(
+        out["parameters_miscounted"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("1 values bound") && m.contains("2 placeholder")),
+        "{out}"
+    );
     ensure!(
         out["history"] == json!([{"user_id": "u-1", "orders_30d": 2}, {"user_id": "u-1", "orders_30d": 5}]),
         "{out}"

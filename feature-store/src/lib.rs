@@ -33,8 +33,8 @@ pub use config::FeatureStoreConfig;
 pub use definitions::{DefinitionError, Repo, load_repo};
 pub use error::{Error, Result};
 pub use offline::{
-    LocalOfflineStore, OfflineStore, PitOptions, SpineOptions, TimeRange, ViewHistory, entity_spine,
-    get_historical_features, write_dataset,
+    LocalOfflineStore, ObjectOfflineStore, OfflineStore, PitOptions, SpineOptions, TimeRange, ViewHistory,
+    entity_spine, get_historical_features, write_dataset,
 };
 pub use online::{OnlineConfig, OnlineRow, OnlineStore, RowKey};
 pub use registry::{Plan, Registry};

@@ -10,6 +10,11 @@
 //! written online every `online_interval` (one batch per client), the log every
 //! `log_interval` or `log_rows` rows. A request waits only when the queue is full
 //! (backpressure, never silent loss). [`PredictionSink::flush`] writes everything now.
+//!
+//! The writer's work is CPU-bound in bursts (a log file of 50,000 rows is encoded and compressed
+//! at once), so a server runs it where it cannot stall requests: [`PredictionSink::new`] hands
+//! the writer back as a future, which `livora serve` drives on a thread of its own at a lower
+//! priority; the Parquet encoding runs on that thread alone (not on polars' shared pool).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,7 +23,7 @@ use std::time::Duration;
 
 use livora_common::ClientId;
 use livora_feature_store::offline::{CREATED_TIMESTAMP, EVENT_TIMESTAMP};
-use livora_feature_store::{OnlineRow, OnlineStore, RowKey, Value, write_dataset};
+use livora_feature_store::{OnlineRow, OnlineStore, RowKey, Value};
 use livora_models::zoo;
 use polars::prelude::*;
 use tokio::sync::{mpsc, oneshot};
@@ -87,16 +92,27 @@ pub struct PredictionSink {
 }
 
 impl PredictionSink {
-    /// Starts the writer task over `online` and the log under `offline_root`.
+    /// Starts the writer task over `online` and the log under `offline_root` on the current
+    /// runtime.
     pub fn start(
         online: Arc<dyn OnlineStore>,
         offline_root: PathBuf,
         config: SinkConfig,
     ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (sink, writer) = Self::new(online, offline_root, config);
+        (sink, tokio::spawn(writer))
+    }
+
+    /// The sink and its writer, a future the caller drives where it likes (it ends once every
+    /// sink is dropped, after writing what is left).
+    pub fn new(
+        online: Arc<dyn OnlineStore>,
+        offline_root: PathBuf,
+        config: SinkConfig,
+    ) -> (Self, impl std::future::Future<Output = ()> + Send + 'static) {
         let (tx, rx) = mpsc::channel(config.queue.max(1));
-        let task =
-            tokio::spawn(Writer { online, offline_root, config, latest: HashMap::new(), log: Vec::new() }.run(rx));
-        (Self { tx }, task)
+        let writer = Writer { online, offline_root, config, latest: HashMap::new(), log: Vec::new() }.run(rx);
+        (Self { tx }, writer)
     }
 
     /// Queues `records` (waits when the queue is full).
@@ -229,8 +245,7 @@ impl Writer {
                     .join(zoo::prediction_log_path(&model))
                     .join(format!("client_id={client}"))
                     .join(format!("dt={day}"));
-                let path = dir.join(format!("part-{}.parquet", uuid::Uuid::now_v7()));
-                if let Err(e) = frame(&records).and_then(|f| Ok(write_dataset(f.lazy(), &path)?)) {
+                if let Err(e) = frame(&records).and_then(|mut f| write_part(&dir, &mut f)) {
                     first_error.get_or_insert(e);
                     failed.extend(records);
                 }
@@ -243,6 +258,33 @@ impl Writer {
         self.log.extend(failed);
         error.map_or(Ok(()), Err)
     }
+}
+
+/// Writes `rows` as a new part file of `dir`, atomically (a temporary name, synced, renamed, the
+/// directory synced), encoded on this thread only.
+fn write_part(dir: &std::path::Path, rows: &mut DataFrame) -> Result<()> {
+    let io = |what: &str, path: &std::path::Path, e: std::io::Error| {
+        Error::Inference(format!("{what} {}: {e}", path.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
+    let id = uuid::Uuid::now_v7();
+    let temporary = dir.join(format!(".part-{id}.parquet.tmp"));
+    let path = dir.join(format!("part-{id}.parquet"));
+    let written = (|| {
+        let mut file = std::fs::File::create(&temporary).map_err(|e| io("creating", &temporary, e))?;
+        ParquetWriter::new(&mut file)
+            .with_compression(ParquetCompression::Zstd(None))
+            .set_parallel(false)
+            .finish(rows)
+            .map_err(|e| Error::Inference(format!("writing {}: {e}", temporary.display())))?;
+        file.sync_all().map_err(|e| io("syncing", &temporary, e))?;
+        std::fs::rename(&temporary, &path).map_err(|e| io("renaming", &temporary, e))
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(e);
+    }
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("syncing", dir, e))
 }
 
 /// The log rows of one client, model and day, as the prediction view's source reads them.

@@ -483,22 +483,68 @@ fn table_json(table: &Table, i: usize) -> String {
 
 /// Row `i`'s feature values as a JSON object, for the prediction log.
 fn features_json(online: &OnlineFeatures, i: usize) -> String {
-    let mut object = serde_json::Map::with_capacity(online.feature_names.len());
-    for (name, column) in online.feature_names.iter().zip(&online.results) {
-        let value = match (&column.values[i], column.statuses[i]) {
-            (_, s) if s != FeatureStatus::Present => serde_json::Value::Null,
-            (Value::Int64(x), _) => (*x).into(),
-            (Value::Float64(x), _) => serde_json::Number::from_f64(*x).map_or(serde_json::Value::Null, Into::into),
-            (Value::Bool(b), _) => (*b).into(),
-            (Value::String(s), _) => s.clone().into(),
-            (Value::Timestamp(t), _) => (*t).into(),
-            (Value::Null, _) => serde_json::Value::Null,
-        };
-        object.insert(name.clone(), value);
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(32 * online.feature_names.len() + 2);
+    out.push('{');
+    for (k, (name, column)) in online.feature_names.iter().zip(&online.results).enumerate() {
+        if k > 0 {
+            out.push(',');
+        }
+        json_string(&mut out, name);
+        out.push(':');
+        match (&column.values[i], column.statuses[i]) {
+            (_, s) if s != FeatureStatus::Present => out.push_str("null"),
+            (Value::Int64(x) | Value::Timestamp(x), _) => {
+                let _ = write!(out, "{x}");
+            }
+            (Value::Float64(x), _) if x.is_finite() => {
+                let _ = write!(out, "{x:?}");
+            }
+            (Value::Bool(b), _) => out.push_str(if *b { "true" } else { "false" }),
+            (Value::String(s), _) => json_string(&mut out, s),
+            (Value::Float64(_) | Value::Null, _) => out.push_str("null"),
+        }
     }
-    serde_json::Value::Object(object).to_string()
+    out.push('}');
+    out
+}
+
+/// Appends `s` as a JSON string.
+fn json_string(out: &mut String, s: &str) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 fn poisoned<T>(_: std::sync::PoisonError<T>) -> Error {
     Error::Inference("a model cache lock was poisoned by a panic".into())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::json_string;
+
+    #[test]
+    fn logged_strings_are_valid_json_whatever_they_hold() {
+        for text in ["plain", "quote \" and \\ backslash", "tab\tline\nreturn\r", "\u{1}\u{1f}", "é ✓ 😀", ""] {
+            let mut out = String::new();
+            json_string(&mut out, text);
+            assert_eq!(serde_json::from_str::<String>(&out).unwrap(), text, "{out}");
+        }
+    }
 }

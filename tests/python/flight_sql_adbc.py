@@ -3,12 +3,13 @@
 Usage: flight_sql_adbc.py HOST:PORT CLIENT_ID API_KEY
 
 Connects with basic credentials (user = client id, password = api key: the driver runs the Flight
-handshake and keeps the bearer token), runs SQL through DB-API (plainly and prepared), reads the metadata (catalogs,
+handshake and keeps the bearer token), runs SQL through DB-API (plainly, prepared, and with bound parameters), reads the metadata (catalogs,
 schemas, tables with their columns) and records what a syntax error answers. Prints a JSON summary
 on stdout; the Rust test (`cli/tests/flight_e2e.rs`) checks it. Exits non-zero on any unexpected
 failure.
 """
 
+import datetime
 import json
 import sys
 
@@ -33,6 +34,25 @@ def main() -> None:
             cursor.adbc_prepare("SELECT COUNT(*) AS n FROM events WHERE event_type = 'purchase'")
             cursor.execute("SELECT COUNT(*) AS n FROM events WHERE event_type = 'purchase'")
             out["prepared"] = int(cursor.fetchone()[0])
+
+            # Parameters: the driver prepares, binds the values with DoPut and runs the handle
+            # the server answered. A quote in a value stays a value.
+            query = "SELECT COUNT(*) AS n FROM events WHERE event_type = ? AND event_type <> ?"
+            cursor.execute(query, ("purchase", "it's"))
+            out["parameters"] = int(cursor.fetchone()[0])
+            cursor.execute(query, ("page_view", "purchase"))
+            out["parameters_again"] = int(cursor.fetchone()[0])
+            cursor.execute(
+                "SELECT COUNT(*) AS n FROM events WHERE timestamp >= $1 AND event_type = $2",
+                (datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc), "purchase"),
+            )
+            out["parameters_numbered"] = int(cursor.fetchone()[0])
+            try:
+                cursor.execute("SELECT ? AS a, ? AS b FROM events", (1,))
+                cursor.fetchall()
+                out["parameters_miscounted"] = None
+            except adbc_driver_manager.Error as e:
+                out["parameters_miscounted"] = {"type": type(e).__name__, "message": str(e)}
 
             try:
                 cursor.execute("SELECT event_type FORM events")

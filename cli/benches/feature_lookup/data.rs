@@ -9,6 +9,7 @@ use anyhow::{Context, Result, ensure};
 use livora_common::ClientId;
 use livora_feature_store::online::{OnlineConfig, RedbConfig, RedisConfig};
 use livora_feature_store::{OnlineRow, RowKey, Value};
+use livora_models::Column;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -18,7 +19,7 @@ pub(crate) const VIEW: &str = "user_activity";
 const ENTITY: &str = "user";
 /// Rows per write to the online store.
 const WRITE_BATCH: usize = 1_000;
-const DAY_US: i64 = 86_400_000_000;
+pub(crate) const DAY_US: i64 = 86_400_000_000;
 
 /// The kind of a feature's value.
 #[derive(Clone, Copy)]
@@ -122,22 +123,71 @@ impl Rows {
         Ok(())
     }
 
-    /// Writes every row to the online store `config` opens under `data_dir`, in batches, and
-    /// closes it (redb admits one process: the server opens the file after this returns).
-    pub(crate) async fn populate(&self, config: &OnlineConfig, data_dir: &Path, client: &ClientId) -> Result<()> {
+    /// Writes every row, and the `extra` rows of other views (the model's `customer_profile`),
+    /// to the online store `config` opens under `data_dir`, in batches, and closes it (redb
+    /// admits one process: the server opens the file after this returns).
+    pub(crate) async fn populate(
+        &self,
+        config: &OnlineConfig,
+        data_dir: &Path,
+        client: &ClientId,
+        extra: &[(RowKey, OnlineRow)],
+    ) -> Result<()> {
         let store = livora_feature_store::online::open(config, data_dir).await?;
+        let rows = self.rows.iter().enumerate().map(|(i, row)| (RowKey::new(ENTITY, user_id(i), VIEW), row.clone()));
         let mut written = 0;
         let mut batch = Vec::with_capacity(WRITE_BATCH);
-        for (i, row) in self.rows.iter().enumerate() {
-            batch.push((RowKey::new(ENTITY, user_id(i), VIEW), row.clone()));
-            if batch.len() == WRITE_BATCH || i + 1 == self.rows.len() {
+        for row in rows.chain(extra.iter().cloned()) {
+            batch.push(row);
+            if batch.len() == WRITE_BATCH {
                 written += store.write(client, &batch).await?;
                 batch.clear();
             }
         }
-        ensure!(written == self.rows.len(), "wrote {written} of {} rows", self.rows.len());
+        written += store.write(client, &batch).await?;
+        let expected = self.rows.len() + extra.len();
+        ensure!(written == expected, "wrote {written} of {expected} rows");
         Ok(())
     }
+}
+
+/// The model inputs among the 25 features of every row, as the server reads them online at
+/// `now`: the numbers and texts, the `days_since` features computed, the timestamps left out (as
+/// `livora train` leaves them out).
+pub(crate) fn user_activity_inputs(rows: &Rows, now: i64) -> Vec<(&'static str, Column)> {
+    let number = |v: Option<&Value>| match v {
+        Some(Value::Int64(i)) => Some(*i as f64),
+        Some(Value::Float64(f)) => Some(*f),
+        _ => None,
+    };
+    FEATURES
+        .iter()
+        .filter_map(|&(name, kind)| {
+            let column = match kind {
+                Kind::Timestamp => return None,
+                Kind::DaysSince(of) => Column::Numeric(
+                    rows.rows
+                        .iter()
+                        .map(|r| match r.get(of) {
+                            Some(Value::Timestamp(t)) => Some((now - t) as f64 / DAY_US as f64),
+                            _ => None,
+                        })
+                        .collect(),
+                ),
+                Kind::Int | Kind::Float => Column::Numeric(rows.rows.iter().map(|r| number(r.get(name))).collect()),
+                Kind::Text => Column::Categorical(
+                    rows.rows
+                        .iter()
+                        .map(|r| match r.get(name) {
+                            Some(Value::String(s)) => Some(s.clone()),
+                            _ => None,
+                        })
+                        .collect(),
+                ),
+            };
+            Some((name, column))
+        })
+        .collect()
 }
 
 /// One user's row: the 23 stored features.

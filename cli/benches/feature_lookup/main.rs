@@ -1,6 +1,9 @@
-//! Online lookup benchmark: `livora serve` answering `GetOnlineFeatures` for 1 and 100 entities ×
-//! the 25 features of `user_activity`, over gRPC and the JSON twin, on the embedded store (redb)
-//! and on Redis, side by side with Feast's Python feature server on the same rows.
+//! Online lookup and prediction benchmark: `livora serve` answering `GetOnlineFeatures` for 1 and
+//! 100 entities × the 25 features of `user_activity`, over gRPC and the JSON twin, on the
+//! embedded store (redb) and on Redis, side by side with Feast's Python feature server on the
+//! same rows; and answering `InferenceService/Predict` of a `churn` model over 25 inputs of two
+//! views (the features fetched online by the server, as a CRM app calls it) and KServe V2
+//! `ModelInfer` (the caller sending the features).
 //!
 //! Run it with `cargo bench -p livora --bench feature_lookup` (`-- --help` lists the flags).
 //! For each Livora online store it:
@@ -8,7 +11,8 @@
 //! 1. makes a temporary data directory, runs `livora clients create bench` and
 //!    `livora apply feature-store/example-repo --client bench`;
 //! 2. writes `--users` rows of `user_activity` (23 stored typed values, event times in the last
-//!    minute, so every value is `PRESENT`) through `livora_feature_store::online::open`: into the
+//!    minute, so every value is `PRESENT`), and of `customer_profile` (the model's second view),
+//!    through `livora_feature_store::online::open`: into the
 //!    redb file before the server opens it (the file admits one process), or into Redis under a
 //!    key prefix unique to the run, which the server is then configured with;
 //! 3. starts the `livora serve` binary cargo built for this bench (the bench profile, an
@@ -16,6 +20,9 @@
 //! 4. measures, each phase after a warm-up at the same load: a closed loop for the highest
 //!    throughput; an open loop at `--rate` (1 entity, gRPC); an open loop at `--batch-rate` with
 //!    `--batch-entities` per request (gRPC); an open loop of the JSON twin at `--json-rate`;
+//!    then for each `churn` version (`--models`, registered before the server starts, see
+//!    `model.rs`): `Predict` of 1 entity at `--predict-rate` and of `--batch-entities` at
+//!    `--batch-rate`, and `ModelInfer` of 1 row at `--predict-rate`;
 //! 5. stops the server and deletes the directory (and the Redis keys).
 //!
 //! Then, for each Feast online store (`--feast sqlite,redis`), `feast_reference.py` builds a Feast
@@ -33,6 +40,7 @@
 
 mod data;
 mod load;
+mod model;
 mod report;
 mod servers;
 mod targets;
@@ -51,7 +59,7 @@ use crate::data::Rows;
 use crate::load::{closed_loop, open_loop};
 use crate::report::{CpuMeter, Line, Machine, print_table, thousands};
 use crate::servers::{Livora, Server, apply, create_client, feast_script_run, free_port, start_feast};
-use crate::targets::{Grpc, Json, Outcome, Target};
+use crate::targets::{Grpc, Json, Kserve, Outcome, Predict, Target};
 
 /// The load generator allocates for every request and answer; mimalloc, as in `livora` itself,
 /// keeps its CPU (which the server shares) low.
@@ -95,6 +103,30 @@ enum Mode {
     Batch,
     /// The JSON twin, 1 entity, open loop at `--json-rate` (redb only).
     Json,
+    /// `InferenceService/Predict` of each `--models` version: 1 entity at `--predict-rate`, and
+    /// `--batch-entities` at `--batch-rate` (the server fetches the features online itself).
+    Predict,
+    /// KServe V2 `ModelInfer` of each `--models` version, the caller sending the features: 1 row
+    /// at `--predict-rate`.
+    Kserve,
+}
+
+/// A model algorithm of the prediction phases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ModelAlgorithm {
+    /// Logistic regression (the interpretable baseline).
+    Logistic,
+    /// Gradient-boosted trees.
+    Gbdt,
+}
+
+impl ModelAlgorithm {
+    fn algorithm(self) -> livora_models::Algorithm {
+        match self {
+            ModelAlgorithm::Logistic => livora_models::Algorithm::Logistic,
+            ModelAlgorithm::Gbdt => livora_models::Algorithm::Gbdt,
+        }
+    }
 }
 
 /// Online lookup benchmark: Livora (gRPC, JSON; redb, Redis) and Feast on the same rows.
@@ -108,8 +140,17 @@ struct Args {
     #[arg(long, value_enum, value_delimiter = ',', default_value = "redb,redis")]
     store: Vec<Store>,
     /// What to measure on each Livora store.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "max,grpc,batch,json")]
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "max,grpc,batch,json,predict,kserve")]
     modes: Vec<Mode>,
+    /// The `churn` versions the prediction phases score, one per algorithm (version 1, 2, ...).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "logistic,gbdt")]
+    models: Vec<ModelAlgorithm>,
+    /// Open loop of `Predict` and `ModelInfer`, 1 entity: requests/s.
+    #[arg(long, default_value_t = 10_000.0)]
+    predict_rate: f64,
+    /// `Predict`: the feature contributions asked for per entity (linear and tree models).
+    #[arg(long, default_value_t = 0)]
+    contributions: u32,
     /// Feast's online stores to compare with (`none` for none).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "sqlite,redis")]
     feast: Vec<FeastStore>,
@@ -172,8 +213,12 @@ impl Args {
     /// Refuses values that would make the run unbounded or meaningless.
     fn check(&self) -> Result<()> {
         ensure!((1..=10_000_000).contains(&self.users), "--users must be 1 to 10000000");
-        for (name, rate) in [("--rate", self.rate), ("--batch-rate", self.batch_rate), ("--json-rate", self.json_rate)]
-        {
+        for (name, rate) in [
+            ("--rate", self.rate),
+            ("--batch-rate", self.batch_rate),
+            ("--json-rate", self.json_rate),
+            ("--predict-rate", self.predict_rate),
+        ] {
             ensure!((1.0..=200_000.0).contains(&rate), "{name} must be in [1, 200000] requests/s");
         }
         ensure!((1..=1_000).contains(&self.batch_entities), "--batch-entities must be 1 to 1000");
@@ -182,6 +227,8 @@ impl Args {
         }
         ensure!((0.0..=60.0).contains(&self.warmup_seconds), "--warmup-seconds must be in [0, 60]");
         ensure!((1..=1_024).contains(&self.concurrency), "--concurrency must be 1 to 1024");
+        ensure!(self.contributions <= 25, "--contributions must be 0 to 25 (the model has 25 inputs)");
+        ensure!(!self.models.is_empty(), "--models needs at least one algorithm");
         ensure!((1..=64).contains(&self.connections), "--connections must be 1 to 64");
         ensure!((1..=16).contains(&self.feast_workers), "--feast-workers must be 1 to 16");
         ensure!(self.feast_fraction > 0.0 && self.feast_fraction <= 1.0, "--feast-fraction must be in (0, 1]");
@@ -306,10 +353,13 @@ fn run(args: &Args) -> Result<()> {
         .context("cannot start the load generator's runtime")?;
     let now = chrono::Utc::now().timestamp_micros();
     let rows = Rows::generate(args.users, now, 42);
+    let profiles = model::profile_rows(args.users, now, 43);
+    let inputs = Arc::new(model::Inputs::of(&rows, &profiles, now)?);
+    let data = Data { rows: &rows, profiles: &profiles, inputs };
     let mut bench = Bench { args, runtime, lines: Vec::new(), phase: 0 };
     let mut failures = Vec::new();
     for &store in &args.store {
-        if let Err(e) = livora(&mut bench, &parent, store, &rows) {
+        if let Err(e) = livora(&mut bench, &parent, store, &data) {
             eprintln!("feature_lookup: Livora on {store:?} failed: {e:#}");
             failures.push(format!("Livora {store:?}: {e:#}"));
         }
@@ -340,9 +390,31 @@ fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// Prints whether the targets of issue 3 §6 are met.
+/// What the Livora phases read: the rows of the two views, and the model's inputs.
+struct Data<'a> {
+    rows: &'a Rows,
+    profiles: &'a [(livora_feature_store::RowKey, livora_feature_store::OnlineRow)],
+    inputs: Arc<model::Inputs>,
+}
+
+/// Prints whether the targets of issue 3 §6 and issue 4 §4 are met.
 fn verdicts(args: &Args, lines: &[Line]) {
     println!();
+    for l in lines.iter().filter(|l| l.system == "Livora" && l.api.starts_with("Predict") && l.entities == 1) {
+        if !l.load.starts_with("open") {
+            continue;
+        }
+        let met = l.achieved >= args.predict_rate * 0.99 && l.p99_ms() < 2.0 && l.errors == "0";
+        println!(
+            "Target {} {}: Predict of 1 entity over gRPC, p99 < 2 ms at {} req/s: {} (p99 {:.3} ms at {} req/s answered)",
+            l.store,
+            l.api,
+            thousands(args.predict_rate),
+            if met { "met" } else { "NOT met" },
+            l.p99_ms(),
+            thousands(l.achieved)
+        );
+    }
     for (store, bound) in [("redb", 1.0), ("Redis", 2.0)] {
         let line = lines.iter().find(|l| {
             l.system == "Livora" && l.store == store && l.api == "gRPC" && l.entities == 1 && l.load.starts_with("open")
@@ -362,7 +434,7 @@ fn verdicts(args: &Args, lines: &[Line]) {
 }
 
 /// Measures Livora on one online store.
-fn livora(bench: &mut Bench<'_>, parent: &Path, store: Store, rows: &Rows) -> Result<()> {
+fn livora(bench: &mut Bench<'_>, parent: &Path, store: Store, data_set: &Data<'_>) -> Result<()> {
     let args = bench.args;
     let dir = tempfile::Builder::new().prefix("livora-lookup-").tempdir_in(parent)?;
     let data = dir.path().join("data");
@@ -383,10 +455,22 @@ fn livora(bench: &mut Bench<'_>, parent: &Path, store: Store, rows: &Rows) -> Re
     let key = create_client(&data, &env, CLIENT)?;
     apply(&data, &env, CLIENT)?;
     let started = std::time::Instant::now();
-    bench.runtime.block_on(rows.populate(&config, &data, &client))?;
-    eprintln!("feature_lookup: {} rows written to {name} in {:.1}s", rows.rows.len(), started.elapsed().as_secs_f64());
+    let rows = data_set.rows;
+    bench.runtime.block_on(rows.populate(&config, &data, &client, data_set.profiles))?;
+    eprintln!(
+        "feature_lookup: {} rows written to {name} in {:.1}s",
+        rows.rows.len() + data_set.profiles.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let models = if args.modes.iter().any(|m| matches!(m, Mode::Predict | Mode::Kserve)) {
+        let algorithms: Vec<_> = args.models.iter().map(|m| m.algorithm()).collect();
+        bench.runtime.block_on(model::register(&data, &client, &data_set.inputs, &algorithms))?
+    } else {
+        Vec::new()
+    };
 
-    let measured = livora_phases(bench, &dir.path().join("server.log"), &data, &env, &key, name);
+    let measured =
+        livora_phases(bench, &dir.path().join("server.log"), (&data, &env, &key, name), (&models, &data_set.inputs));
     let cleaned = match &prefix {
         Some(prefix) => bench.runtime.block_on(data::delete_redis_prefix(&args.redis_url, prefix)).map(|n| {
             eprintln!("feature_lookup: deleted {n} redis keys");
@@ -401,10 +485,8 @@ fn livora(bench: &mut Bench<'_>, parent: &Path, store: Store, rows: &Rows) -> Re
 fn livora_phases(
     bench: &mut Bench<'_>,
     log: &Path,
-    data: &Path,
-    env: &[(String, String)],
-    key: &str,
-    name: &'static str,
+    (data, env, key, name): (&Path, &[(String, String)], &str, &'static str),
+    (models, inputs): (&[(&'static str, String)], &Arc<model::Inputs>),
 ) -> Result<()> {
     let args = bench.args;
     let mut server = Livora::start(data, env, log, args.pin.then_some(SERVER_CPU))?;
@@ -434,11 +516,43 @@ fn livora_phases(
     if args.modes.contains(&Mode::Json) && name == "redb" {
         bench.measure(http, &json, Load::Open(args.json_rate), args.seconds, pid);
     }
+    for (algorithm, reference) in models {
+        let credentials = (CLIENT, key);
+        if args.modes.contains(&Mode::Predict) {
+            let api = predict_api(algorithm, false);
+            for (entities, rate) in [(1, args.predict_rate), (args.batch_entities, args.batch_rate)] {
+                let model = (reference.as_str(), args.contributions);
+                let connect = Predict::connect(server.grpc, args.connections, credentials, model, args.users, entities);
+                let target = Arc::new(Target::Predict(bench.runtime.block_on(connect)?));
+                bench.probe(&target).with_context(|| format!("server log:\n{}", server.server.log_tail()))?;
+                bench.measure(("Livora", name, api), &target, Load::Open(rate), args.seconds, pid);
+            }
+        }
+        if args.modes.contains(&Mode::Kserve) {
+            let (model, version) = reference.split_once('@').context("a model reference without a version")?;
+            let connect =
+                Kserve::connect(server.grpc, args.connections, credentials, (model, version), inputs.clone(), 1);
+            let target = Arc::new(Target::Kserve(bench.runtime.block_on(connect)?));
+            bench.probe(&target)?;
+            let api = predict_api(algorithm, true);
+            bench.measure(("Livora", name, api), &target, Load::Open(args.predict_rate), args.seconds, pid);
+        }
+    }
     // The connections close once the runtime runs again after their last handle is gone; the
     // server's graceful shutdown waits for them.
     drop((one, json));
     bench.runtime.block_on(async { tokio::time::sleep(std::time::Duration::from_millis(200)).await });
     server.server.stop()
+}
+
+/// The API column of a prediction phase: the method and the model's algorithm.
+fn predict_api(algorithm: &str, kserve: bool) -> &'static str {
+    match (algorithm, kserve) {
+        ("logistic", false) => "Predict (gRPC), logistic",
+        ("logistic", true) => "KServe ModelInfer (gRPC), logistic",
+        (_, false) => "Predict (gRPC), gbdt",
+        (_, true) => "KServe ModelInfer (gRPC), gbdt",
+    }
 }
 
 /// Measures Feast's feature server on one of its online stores, and its in-process reads.

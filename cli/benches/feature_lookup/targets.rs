@@ -3,11 +3,16 @@
 //! `/get-online-features` take the same body). Every answer is checked: all features, every
 //! entity row, every status `PRESENT`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::{BufMut, BytesMut};
 use http_body_util::{BodyExt, Full};
+use livora_models::Column;
+use livora_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use livora_proto::inference::model_infer_request::InferInputTensor;
+use livora_proto::inference::{InferTensorContents, ModelInferRequest, ModelInferResponse};
 use livora_proto::livora::v1 as pb;
 use pb::feature_service_client::FeatureServiceClient;
 use pb::get_online_features_request::Kind;
@@ -23,6 +28,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::data::{FEATURE_COUNT, feature_refs, user_id};
 use crate::load::REQUEST_TIMEOUT;
+use crate::model::Inputs;
 
 /// How one request ended.
 pub(crate) enum Outcome {
@@ -60,6 +66,10 @@ pub(crate) enum Target {
     Grpc(Grpc),
     /// A JSON API over HTTP/1.1 keep-alive.
     Json(Json),
+    /// `livora.v1.InferenceService/Predict`.
+    Predict(Predict),
+    /// KServe V2 `inference.GRPCInferenceService/ModelInfer`.
+    Kserve(Kserve),
 }
 
 impl Target {
@@ -68,6 +78,8 @@ impl Target {
         match self {
             Target::Grpc(g) => g.call(n).await,
             Target::Json(j) => j.call(n).await,
+            Target::Predict(p) => p.call(n).await,
+            Target::Kserve(k) => k.call(n).await,
         }
     }
 
@@ -76,14 +88,21 @@ impl Target {
         match self {
             Target::Grpc(g) => g.entities,
             Target::Json(j) => j.entities,
+            Target::Predict(p) => p.entities,
+            Target::Kserve(k) => k.entities,
         }
     }
 }
 
 /// `entities` user ids drawn at random among `users`, for request `n`.
 fn users_of(n: u64, users: usize, entities: usize) -> impl Iterator<Item = String> {
+    user_indices(n, users, entities).map(user_id)
+}
+
+/// The indices of [`users_of`].
+fn user_indices(n: u64, users: usize, entities: usize) -> impl Iterator<Item = usize> {
     let mut rng = SmallRng::seed_from_u64(n);
-    (0..entities).map(move |_| user_id(rng.random_range(0..users)))
+    (0..entities).map(move |_| rng.random_range(0..users))
 }
 
 /// The answer as the load generator reads it under load: the statuses only. The generated
@@ -106,17 +125,114 @@ struct Statuses {
     statuses: Vec<i32>,
 }
 
-/// The method's path.
+/// The methods' paths.
 const GET_ONLINE_FEATURES: &str = "/livora.v1.FeatureService/GetOnlineFeatures";
+const PREDICT: &str = "/livora.v1.InferenceService/Predict";
+const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
 
-/// gRPC `GetOnlineFeatures` of the 25 features, round-robin over several connections.
-pub(crate) struct Grpc {
+/// Unary calls of one gRPC method, authenticated, round-robin over several HTTP/2 connections.
+pub(crate) struct Unary {
     channels: Vec<Channel>,
-    /// `http://ADDR/livora.v1.FeatureService/GetOnlineFeatures`.
+    /// `http://ADDR/<service>/<method>`.
     uri: http::Uri,
-    features: pb::FeatureList,
     auth: MetadataValue<Ascii>,
     client_id: MetadataValue<Ascii>,
+}
+
+impl Unary {
+    /// `connections` HTTP/2 connections to `addr` for the method at `path`, authenticated as
+    /// `client` with `key`.
+    pub(crate) async fn connect(
+        addr: std::net::SocketAddr,
+        connections: usize,
+        path: &str,
+        client: &str,
+        key: &str,
+    ) -> Result<Self> {
+        let mut channels = Vec::with_capacity(connections);
+        for _ in 0..connections {
+            let channel = Endpoint::from_shared(format!("http://{addr}"))?
+                .tcp_nodelay(true)
+                .timeout(REQUEST_TIMEOUT)
+                .connect_timeout(Duration::from_secs(5))
+                .connect()
+                .await
+                .with_context(|| format!("cannot connect to the gRPC server at {addr}"))?;
+            // Answers of 100 entity rows are ~100 KB; the default 4 MB limit is far above.
+            channels.push(channel);
+        }
+        Ok(Self {
+            channels,
+            uri: format!("http://{addr}{path}").parse().context("bad uri")?,
+            auth: format!("Bearer {key}").parse().context("bad api key")?,
+            client_id: client.parse().context("bad client id")?,
+        })
+    }
+
+    /// `message` as a request with the credentials, for the generated clients.
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert("authorization", self.auth.clone());
+        request.metadata_mut().insert("x-client-id", self.client_id.clone());
+        request
+    }
+
+    /// A channel for the generated clients.
+    fn channel(&self) -> Channel {
+        self.channels[0].clone()
+    }
+
+    /// Sends `message` as request `n` through tonic's channel (HTTP/2) as one encoded message
+    /// with a known end, and returns the answer's message bytes.
+    ///
+    /// tonic's generated client sends a unary request as a stream body: HEADERS, then DATA, then
+    /// an empty DATA frame that ends the stream, three writes and up to three wake-ups of the
+    /// server for one request. A client that has its whole message up front (as this one has)
+    /// ends the stream on the DATA frame; that is what is sent here, so the load generator does
+    /// not charge the server for its own framing.
+    async fn call(&self, n: u64, message: &impl prost::Message) -> Result<bytes::Bytes, Outcome> {
+        let mut body = BytesMut::with_capacity(5 + message.encoded_len());
+        body.put_u8(0);
+        body.put_u32(u32::try_from(message.encoded_len()).unwrap_or(u32::MAX));
+        message
+            .encode(&mut body)
+            .map_err(|e| Outcome::Failed("bad answer", format!("cannot encode the request: {e}")))?;
+        let http = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(&self.uri)
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header(http::header::TE, "trailers")
+            .header("authorization", self.auth.as_encoded_bytes())
+            .header("x-client-id", self.client_id.as_encoded_bytes())
+            .body(tonic::body::Body::new(Full::new(body.freeze())))
+            .map_err(|e| Outcome::Failed("bad answer", format!("cannot build the request: {e}")))?;
+        let mut channel = self.channels[n as usize % self.channels.len()].clone();
+        std::future::poll_fn(|cx| GrpcService::poll_ready(&mut channel, cx))
+            .await
+            .map_err(|e| Outcome::Failed("transport", e.to_string()))?;
+        let response =
+            GrpcService::call(&mut channel, http).await.map_err(|e| Outcome::Failed("transport", e.to_string()))?;
+        let (parts, body) = response.into_parts();
+        let collected = body.collect().await.map_err(|e| Outcome::Failed("transport", e.to_string()))?;
+        let trailers = collected.trailers().cloned();
+        let status = trailers.as_ref().and_then(|t| t.get("grpc-status")).or_else(|| parts.headers.get("grpc-status"));
+        if parts.status != http::StatusCode::OK || status.map(|s| s.as_bytes()) != Some(b"0") {
+            let message =
+                trailers.as_ref().and_then(|t| t.get("grpc-message")).or_else(|| parts.headers.get("grpc-message"));
+            return Err(Outcome::Failed("grpc status", format!("{} {status:?} {message:?}", parts.status)));
+        }
+        let bytes = collected.to_bytes();
+        if bytes.len() < 5 {
+            return Err(Outcome::Failed("bad answer", format!("{} bytes answered", bytes.len())));
+        }
+        Ok(bytes.slice(5..))
+    }
+}
+
+/// gRPC `GetOnlineFeatures` of the 25 features.
+pub(crate) struct Grpc {
+    unary: Unary,
+    features: pb::FeatureList,
     users: usize,
     entities: usize,
 }
@@ -131,49 +247,27 @@ impl Grpc {
         users: usize,
         entities: usize,
     ) -> Result<Self> {
-        let mut channels = Vec::with_capacity(connections);
-        for _ in 0..connections {
-            let channel = Endpoint::from_shared(format!("http://{addr}"))?
-                .tcp_nodelay(true)
-                .timeout(REQUEST_TIMEOUT)
-                .connect_timeout(Duration::from_secs(5))
-                .connect()
-                .await
-                .with_context(|| format!("cannot connect to the gRPC server at {addr}"))?;
-            // Answers of 100 entity rows are ~100 KB; the default 4 MB limit is far above.
-            channels.push(channel);
-        }
-        let grpc = Self {
-            channels,
-            uri: format!("http://{addr}{GET_ONLINE_FEATURES}").parse().context("bad uri")?,
-            features: pb::FeatureList { val: feature_refs() },
-            auth: format!("Bearer {key}").parse().context("bad api key")?,
-            client_id: client.parse().context("bad client id")?,
-            users,
-            entities,
-        };
+        let unary = Unary::connect(addr, connections, GET_ONLINE_FEATURES, client, key).await?;
+        let grpc = Self { unary, features: pb::FeatureList { val: feature_refs() }, users, entities };
         grpc.check_in_full().await?;
         Ok(grpc)
     }
 
     /// The request `n`.
-    fn request(&self, n: u64) -> tonic::Request<pb::GetOnlineFeaturesRequest> {
+    fn message(&self, n: u64) -> pb::GetOnlineFeaturesRequest {
         let values = users_of(n, self.users, self.entities).map(|u| pb::Value { val: Some(Val::StringVal(u)) });
-        let mut request = tonic::Request::new(pb::GetOnlineFeaturesRequest {
+        pb::GetOnlineFeaturesRequest {
             kind: Some(Kind::Features(self.features.clone())),
             entities: [("user_id".to_owned(), pb::RepeatedValue { val: values.collect() })].into_iter().collect(),
             full_feature_names: false,
-        });
-        request.metadata_mut().insert("authorization", self.auth.clone());
-        request.metadata_mut().insert("x-client-id", self.client_id.clone());
-        request
+        }
     }
 
     /// One request decoded in full by the generated client: the 25 features by name, a value and
     /// `PRESENT` for every one.
     async fn check_in_full(&self) -> Result<()> {
-        let mut client = FeatureServiceClient::new(self.channels[0].clone());
-        let answer = client.get_online_features(self.request(7)).await?.into_inner();
+        let mut client = FeatureServiceClient::new(self.unary.channel());
+        let answer = client.get_online_features(self.unary.request(self.message(7))).await?.into_inner();
         let names: Vec<String> =
             feature_refs().iter().map(|r| r.split_once(':').map_or(r.clone(), |(_, f)| f.into())).collect();
         anyhow::ensure!(answer.feature_names == names, "answered the features {:?}", answer.feature_names);
@@ -189,58 +283,11 @@ impl Grpc {
         Ok(())
     }
 
-    /// Sends request `n` through tonic's channel (HTTP/2) as one encoded message with a known
-    /// end, and reads back the statuses.
-    ///
-    /// tonic's generated client sends a unary request as a stream body: HEADERS, then DATA, then
-    /// an empty DATA frame that ends the stream, three writes and up to three wake-ups of the
-    /// server for one request. A client that has its whole message up front (as this one has)
-    /// ends the stream on the DATA frame; that is what is sent here, so the load generator does
-    /// not charge the server for its own framing.
+    /// Sends request `n` and reads back the statuses.
     async fn call(&self, n: u64) -> Outcome {
-        let request = self.request(n);
-        let (metadata, _, message) = request.into_parts();
-        let mut body = BytesMut::with_capacity(5 + message.encoded_len());
-        body.put_u8(0);
-        body.put_u32(u32::try_from(message.encoded_len()).unwrap_or(u32::MAX));
-        if let Err(e) = message.encode(&mut body) {
-            return Outcome::Failed("bad answer", format!("cannot encode the request: {e}"));
-        }
-        let mut http = http::Request::builder()
-            .method(http::Method::POST)
-            .uri(&self.uri)
-            .header(http::header::CONTENT_TYPE, "application/grpc")
-            .header(http::header::TE, "trailers");
-        for (name, value) in metadata.into_headers().iter() {
-            http = http.header(name, value);
-        }
-        let http = match http.body(tonic::body::Body::new(Full::new(body.freeze()))) {
-            Ok(http) => http,
-            Err(e) => return Outcome::Failed("bad answer", format!("cannot build the request: {e}")),
-        };
-        let mut channel = self.channels[n as usize % self.channels.len()].clone();
-        if let Err(e) = std::future::poll_fn(|cx| GrpcService::poll_ready(&mut channel, cx)).await {
-            return Outcome::Failed("transport", e.to_string());
-        }
-        let response = match GrpcService::call(&mut channel, http).await {
-            Ok(response) => response,
-            Err(e) => return Outcome::Failed("transport", e.to_string()),
-        };
-        let (parts, body) = response.into_parts();
-        let collected = match body.collect().await {
-            Ok(collected) => collected,
-            Err(e) => return Outcome::Failed("transport", e.to_string()),
-        };
-        let trailers = collected.trailers().cloned();
-        let status = trailers.as_ref().and_then(|t| t.get("grpc-status")).or_else(|| parts.headers.get("grpc-status"));
-        if parts.status != http::StatusCode::OK || status.map(|s| s.as_bytes()) != Some(b"0") {
-            let message =
-                trailers.as_ref().and_then(|t| t.get("grpc-message")).or_else(|| parts.headers.get("grpc-message"));
-            return Outcome::Failed("grpc status", format!("{} {status:?} {message:?}", parts.status));
-        }
-        let bytes = collected.to_bytes();
-        let Some(message) = bytes.get(5..) else {
-            return Outcome::Failed("bad answer", format!("{} bytes answered", bytes.len()));
+        let message = match self.unary.call(n, &self.message(n)).await {
+            Ok(message) => message,
+            Err(failed) => return failed,
         };
         let answer = match StatusesOnly::decode(message) {
             Ok(answer) => answer,
@@ -252,6 +299,207 @@ impl Grpc {
         let present = pb::FeatureStatus::Present as i32;
         if answer.results.iter().any(|r| r.statuses.iter().any(|&s| s != present)) {
             return Outcome::Failed("not all PRESENT", format!("{:?}", answer.results.first()));
+        }
+        Outcome::Ok
+    }
+}
+
+/// `PredictResponse` as the load generator reads it under load: each prediction's status and
+/// score (see [`StatusesOnly`]).
+#[derive(Clone, PartialEq, prost::Message)]
+struct ScoresOnly {
+    /// `PredictResponse.predictions`.
+    #[prost(message, repeated, tag = "5")]
+    predictions: Vec<ScoreOnly>,
+}
+
+/// `Prediction.status` and `Prediction.score`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ScoreOnly {
+    #[prost(int32, tag = "2")]
+    status: i32,
+    #[prost(double, optional, tag = "3")]
+    score: Option<f64>,
+}
+
+/// gRPC `Predict` of a model (`churn@1`): the server fetches the model's features online itself.
+pub(crate) struct Predict {
+    unary: Unary,
+    model: String,
+    contributions: u32,
+    users: usize,
+    entities: usize,
+}
+
+impl Predict {
+    /// `connections` HTTP/2 connections to `addr`, authenticated as `client` with `key`, scoring
+    /// `entities` users per request with `model`, asking for the `contributions` largest
+    /// feature contributions of each.
+    pub(crate) async fn connect(
+        addr: std::net::SocketAddr,
+        connections: usize,
+        (client, key): (&str, &str),
+        (model, contributions): (&str, u32),
+        users: usize,
+        entities: usize,
+    ) -> Result<Self> {
+        let unary = Unary::connect(addr, connections, PREDICT, client, key).await?;
+        let predict = Self { unary, model: model.to_owned(), contributions, users, entities };
+        predict.check_in_full().await?;
+        Ok(predict)
+    }
+
+    fn message(&self, n: u64) -> pb::PredictRequest {
+        pb::PredictRequest {
+            model: self.model.clone(),
+            entity_keys: users_of(n, self.users, self.entities).collect(),
+            top_contributions: self.contributions,
+            missing_policy: pb::MissingPolicy::Unspecified as i32,
+        }
+    }
+
+    /// One request decoded in full by the generated client: a score in (0, 1) for every entity,
+    /// scored with every feature present, and the contributions asked for.
+    async fn check_in_full(&self) -> Result<()> {
+        let mut client = pb::inference_service_client::InferenceServiceClient::new(self.unary.channel());
+        let answer = client.predict(self.unary.request(self.message(7))).await?.into_inner();
+        anyhow::ensure!(answer.predictions.len() == self.entities, "{} predictions", answer.predictions.len());
+        anyhow::ensure!(answer.feature_names.len() == FEATURE_COUNT, "the model read {:?}", answer.feature_names);
+        for p in &answer.predictions {
+            anyhow::ensure!(
+                p.status == pb::PredictionStatus::Scored as i32
+                    && p.score.is_some_and(|s| s > 0.0 && s < 1.0)
+                    && p.contributions.len() == self.contributions as usize,
+                "prediction {p:?}"
+            );
+        }
+        Ok(())
+    }
+
+    async fn call(&self, n: u64) -> Outcome {
+        let message = match self.unary.call(n, &self.message(n)).await {
+            Ok(message) => message,
+            Err(failed) => return failed,
+        };
+        let answer = match ScoresOnly::decode(message) {
+            Ok(answer) => answer,
+            Err(e) => return Outcome::Failed("bad answer", e.to_string()),
+        };
+        if answer.predictions.len() != self.entities {
+            return Outcome::Failed("bad answer", format!("{} predictions answered", answer.predictions.len()));
+        }
+        let scored = pb::PredictionStatus::Scored as i32;
+        if answer.predictions.iter().any(|p| p.status != scored || p.score.is_none()) {
+            return Outcome::Failed("not all PRESENT", format!("{:?}", answer.predictions.first()));
+        }
+        Outcome::Ok
+    }
+}
+
+/// KServe V2 `ModelInfer`: the caller brings the features (what the online store holds for the
+/// users drawn), one input tensor per model input, typed contents, and the `user_id` input.
+pub(crate) struct Kserve {
+    unary: Unary,
+    model: String,
+    version: String,
+    inputs: Arc<Inputs>,
+    entities: usize,
+}
+
+impl Kserve {
+    /// `connections` HTTP/2 connections to `addr`, authenticated as `client` with `key`, scoring
+    /// `entities` rows of `inputs` per request with `model` at `version`.
+    pub(crate) async fn connect(
+        addr: std::net::SocketAddr,
+        connections: usize,
+        (client, key): (&str, &str),
+        (model, version): (&str, &str),
+        inputs: Arc<Inputs>,
+        entities: usize,
+    ) -> Result<Self> {
+        let unary = Unary::connect(addr, connections, MODEL_INFER, client, key).await?;
+        let kserve = Self { unary, model: model.to_owned(), version: version.to_owned(), inputs, entities };
+        let mut client = GrpcInferenceServiceClient::new(kserve.unary.channel());
+        let answer = client.model_infer(kserve.unary.request(kserve.message(7))).await?.into_inner();
+        let probabilities = answer.outputs.first().and_then(|o| o.contents.as_ref()).map(|c| &c.fp64_contents);
+        anyhow::ensure!(
+            probabilities.is_some_and(|p| p.len() == entities && p.iter().all(|&s| s > 0.0 && s < 1.0)),
+            "answered {answer:?}"
+        );
+        Ok(kserve)
+    }
+
+    fn message(&self, n: u64) -> ModelInferRequest {
+        let rows: Vec<usize> = user_indices(n, self.inputs.table.rows(), self.entities).collect();
+        let shape = vec![rows.len() as i64];
+        let mut inputs: Vec<InferInputTensor> = self
+            .inputs
+            .table
+            .names
+            .iter()
+            .zip(&self.inputs.table.columns)
+            .map(|(name, column)| {
+                let (datatype, contents) = match column {
+                    Column::Numeric(v) => (
+                        "FP64",
+                        InferTensorContents {
+                            fp64_contents: rows.iter().map(|&i| v[i].unwrap_or(f64::NAN)).collect(),
+                            ..InferTensorContents::default()
+                        },
+                    ),
+                    Column::Categorical(v) => (
+                        "BYTES",
+                        InferTensorContents {
+                            bytes_contents: rows
+                                .iter()
+                                .map(|&i| v[i].as_deref().unwrap_or_default().as_bytes().to_vec())
+                                .collect(),
+                            ..InferTensorContents::default()
+                        },
+                    ),
+                };
+                InferInputTensor {
+                    name: name.clone(),
+                    datatype: datatype.into(),
+                    shape: shape.clone(),
+                    parameters: Default::default(),
+                    contents: Some(contents),
+                }
+            })
+            .collect();
+        inputs.push(InferInputTensor {
+            name: "user_id".into(),
+            datatype: "BYTES".into(),
+            shape,
+            parameters: Default::default(),
+            contents: Some(InferTensorContents {
+                bytes_contents: rows.iter().map(|&i| user_id(i).into_bytes()).collect(),
+                ..InferTensorContents::default()
+            }),
+        });
+        ModelInferRequest {
+            model_name: self.model.clone(),
+            model_version: self.version.clone(),
+            id: String::new(),
+            parameters: Default::default(),
+            inputs,
+            outputs: Vec::new(),
+            raw_input_contents: Vec::new(),
+        }
+    }
+
+    async fn call(&self, n: u64) -> Outcome {
+        let message = match self.unary.call(n, &self.message(n)).await {
+            Ok(message) => message,
+            Err(failed) => return failed,
+        };
+        let answer = match ModelInferResponse::decode(message) {
+            Ok(answer) => answer,
+            Err(e) => return Outcome::Failed("bad answer", e.to_string()),
+        };
+        let scores = answer.outputs.first().and_then(|o| o.contents.as_ref()).map_or(0, |c| c.fp64_contents.len());
+        if scores != self.entities {
+            return Outcome::Failed("bad answer", format!("{scores} probabilities answered"));
         }
         Outcome::Ok
     }

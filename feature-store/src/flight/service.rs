@@ -33,6 +33,9 @@ use crate::serving::grpc::status;
 /// a table as one message, so uploads should be written in chunks (`max_chunksize`).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// The most batches a parameter binding may stream (a query takes one row).
+const MAX_PARAMETER_BATCHES: usize = 16;
+
 type Boxed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// The Arrow Flight service: the client's datasets, authenticated by api key.
@@ -57,6 +60,30 @@ impl FlightDatasetService {
 
     async fn client<T>(&self, request: &Request<T>) -> Result<ClientId, Status> {
         auth::authenticate(&self.clients, request.metadata()).await.map_err(|e| status(&e))
+    }
+
+    /// DoPut on a prepared statement: binds the one row of values the stream carries to its
+    /// placeholders and answers the new handle ([`sql::bind`]).
+    async fn bind(
+        &self,
+        first: FlightData,
+        rest: Streaming<FlightData>,
+        handle: &[u8],
+    ) -> Result<Response<<Self as FlightService>::DoPutStream>, Status> {
+        let data = futures::stream::once(async move { Ok(first) }).chain(rest).map_err(FlightError::from);
+        let batches: Vec<_> = FlightRecordBatchStream::new_from_flight_data(data)
+            .take(MAX_PARAMETER_BATCHES + 1)
+            .try_collect()
+            .await
+            .map_err(|e| status(&Error::InvalidArgument(format!("parameters: cannot be decoded: {e}"))))?;
+        if batches.len() > MAX_PARAMETER_BATCHES {
+            return Err(status(&Error::InvalidArgument(format!(
+                "parameters: more than {MAX_PARAMETER_BATCHES} batches; a query takes one row of values"
+            ))));
+        }
+        let answer = sql::bind(handle, &batches).map_err(|e| status(&e))?;
+        let result = PutResult { app_metadata: answer.into() };
+        Ok(Response::new(futures::stream::once(async move { Ok(result) }).boxed()))
     }
 
     async fn info(&self, client: &ClientId, descriptor: FlightDescriptor) -> Result<FlightInfo, Error> {
@@ -218,13 +245,15 @@ impl FlightService for FlightDatasetService {
             .ok_or_else(|| status(&Error::InvalidArgument("entities: the DoPut stream is empty".into())))?;
         if let Some(d) = &first.flight_descriptor
             && DescriptorType::try_from(d.r#type) == Ok(DescriptorType::Cmd)
-            && FlightSql::decode(&d.cmd).map_err(|e| status(&e))?.is_some()
         {
-            return Err(status(&Error::Unimplemented(
-                "Flight SQL updates, ingestion and prepared-statement parameters are not offered: the service is \
-                 read-only"
-                    .into(),
-            )));
+            if let Some(handle) = sql::prepared_statement_handle(&d.cmd) {
+                return self.bind(first, messages, &handle).await;
+            }
+            if FlightSql::decode(&d.cmd).map_err(|e| status(&e))?.is_some() {
+                return Err(status(&Error::Unimplemented(
+                    "Flight SQL updates and ingestion are not offered: the service is read-only".into(),
+                )));
+            }
         }
         if !is_entities(first.flight_descriptor.as_ref()) {
             return Err(status(&Error::InvalidArgument(
@@ -263,7 +292,8 @@ impl FlightService for FlightDatasetService {
         match action.r#type.as_str() {
             sql::CREATE_PREPARED_STATEMENT => {
                 let query = sql::prepare_request(&action.body).map_err(|e| status(&e))?;
-                let command = Command::Sql(SqlCommand { query: query.clone() });
+                // Planned with NULL for each placeholder: the values come later (DoPut).
+                let command = Command::Sql(SqlCommand { query: sql::unbound(&query).map_err(|e| status(&e))? });
                 let dataset = self.datasets.open(&client, &command).await.map_err(|e| status(&e))?;
                 let answer = sql::prepared(query, &dataset.schema).map_err(|e| status(&e))?;
                 let result = arrow_flight::Result::new(answer);
@@ -281,7 +311,10 @@ impl FlightService for FlightDatasetService {
 
     async fn list_actions(&self, _request: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
         let actions = [
-            (sql::CREATE_PREPARED_STATEMENT, "Flight SQL: prepares a query (no parameters); the handle is the query"),
+            (
+                sql::CREATE_PREPARED_STATEMENT,
+                "Flight SQL: prepares a query (placeholders `?` or `$n`, bound with DoPut); the handle is the query",
+            ),
             (sql::CLOSE_PREPARED_STATEMENT, "Flight SQL: closes a prepared statement (nothing is held)"),
         ]
         .map(|(name, description)| Ok(ActionType { r#type: name.into(), description: description.into() }));

@@ -18,10 +18,22 @@
 //! `CommandStatementQuery` (planned at `GetFlightInfo`: a bad query is `INVALID_ARGUMENT` with
 //! polars' message, which gives the line and column of a syntax error), `CommandGetCatalogs`,
 //! `CommandGetDbSchemas`, `CommandGetTables` (with schemas), `CommandGetTableTypes` and
-//! `CommandGetSqlInfo`; prepared statements without parameters (`CreatePreparedStatement`,
+//! `CommandGetSqlInfo`; prepared statements (`CreatePreparedStatement`,
 //! `CommandPreparedStatementQuery`, `ClosePreparedStatement`: the JDBC driver prepares every
-//! query), stateless: the handle is the query. Parameters, updates, ingestion, transactions and
+//! query), with parameters, stateless: see [`bind`]. Updates, ingestion, transactions and
 //! Substrait are not offered; their commands answer `UNIMPLEMENTED`.
+//!
+//! # Parameters
+//! A query may hold placeholders, `?` (in order) or `$1`, `$2`, ... (by number), outside string
+//! literals, quoted identifiers and comments. A client binds them with a `DoPut` of one row on
+//! the prepared statement's descriptor (as ADBC's `execute(query, parameters)` and JDBC's
+//! `setXxx` do); the answer's `DoPutPreparedStatementResult` carries a new handle holding the
+//! query and the values, so the server keeps nothing and the client uses that handle from then
+//! on (Flight SQL's stateless prepared statements). The values become SQL literals of their type:
+//! integers, finite floats, booleans, strings (quoted, `'` doubled), dates and timestamps (ISO
+//! 8601 strings, which polars compares with temporal columns), and `NULL`; any other type, a row
+//! count other than one, or a column count other than the placeholder count is
+//! `INVALID_ARGUMENT` naming the parameter.
 
 use std::path::Path;
 
@@ -161,12 +173,8 @@ impl FlightSql {
         use arrow_flight::sql::Command as C;
         Ok(Some(match command {
             C::CommandStatementQuery(c) => Self::Query(c.query),
-            // The handle of a prepared statement is its query (see `prepare`).
-            C::CommandPreparedStatementQuery(c) => {
-                Self::Query(String::from_utf8(c.prepared_statement_handle.to_vec()).map_err(|_| {
-                    Error::InvalidArgument("prepared_statement_handle: not a handle of this service".into())
-                })?)
-            }
+            // The handle of a prepared statement is its query and bound values (see `bind`).
+            C::CommandPreparedStatementQuery(c) => Self::Query(Handle::decode(&c.prepared_statement_handle)?.sql()?),
             C::CommandGetCatalogs(CommandGetCatalogs {}) => Self::Catalogs,
             C::CommandGetDbSchemas(c) => Self::DbSchemas(c),
             C::CommandGetTables(c) => Self::Tables(c),
@@ -217,9 +225,9 @@ pub fn prepare_request(body: &[u8]) -> Result<String> {
 
 /// The answer to `CreatePreparedStatement` for `query`, whose result has `schema`.
 ///
-/// Prepared statements are stateless: the handle is the query itself, so nothing is kept on the
-/// server, closing one is a no-op and a handle survives a restart. Parameters are not offered
-/// (the parameter schema is empty).
+/// Prepared statements are stateless: the handle is the query itself (and, once bound, its
+/// values: [`bind`]), so nothing is kept on the server, closing one is a no-op and a handle
+/// survives a restart. The parameter schema is empty: placeholders take any supported type.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] when the schema cannot be encoded.
@@ -232,6 +240,251 @@ pub fn prepared(query: String, schema: &arrow_schema::Schema) -> Result<Vec<u8>>
         parameter_schema: Default::default(),
     };
     Ok(result.as_any().encode_to_vec())
+}
+
+/// The query a prepared statement is planned with before its values are bound: every
+/// placeholder `NULL`, so that the result's schema is known at `CreatePreparedStatement`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for mixed or malformed placeholders.
+pub fn unbound(query: &str) -> Result<String> {
+    let slots = placeholders(query)?;
+    let count = slots.iter().map(|p| p.number).max().unwrap_or(0);
+    substitute(query, &slots, &vec!["NULL".to_owned(); count])
+}
+
+/// The handle of a `CommandPreparedStatementQuery` descriptor, or `None` when `cmd` is another
+/// command.
+pub fn prepared_statement_handle(cmd: &[u8]) -> Option<Vec<u8>> {
+    let any = Any::decode(cmd).ok()?;
+    any.unpack::<arrow_flight::sql::CommandPreparedStatementQuery>()
+        .ok()
+        .flatten()
+        .map(|c| c.prepared_statement_handle.to_vec())
+}
+
+/// Binds the values of `batches` (one row in all, one column per placeholder) to the prepared
+/// statement `handle`; returns the `PutResult` metadata: a `DoPutPreparedStatementResult` with
+/// the new handle.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a handle not of this service, a row count other than one, a
+/// column count other than the placeholder count, or a value of an unsupported type (each
+/// naming the parameter).
+pub fn bind(handle: &[u8], batches: &[RecordBatch]) -> Result<Vec<u8>> {
+    let query = Handle::decode(handle)?.query;
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    if rows != 1 {
+        return Err(Error::InvalidArgument(format!(
+            "parameters: {rows} rows bound; a query takes exactly one row of values"
+        )));
+    }
+    let batch = batches
+        .iter()
+        .find(|b| b.num_rows() == 1)
+        .ok_or_else(|| Error::InvalidArgument("parameters: no row bound".into()))?;
+    let slots = placeholders(&query)?;
+    let count = slots.iter().map(|p| p.number).max().unwrap_or(0);
+    if batch.num_columns() != count {
+        return Err(Error::InvalidArgument(format!(
+            "parameters: {} values bound, but the query has {count} placeholder(s)",
+            batch.num_columns()
+        )));
+    }
+    let values = (0..count).map(|i| literal(batch.column(i).as_ref(), i + 1)).collect::<Result<Vec<_>>>()?;
+    // Checks the substitution now, so that a bad binding fails at DoPut.
+    substitute(&query, &slots, &values)?;
+    let bound = Handle { query, values: Some(values) };
+    let result =
+        arrow_flight::sql::DoPutPreparedStatementResult { prepared_statement_handle: Some(bound.encode().into()) };
+    Ok(result.encode_to_vec())
+}
+
+/// A prepared statement's handle: the query, and the SQL literals bound to its placeholders.
+///
+/// Unbound, it is the query's UTF-8 text (as `prepared` hands it out); bound, [`BOUND`] and a
+/// JSON object `{"query": ..., "values": [...]}`. A query never starts with that byte.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Handle {
+    query: String,
+    values: Option<Vec<String>>,
+}
+
+/// The first byte of a bound handle.
+const BOUND: u8 = 0x01;
+
+impl Handle {
+    fn decode(handle: &[u8]) -> Result<Self> {
+        let bad = || Error::InvalidArgument("prepared_statement_handle: not a handle of this service".into());
+        match handle.split_first() {
+            Some((&BOUND, json)) => serde_json::from_slice(json).map_err(|_| bad()),
+            _ => Ok(Self { query: String::from_utf8(handle.to_vec()).map_err(|_| bad())?, values: None }),
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = vec![BOUND];
+        // A struct of strings always serialises.
+        bytes.extend(serde_json::to_vec(self).unwrap_or_default());
+        bytes
+    }
+
+    /// The query to run: its placeholders replaced by the bound values.
+    fn sql(&self) -> Result<String> {
+        match &self.values {
+            None => Ok(self.query.clone()),
+            Some(values) => substitute(&self.query, &placeholders(&self.query)?, values),
+        }
+    }
+}
+
+/// A placeholder: its byte range in the query and its 1-based number.
+#[derive(Debug)]
+struct Placeholder {
+    start: usize,
+    end: usize,
+    number: usize,
+}
+
+/// The placeholders of `query`, outside literals, quoted identifiers and comments.
+fn placeholders(query: &str) -> Result<Vec<Placeholder>> {
+    let bytes = query.as_bytes();
+    let mut found = Vec::new();
+    let (mut positional, mut numbered) = (0, false);
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            quote @ (b'\'' | b'"') => {
+                // To the closing quote; a doubled quote is an escaped one.
+                i += 1;
+                while i < bytes.len() {
+                    if bytes[i] == quote {
+                        if bytes.get(i + 1) == Some(&quote) {
+                            i += 1;
+                        } else {
+                            break;
+                        }
+                    }
+                    i += 1;
+                }
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < bytes.len() && !(bytes[i] == b'*' && bytes[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'?' => {
+                positional += 1;
+                found.push(Placeholder { start: i, end: i + 1, number: positional });
+            }
+            b'$' if bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                let digits = bytes[i + 1..].iter().take_while(|b| b.is_ascii_digit()).count();
+                let number: usize = query[i + 1..i + 1 + digits].parse().unwrap_or(0);
+                if number == 0 {
+                    return Err(Error::InvalidArgument(format!(
+                        "query: placeholder `{}` at byte {i}: numbered placeholders start at $1",
+                        &query[i..i + 1 + digits]
+                    )));
+                }
+                numbered = true;
+                found.push(Placeholder { start: i, end: i + 1 + digits, number });
+                i += digits;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if numbered && positional > 0 {
+        return Err(Error::InvalidArgument("query: placeholders mix `?` and `$n`; use one style".into()));
+    }
+    Ok(found)
+}
+
+/// `query` with each placeholder replaced by its value (`values[number - 1]`).
+fn substitute(query: &str, slots: &[Placeholder], values: &[String]) -> Result<String> {
+    let mut sql = String::with_capacity(query.len() + values.iter().map(String::len).sum::<usize>());
+    let mut at = 0;
+    for slot in slots {
+        let value = values.get(slot.number - 1).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "parameters: placeholder {} has no value ({} bound)",
+                slot.number,
+                values.len()
+            ))
+        })?;
+        sql.push_str(&query[at..slot.start]);
+        sql.push_str(value);
+        at = slot.end;
+    }
+    sql.push_str(&query[at..]);
+    Ok(sql)
+}
+
+/// Row 0 of `array` as a SQL literal, for parameter `number`.
+fn literal(array: &dyn arrow_array::Array, number: usize) -> Result<String> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::*;
+    use arrow_schema::{DataType, TimeUnit};
+    if array.is_null(0) {
+        return Ok("NULL".into());
+    }
+    let quoted = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let timestamp = |value: i64, unit: &TimeUnit| {
+        let micros = match unit {
+            TimeUnit::Second => value.checked_mul(1_000_000),
+            TimeUnit::Millisecond => value.checked_mul(1_000),
+            TimeUnit::Microsecond => Some(value),
+            TimeUnit::Nanosecond => Some(value / 1_000),
+        };
+        micros
+            .and_then(chrono::DateTime::from_timestamp_micros)
+            .map(|t| quoted(&t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()))
+    };
+    let float = |v: f64| v.is_finite().then(|| format!("{v:?}"));
+    let value = match array.data_type() {
+        DataType::Null => Some("NULL".to_owned()),
+        DataType::Boolean => Some(if array.as_boolean().value(0) { "TRUE" } else { "FALSE" }.to_owned()),
+        DataType::Int8 => Some(array.as_primitive::<Int8Type>().value(0).to_string()),
+        DataType::Int16 => Some(array.as_primitive::<Int16Type>().value(0).to_string()),
+        DataType::Int32 => Some(array.as_primitive::<Int32Type>().value(0).to_string()),
+        DataType::Int64 => Some(array.as_primitive::<Int64Type>().value(0).to_string()),
+        DataType::UInt8 => Some(array.as_primitive::<UInt8Type>().value(0).to_string()),
+        DataType::UInt16 => Some(array.as_primitive::<UInt16Type>().value(0).to_string()),
+        DataType::UInt32 => Some(array.as_primitive::<UInt32Type>().value(0).to_string()),
+        DataType::UInt64 => Some(array.as_primitive::<UInt64Type>().value(0).to_string()),
+        DataType::Float32 => float(f64::from(array.as_primitive::<Float32Type>().value(0))),
+        DataType::Float64 => float(array.as_primitive::<Float64Type>().value(0)),
+        DataType::Utf8 => Some(quoted(array.as_string::<i32>().value(0))),
+        DataType::LargeUtf8 => Some(quoted(array.as_string::<i64>().value(0))),
+        DataType::Utf8View => Some(quoted(array.as_string_view().value(0))),
+        DataType::Date32 => {
+            let days = array.as_primitive::<Date32Type>().value(0);
+            chrono::NaiveDate::from_num_days_from_ce_opt(days + 719_163).map(|d| quoted(&d.to_string()))
+        }
+        DataType::Timestamp(unit, _) => {
+            let value = match unit {
+                TimeUnit::Second => array.as_primitive::<TimestampSecondType>().value(0),
+                TimeUnit::Millisecond => array.as_primitive::<TimestampMillisecondType>().value(0),
+                TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().value(0),
+                TimeUnit::Nanosecond => array.as_primitive::<TimestampNanosecondType>().value(0),
+            };
+            timestamp(value, unit)
+        }
+        other => {
+            return Err(Error::InvalidArgument(format!(
+                "parameter {number}: type {other} is not supported (integers, floats, booleans, strings, dates, \
+                 timestamps and nulls are)"
+            )));
+        }
+    };
+    value.ok_or_else(|| Error::InvalidArgument(format!("parameter {number}: the value is not finite or out of range")))
 }
 
 /// The answer of a metadata command over the client's tables (name and schema).
@@ -344,5 +597,101 @@ mod tests {
             let refused = error(escape);
             assert!(refused.contains("is not offered") && refused.contains("`events`"), "{escape}: {refused}");
         }
+    }
+
+    fn arr(array: impl arrow_array::Array + 'static) -> arrow_array::ArrayRef {
+        std::sync::Arc::new(array)
+    }
+
+    fn one_row(columns: Vec<(&str, arrow_array::ArrayRef)>) -> RecordBatch {
+        RecordBatch::try_from_iter(columns).unwrap()
+    }
+
+    fn bound_sql(query: &str, batch: RecordBatch) -> Result<String> {
+        let answer = bind(query.as_bytes(), &[batch])?;
+        let result = arrow_flight::sql::DoPutPreparedStatementResult::decode(answer.as_slice()).unwrap();
+        Handle::decode(&result.prepared_statement_handle.unwrap())?.sql()
+    }
+
+    #[test]
+    fn placeholders_are_found_outside_literals_identifiers_and_comments() {
+        let query = "SELECT '?', \"a?\", x -- ?\n FROM t /* $1 ? */ WHERE a = ? AND b = 'it''s ?' AND c = ?";
+        let slots = placeholders(query).unwrap();
+        assert_eq!(slots.iter().map(|p| p.number).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(
+            substitute(query, &slots, &["1".into(), "'x'".into()]).unwrap(),
+            "SELECT '?', \"a?\", x -- ?\n FROM t /* $1 ? */ WHERE a = 1 AND b = 'it''s ?' AND c = 'x'"
+        );
+        let numbered = placeholders("SELECT $2, $1, $2, $10x").unwrap();
+        assert_eq!(numbered.iter().map(|p| p.number).collect::<Vec<_>>(), [2, 1, 2, 10]);
+        assert!(placeholders("SELECT ?, $1").unwrap_err().to_string().contains("mix"));
+        assert!(placeholders("SELECT $0").unwrap_err().to_string().contains("start at $1"));
+        assert_eq!(
+            unbound("SELECT * FROM t WHERE a = $2 OR b = $1").unwrap(),
+            "SELECT * FROM t WHERE a = NULL OR b = NULL"
+        );
+    }
+
+    #[test]
+    fn values_bind_as_literals_of_their_type_and_the_handle_carries_them() {
+        use arrow_array::{
+            BooleanArray, Date32Array, Float64Array, Int32Array, NullArray, StringArray, TimestampMicrosecondArray,
+        };
+        let batch = one_row(vec![
+            ("a", arr(Int32Array::from(vec![-7]))),
+            ("b", arr(Float64Array::from(vec![0.1]))),
+            ("c", arr(StringArray::from(vec!["it's; DROP"]))),
+            ("d", arr(BooleanArray::from(vec![true]))),
+            ("e", arr(NullArray::new(1))),
+            ("f", arr(Date32Array::from(vec![20_000]))),
+            ("g", arr(TimestampMicrosecondArray::from(vec![1_700_000_000_000_001]).with_timezone("UTC"))),
+        ]);
+        let sql = bound_sql("SELECT ?, ?, ?, ?, ?, ?, ?", batch).unwrap();
+        assert_eq!(sql, "SELECT -7, 0.1, 'it''s; DROP', TRUE, NULL, '2024-10-04', '2023-11-14T22:13:20.000001'");
+
+        // Rebinding a bound handle replaces the values.
+        let first = bind(b"SELECT $1", &[one_row(vec![("a", arr(Int32Array::from(vec![1])))])]).unwrap();
+        let handle = arrow_flight::sql::DoPutPreparedStatementResult::decode(first.as_slice())
+            .unwrap()
+            .prepared_statement_handle
+            .unwrap();
+        let again = bind(&handle, &[one_row(vec![("a", arr(Int32Array::from(vec![2])))])]).unwrap();
+        let handle = arrow_flight::sql::DoPutPreparedStatementResult::decode(again.as_slice())
+            .unwrap()
+            .prepared_statement_handle
+            .unwrap();
+        assert_eq!(Handle::decode(&handle).unwrap().sql().unwrap(), "SELECT 2");
+
+        let error = |query: &str, batches: &[RecordBatch]| bind(query.as_bytes(), batches).unwrap_err().to_string();
+        let two = one_row(vec![("a", arr(Int32Array::from(vec![1, 2])))]);
+        assert!(error("SELECT ?", &[two]).contains("2 rows bound"));
+        let one = one_row(vec![("a", arr(Int32Array::from(vec![1])))]);
+        assert!(error("SELECT ?, ?", std::slice::from_ref(&one)).contains("1 values bound, but the query has 2"));
+        let nan = one_row(vec![("a", arr(Float64Array::from(vec![f64::NAN])))]);
+        assert!(error("SELECT ?", &[nan]).contains("parameter 1: the value is not finite"));
+        let list = arrow_array::ListArray::from_iter_primitive::<arrow_array::types::Int32Type, _, _>(vec![Some(
+            vec![Some(1)],
+        )]);
+        let list = one_row(vec![("a", arr(list))]);
+        assert!(error("SELECT ?", &[list]).contains("parameter 1: type List"));
+        assert!(Handle::decode(&[BOUND, b'x']).is_err());
+    }
+
+    #[test]
+    fn a_bound_timestamp_compares_with_a_utc_datetime_column() {
+        use polars::prelude::*;
+        let events = df!("n" => [1i64, 2]).unwrap().lazy().with_column(
+            lit(Series::new("t".into(), [1_600_000_000_000_000i64, 1_800_000_000_000_000]))
+                .cast(DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)))
+                .alias("t"),
+        );
+        let batch = one_row(vec![(
+            "t",
+            arr(arrow_array::TimestampMicrosecondArray::from(vec![1_700_000_000_000_000]).with_timezone("UTC")),
+        )]);
+        let sql = bound_sql("SELECT n FROM events WHERE t >= ?", batch).unwrap();
+        let result = plan(vec![("events".to_owned(), events)], &sql).unwrap().collect().unwrap();
+        assert_eq!(result.column("n").unwrap().i64().unwrap().get(0), Some(2));
+        assert_eq!(result.height(), 1);
     }
 }

@@ -1,6 +1,7 @@
 //! The offline store and point-in-time retrieval.
 //!
-//! Feature history lives as Parquet files, one directory per client, view and day ([`store`]).
+//! Feature history lives as Parquet files, one directory per client, view and day, on the local
+//! file system ([`store`]) or in S3 ([`object`]).
 //! Training and evaluation sets are built from it by point-in-time joins ([`pit`]): for each entity
 //! row at time `t`, the latest feature row of the same entity known at `t` and no older than the
 //! view's ttl. The entity rows come from the caller or are generated from the entities seen in a
@@ -13,12 +14,14 @@
 //! in another time zone or naive (taken as UTC) are cast on the way in; nanoseconds are truncated
 //! to the microsecond.
 
+pub mod object;
 pub mod pit;
 pub mod spine;
 pub mod store;
 
 use polars::prelude::{DataType, TimeUnit, TimeZone};
 
+pub use object::ObjectOfflineStore;
 pub use pit::{PitOptions, ViewHistory, get_historical_features};
 pub use spine::{SpineOptions, entity_spine};
 pub use store::{LocalOfflineStore, OfflineStore, TimeRange, write_dataset};

@@ -27,10 +27,9 @@
 //! view name, both path-safe, so one client's calls only ever touch its own directory.
 //!
 //! # Remote storage
-//! Only the local file system is implemented. S3 (and other object stores) will be another
-//! implementation of [`OfflineStore`] with the same layout under a bucket prefix: polars scans
-//! `s3://` paths with its cloud options, and appends will upload through `object_store`, whose
-//! `put` is atomic per object. Callers hold a `dyn OfflineStore`, so they do not change.
+//! [`ObjectOfflineStore`](super::object::ObjectOfflineStore) keeps the same layout in S3 (or
+//! another object store) under a bucket prefix, read through a local cache of the immutable part
+//! files. Callers hold a `dyn OfflineStore`, so they do not change.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
@@ -65,7 +64,7 @@ impl TimeRange {
     }
 
     /// Whether the UTC day `date` can hold event times of this range.
-    fn overlaps_day(&self, date: NaiveDate) -> bool {
+    pub(super) fn overlaps_day(&self, date: NaiveDate) -> bool {
         self.start.is_none_or(|s| date >= s.date_naive()) && self.end.is_none_or(|e| date <= e.date_naive())
     }
 }
@@ -139,65 +138,9 @@ impl OfflineStore for LocalOfflineStore {
 
     fn append(&self, client: &ClientId, view: &str, rows: DataFrame) -> Result<Vec<PathBuf>> {
         let view_dir = self.view_dir(client, view)?;
-        let schema = rows.schema();
-        match schema.get(EVENT_TIMESTAMP) {
-            Some(dtype) if is_timestamp(dtype) => {}
-            Some(dtype) => {
-                return Err(Error::InvalidArgument(format!(
-                    "append to view `{view}`: `{EVENT_TIMESTAMP}` is {dtype}, expected a datetime"
-                )));
-            }
-            None => {
-                return Err(Error::InvalidArgument(format!("append to view `{view}`: no `{EVENT_TIMESTAMP}` column")));
-            }
-        }
-        let mut normalise = vec![col(EVENT_TIMESTAMP).cast(timestamp_dtype())];
-        match schema.get(CREATED_TIMESTAMP) {
-            Some(dtype) if is_timestamp(dtype) => normalise.push(col(CREATED_TIMESTAMP).cast(timestamp_dtype())),
-            Some(dtype) => {
-                return Err(Error::InvalidArgument(format!(
-                    "append to view `{view}`: `{CREATED_TIMESTAMP}` is {dtype}, expected a datetime"
-                )));
-            }
-            None => {}
-        }
-        if schema.iter_names().any(|n| n.as_str() == DT) {
-            return Err(Error::InvalidArgument(format!("append to view `{view}`: column `{DT}` is reserved")));
-        }
-        if rows.height() == 0 {
-            return Ok(Vec::new());
-        }
-        if rows.column(EVENT_TIMESTAMP).map(|c| c.null_count()).unwrap_or(0) > 0 {
-            return Err(Error::InvalidArgument(format!(
-                "append to view `{view}`: `{EVENT_TIMESTAMP}` has nulls; every row needs an event time"
-            )));
-        }
-
-        // Sort by day (stable, so rows keep their order within a day) and cut the runs.
-        let rows = rows
-            .lazy()
-            .with_columns(normalise)
-            .with_column(col(EVENT_TIMESTAMP).cast(DataType::Date).to_physical().alias(DT))
-            .sort([DT], SortMultipleOptions::default().with_maintain_order(true))
-            .collect()
-            .map_err(Error::offline(format!("partitioning rows of view `{view}` by day")))?;
-        let days: Vec<i32> = rows
-            .column(DT)
-            .and_then(|c| c.i32().map(|ca| ca.into_no_null_iter().collect()))
-            .map_err(Error::offline(format!("partitioning rows of view `{view}` by day")))?;
-        let rows = rows.drop(DT).map_err(Error::offline("dropping the day column"))?;
         let mut written = Vec::new();
-        let mut start = 0;
-        while start < days.len() {
-            let day = days[start];
-            let end = start + days[start..].iter().take_while(|d| **d == day).count();
-            let date = NaiveDate::default()
-                .checked_add_signed(chrono::Duration::days(i64::from(day)))
-                .map(|d| d.format("%Y-%m-%d").to_string())
-                .ok_or_else(|| Error::InvalidArgument(format!("append to view `{view}`: event date out of range")))?;
-            let mut part = rows.slice(start as i64, end - start);
+        for (date, mut part) in split_by_day(view, rows)? {
             written.push(self.write_part(&view_dir.join(format!("dt={date}")), &mut part)?);
-            start = end;
         }
         Ok(written)
     }
@@ -237,22 +180,94 @@ impl OfflineStore for LocalOfflineStore {
             (true, Some(file)) => vec![file],
             (true, None) => return Err(not_found()),
         };
-        let paths: Vec<PlRefPath> = files.iter().map(|p| PlRefPath::new(p.to_string_lossy().as_ref())).collect();
-        let args = ScanArgsParquet {
-            hive_options: HiveOptions { enabled: Some(false), ..Default::default() },
-            glob: false,
-            allow_missing_columns: true,
-            // Contiguous columns make the point-in-time gather about three times faster.
-            rechunk: true,
-            ..Default::default()
-        };
-        let scan = LazyFrame::scan_parquet_files(paths.into(), args)
-            .map_err(Error::offline(format!("scanning feature view `{view}` of client `{client}`")))?;
-        Ok(match range_filter(range) {
-            Some(predicate) => scan.filter(predicate),
-            None => scan,
-        })
+        scan_files(&files, range, client, view)
     }
+}
+
+/// A lazy scan of the part files `files` (in order), filtered to `range`.
+pub(super) fn scan_files(files: &[PathBuf], range: TimeRange, client: &ClientId, view: &str) -> Result<LazyFrame> {
+    let paths: Vec<PlRefPath> = files.iter().map(|p| PlRefPath::new(p.to_string_lossy().as_ref())).collect();
+    let args = ScanArgsParquet {
+        hive_options: HiveOptions { enabled: Some(false), ..Default::default() },
+        glob: false,
+        allow_missing_columns: true,
+        // Contiguous columns make the point-in-time gather about three times faster.
+        rechunk: true,
+        ..Default::default()
+    };
+    let scan = LazyFrame::scan_parquet_files(paths.into(), args)
+        .map_err(Error::offline(format!("scanning feature view `{view}` of client `{client}`")))?;
+    Ok(match range_filter(range) {
+        Some(predicate) => scan.filter(predicate),
+        None => scan,
+    })
+}
+
+/// Checks `rows` for an append to `view` and splits them by the UTC day of their
+/// `event_timestamp` (timestamps normalised to the store's type; rows keep their order within a
+/// day): `(YYYY-MM-DD, rows)` per day, none for no rows.
+pub(super) fn split_by_day(view: &str, rows: DataFrame) -> Result<Vec<(String, DataFrame)>> {
+    check_view_name(view)?;
+    let schema = rows.schema();
+    match schema.get(EVENT_TIMESTAMP) {
+        Some(dtype) if is_timestamp(dtype) => {}
+        Some(dtype) => {
+            return Err(Error::InvalidArgument(format!(
+                "append to view `{view}`: `{EVENT_TIMESTAMP}` is {dtype}, expected a datetime"
+            )));
+        }
+        None => {
+            return Err(Error::InvalidArgument(format!("append to view `{view}`: no `{EVENT_TIMESTAMP}` column")));
+        }
+    }
+    let mut normalise = vec![col(EVENT_TIMESTAMP).cast(timestamp_dtype())];
+    match schema.get(CREATED_TIMESTAMP) {
+        Some(dtype) if is_timestamp(dtype) => normalise.push(col(CREATED_TIMESTAMP).cast(timestamp_dtype())),
+        Some(dtype) => {
+            return Err(Error::InvalidArgument(format!(
+                "append to view `{view}`: `{CREATED_TIMESTAMP}` is {dtype}, expected a datetime"
+            )));
+        }
+        None => {}
+    }
+    if schema.iter_names().any(|n| n.as_str() == DT) {
+        return Err(Error::InvalidArgument(format!("append to view `{view}`: column `{DT}` is reserved")));
+    }
+    if rows.height() == 0 {
+        return Ok(Vec::new());
+    }
+    if rows.column(EVENT_TIMESTAMP).map(|c| c.null_count()).unwrap_or(0) > 0 {
+        return Err(Error::InvalidArgument(format!(
+            "append to view `{view}`: `{EVENT_TIMESTAMP}` has nulls; every row needs an event time"
+        )));
+    }
+
+    // Sort by day (stable, so rows keep their order within a day) and cut the runs.
+    let rows = rows
+        .lazy()
+        .with_columns(normalise)
+        .with_column(col(EVENT_TIMESTAMP).cast(DataType::Date).to_physical().alias(DT))
+        .sort([DT], SortMultipleOptions::default().with_maintain_order(true))
+        .collect()
+        .map_err(Error::offline(format!("partitioning rows of view `{view}` by day")))?;
+    let days: Vec<i32> = rows
+        .column(DT)
+        .and_then(|c| c.i32().map(|ca| ca.into_no_null_iter().collect()))
+        .map_err(Error::offline(format!("partitioning rows of view `{view}` by day")))?;
+    let rows = rows.drop(DT).map_err(Error::offline("dropping the day column"))?;
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < days.len() {
+        let day = days[start];
+        let end = start + days[start..].iter().take_while(|d| **d == day).count();
+        let date = NaiveDate::default()
+            .checked_add_signed(chrono::Duration::days(i64::from(day)))
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .ok_or_else(|| Error::InvalidArgument(format!("append to view `{view}`: event date out of range")))?;
+        parts.push((date, rows.slice(start as i64, end - start)));
+        start = end;
+    }
+    Ok(parts)
 }
 
 /// Writes a (point-in-time) result to a Parquet file, streaming it when the query allows. The
@@ -320,7 +335,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 
 /// A view name becomes a path segment: 1 to 128 characters of `A-Za-z0-9_-.@`, not starting
 /// with `.`.
-fn check_view_name(view: &str) -> Result<()> {
+pub(super) fn check_view_name(view: &str) -> Result<()> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@');
     if view.is_empty() || view.len() > 128 || view.starts_with('.') || !view.chars().all(ok_char) {
         return Err(Error::InvalidArgument(format!(

@@ -1,0 +1,233 @@
+//! The offline store in S3 ([`ObjectOfflineStore`]), against moto in server mode at
+//! `http://127.0.0.1:5000` (`LIVORA_TEST_S3_ENDPOINT` overrides). The tests fail, not skip, when
+//! it is absent: start it with `moto_server -p 5000 &` (`pip install 'moto[server]'`).
+//!
+//! The same appends go to a local store and to S3; every read must agree, whatever the cache
+//! holds: a fresh cache downloads, a damaged cached file is fetched again, a file another
+//! process uploaded is seen by the next scan.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone as _, Utc};
+use livora_common::ClientId;
+use livora_feature_store::offline::{EVENT_TIMESTAMP, timestamp_dtype};
+use livora_feature_store::{
+    Error, LocalOfflineStore, ObjectOfflineStore, OfflineStore, PitOptions, TimeRange, ViewHistory,
+    get_historical_features,
+};
+use livora_ingest::lake::LakeConfig;
+use livora_ingest::lake::config::S3Config;
+use object_store::ObjectStore;
+use polars::prelude::*;
+
+const MOTO_KEY: &str = "testing";
+
+fn endpoint() -> String {
+    std::env::var("LIVORA_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5000".to_owned())
+}
+
+/// A fresh bucket, deleted (emptied first) when dropped.
+struct Bucket {
+    name: String,
+    store: Arc<dyn ObjectStore>,
+}
+
+impl Bucket {
+    fn new() -> Self {
+        let name = format!("livora-offline-{}", uuid::Uuid::new_v4().simple());
+        let url = format!("{}/{name}", endpoint());
+        let created = block(reqwest::Client::new().put(&url).send()).unwrap_or_else(|e| {
+            panic!(
+                "moto must run at {}: start it with `moto_server -p 5000 &` (pip install 'moto[server]') or point \
+                 LIVORA_TEST_S3_ENDPOINT at it ({e})",
+                endpoint()
+            )
+        });
+        assert!(created.status().is_success(), "creating bucket {name}: {}", created.status());
+        let store = livora_ingest::lake::store::open(&format!("s3://{name}"), &lake()).unwrap();
+        Self { name, store }
+    }
+
+    /// The store under `prefix` of this bucket, caching under `cache`.
+    fn offline(&self, cache: &Path) -> ObjectOfflineStore {
+        let url = format!("s3://{}/history", self.name);
+        let store = livora_ingest::lake::store::open(&url, &lake()).unwrap();
+        ObjectOfflineStore::new(store, url, cache).unwrap()
+    }
+
+    fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = block(futures::TryStreamExt::try_collect::<Vec<_>>(self.store.list(None)))
+            .unwrap()
+            .into_iter()
+            .map(|m| m.location.to_string())
+            .collect();
+        keys.sort();
+        keys
+    }
+}
+
+impl Drop for Bucket {
+    fn drop(&mut self) {
+        for key in self.keys() {
+            let _ = block(self.store.delete(&key.as_str().into()));
+        }
+        let _ = block(reqwest::Client::new().delete(format!("{}/{}", endpoint(), self.name)).send());
+    }
+}
+
+/// Runs `future` to completion on a runtime of its own (the store under test has its own).
+fn block<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
+}
+
+fn lake() -> LakeConfig {
+    LakeConfig {
+        s3: S3Config {
+            endpoint: Some(endpoint()),
+            region: Some("us-east-1".into()),
+            allow_http: true,
+            access_key_id: Some(MOTO_KEY.into()),
+            secret_access_key: Some(MOTO_KEY.into()),
+        },
+        ..LakeConfig::default()
+    }
+}
+
+fn client(id: &str) -> ClientId {
+    ClientId::new(id).unwrap()
+}
+
+fn at(day: u32, hour: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 3, day, hour, 0, 0).single().unwrap()
+}
+
+/// Rows of a `user_stats` view: (user, event time, score).
+fn rows(data: &[(i64, DateTime<Utc>, f64)]) -> DataFrame {
+    let micros: Vec<i64> = data.iter().map(|r| r.1.timestamp_micros()).collect();
+    DataFrame::new_infer_height(vec![
+        Column::new("user".into(), data.iter().map(|r| r.0).collect::<Vec<_>>()),
+        Int64Chunked::from_vec(EVENT_TIMESTAMP.into(), micros)
+            .into_datetime(TimeUnit::Microseconds, None)
+            .into_column(),
+        Column::new("score".into(), data.iter().map(|r| r.2).collect::<Vec<_>>()),
+    ])
+    .unwrap()
+}
+
+fn sample() -> Vec<(i64, DateTime<Utc>, f64)> {
+    vec![(1, at(1, 10), 1.0), (2, at(1, 23), 2.0), (1, at(2, 0), 3.0), (3, at(3, 12), 4.0), (2, at(3, 13), 5.0)]
+}
+
+fn scan(store: &dyn OfflineStore, client: &ClientId, range: TimeRange) -> DataFrame {
+    store.scan(client, "user_stats", range).unwrap().collect().unwrap()
+}
+
+#[test]
+fn s3_history_reads_as_the_local_store_does_whatever_the_cache_holds() {
+    let bucket = Bucket::new();
+    let dir = tempfile::tempdir().unwrap();
+    let shop = client("shop");
+    let local = LocalOfflineStore::new(dir.path().join("local"));
+    let s3 = bucket.offline(&dir.path().join("cache-a"));
+    assert_eq!(s3.backend(), "s3");
+    for batch in [&sample()[..3], &sample()[3..]] {
+        local.append(&shop, "user_stats", rows(batch)).unwrap();
+        let written = s3.append(&shop, "user_stats", rows(batch)).unwrap();
+        assert!(written.iter().all(|p| p.to_string_lossy().starts_with(&format!("s3://{}/history/", bucket.name))));
+    }
+    // The local layout under the prefix: one file per append and day.
+    let keys = bucket.keys();
+    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert!(keys.iter().all(|k| k.starts_with("history/features/client_id=shop/view=user_stats/dt=2024-03-0")));
+
+    let ranges = [
+        TimeRange::all(),
+        TimeRange::between(at(1, 12), at(2, 12)),
+        TimeRange::between(at(5, 0), at(6, 0)),
+        TimeRange { start: Some(at(3, 0)), end: None },
+    ];
+    for range in ranges {
+        let expected = scan(&local, &shop, range);
+        assert!(scan(&s3, &shop, range).equals_missing(&expected), "{range:?}");
+        // Another process, with an empty cache: everything is downloaded.
+        let fresh = bucket.offline(&dir.path().join(format!("cache-{}", uuid::Uuid::new_v4().simple())));
+        assert!(scan(&fresh, &shop, range).equals_missing(&expected), "{range:?}");
+    }
+    assert_eq!(scan(&s3, &shop, TimeRange::between(at(5, 0), at(6, 0))).height(), 0);
+
+    // A cached file cut short (a crash mid-download) is fetched again.
+    let cache_b = dir.path().join("cache-b");
+    let reader = bucket.offline(&cache_b);
+    let all = scan(&local, &shop, TimeRange::all());
+    assert!(scan(&reader, &shop, TimeRange::all()).equals_missing(&all));
+    // The cache mirrors the keys under the store's prefix.
+    let damaged = cache_b.join(keys[0].strip_prefix("history/").unwrap());
+    let bytes = std::fs::read(&damaged).unwrap();
+    std::fs::write(&damaged, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(scan(&reader, &shop, TimeRange::all()).equals_missing(&all));
+
+    // What another process appends is seen by the next scan of this one.
+    let late = [(4, at(2, 6), 6.0)];
+    s3.append(&shop, "user_stats", rows(&late)).unwrap();
+    local.append(&shop, "user_stats", rows(&late)).unwrap();
+    assert!(scan(&reader, &shop, TimeRange::all()).equals_missing(&scan(&local, &shop, TimeRange::all())));
+}
+
+#[test]
+fn s3_history_is_scoped_by_client_and_refuses_what_the_local_store_refuses() {
+    let bucket = Bucket::new();
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = bucket.offline(dir.path());
+    s3.append(&client("shop"), "user_stats", rows(&sample())).unwrap();
+    let missing = s3.scan(&client("rival"), "user_stats", TimeRange::all()).err().unwrap();
+    assert!(matches!(&missing, Error::NotFound(m) if m.contains("client `rival`")), "{missing}");
+    let unknown = s3.scan(&client("shop"), "user_activity", TimeRange::all()).err().unwrap();
+    assert!(matches!(unknown, Error::NotFound(_)), "{unknown}");
+    let bad_name = s3.append(&client("shop"), "../escape", rows(&sample())).err().unwrap();
+    assert!(matches!(&bad_name, Error::InvalidArgument(m) if m.contains("view name")), "{bad_name}");
+    let no_time = DataFrame::new_infer_height(vec![Column::new("user".into(), [1i64])]).unwrap();
+    let refused = s3.append(&client("shop"), "user_stats", no_time).err().unwrap();
+    assert!(matches!(&refused, Error::InvalidArgument(m) if m.contains(EVENT_TIMESTAMP)), "{refused}");
+    assert_eq!(bucket.keys().len(), 3, "only the valid append was uploaded");
+}
+
+#[test]
+fn a_point_in_time_dataset_over_s3_history_equals_the_local_one() {
+    let bucket = Bucket::new();
+    let dir = tempfile::tempdir().unwrap();
+    let shop = client("shop");
+    let local = LocalOfflineStore::new(dir.path().join("local"));
+    let s3 = bucket.offline(&dir.path().join("cache"));
+    local.append(&shop, "user_stats", rows(&sample())).unwrap();
+    s3.append(&shop, "user_stats", rows(&sample())).unwrap();
+    let entities = || {
+        DataFrame::new_infer_height(vec![
+            Column::new("user".into(), [1i64, 2, 3, 1]),
+            Int64Chunked::from_vec(
+                "t".into(),
+                [at(1, 12), at(3, 14), at(2, 0), at(4, 0)].iter().map(DateTime::timestamp_micros).collect(),
+            )
+            .into_datetime(TimeUnit::Microseconds, None)
+            .into_column(),
+        ])
+        .unwrap()
+        .lazy()
+        .with_column(col("t").cast(timestamp_dtype()))
+    };
+    let view = |store: &dyn OfflineStore| ViewHistory {
+        name: "user_stats".into(),
+        join_keys: vec!["user".into()],
+        features: vec!["score".into()],
+        ttl: Some(std::time::Duration::from_secs(86_400)),
+        history: store.scan(&shop, "user_stats", TimeRange::all()).unwrap(),
+    };
+    let result = |store: &dyn OfflineStore| {
+        get_historical_features(entities(), "t", &[view(store)], &PitOptions::default()).unwrap().collect().unwrap()
+    };
+    let expected = result(&local);
+    let scores: Vec<Option<f64>> = expected.column("score").unwrap().f64().unwrap().iter().collect();
+    assert_eq!(scores, [Some(1.0), Some(5.0), None, None]);
+    assert!(result(&s3).equals_missing(&expected));
+}
