@@ -28,7 +28,8 @@ services:
 bench-ingest: services
 	cargo bench -p livora --bench ingest_load -- --backend both
 
-## The online lookup benchmark of BENCHMARKS.md: Livora (redb, Redis) and Feast side by side.
+## The online lookup and prediction benchmark of BENCHMARKS.md: Livora (redb, Redis; GetOnlineFeatures,
+## Predict, KServe ModelInfer) and Feast side by side.
 bench-features: services
 	python3 -c 'import feast, redis' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check "feast[redis]"
 	cargo bench -p livora --bench feature_lookup
