@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use livora_common::ClientId;
-use livora_feature_store::offline::{CREATED_TIMESTAMP, EVENT_TIMESTAMP};
+use livora_feature_store::offline::{CREATED_TIMESTAMP, EVENT_TIMESTAMP, write_part};
 use livora_feature_store::{OnlineRow, OnlineStore, RowKey, Value};
 use livora_models::zoo;
 use polars::prelude::*;
@@ -245,7 +245,9 @@ impl Writer {
                     .join(zoo::prediction_log_path(&model))
                     .join(format!("client_id={client}"))
                     .join(format!("dt={day}"));
-                if let Err(e) = frame(&records).and_then(|mut f| write_part(&dir, &mut f)) {
+                // Encoded on this (low-priority) thread alone, not on polars' shared pool.
+                let written = frame(&records).and_then(|mut f| Ok(write_part(&dir, &mut f, false)?));
+                if let Err(e) = written {
                     first_error.get_or_insert(e);
                     failed.extend(records);
                 }
@@ -258,33 +260,6 @@ impl Writer {
         self.log.extend(failed);
         error.map_or(Ok(()), Err)
     }
-}
-
-/// Writes `rows` as a new part file of `dir`, atomically (a temporary name, synced, renamed, the
-/// directory synced), encoded on this thread only.
-fn write_part(dir: &std::path::Path, rows: &mut DataFrame) -> Result<()> {
-    let io = |what: &str, path: &std::path::Path, e: std::io::Error| {
-        Error::Inference(format!("{what} {}: {e}", path.display()))
-    };
-    std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
-    let id = uuid::Uuid::now_v7();
-    let temporary = dir.join(format!(".part-{id}.parquet.tmp"));
-    let path = dir.join(format!("part-{id}.parquet"));
-    let written = (|| {
-        let mut file = std::fs::File::create(&temporary).map_err(|e| io("creating", &temporary, e))?;
-        ParquetWriter::new(&mut file)
-            .with_compression(ParquetCompression::Zstd(None))
-            .set_parallel(false)
-            .finish(rows)
-            .map_err(|e| Error::Inference(format!("writing {}: {e}", temporary.display())))?;
-        file.sync_all().map_err(|e| io("syncing", &temporary, e))?;
-        std::fs::rename(&temporary, &path).map_err(|e| io("renaming", &temporary, e))
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&temporary);
-        return Err(e);
-    }
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io("syncing", dir, e))
 }
 
 /// The log rows of one client, model and day, as the prediction view's source reads them.

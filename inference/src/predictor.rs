@@ -468,17 +468,30 @@ impl Predictor {
 
 /// Row `i` of a caller's table as a JSON object of feature values, for the prediction log.
 fn table_json(table: &Table, i: usize) -> String {
-    let mut object = serde_json::Map::with_capacity(table.columns.len());
-    for (name, column) in table.names.iter().zip(&table.columns) {
-        let value = match column {
-            livora_models::Column::Numeric(v) => {
-                v[i].and_then(serde_json::Number::from_f64).map_or(serde_json::Value::Null, serde_json::Value::Number)
-            }
-            livora_models::Column::Categorical(v) => v[i].clone().map_or(serde_json::Value::Null, Into::into),
-        };
-        object.insert(name.clone(), value);
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(32 * table.columns.len() + 2);
+    out.push('{');
+    for (k, (name, column)) in table.names.iter().zip(&table.columns).enumerate() {
+        if k > 0 {
+            out.push(',');
+        }
+        json_string(&mut out, name);
+        out.push(':');
+        match column {
+            livora_models::Column::Numeric(v) => match v[i] {
+                Some(x) if x.is_finite() => {
+                    let _ = write!(out, "{x:?}");
+                }
+                _ => out.push_str("null"),
+            },
+            livora_models::Column::Categorical(v) => match &v[i] {
+                Some(s) => json_string(&mut out, s),
+                None => out.push_str("null"),
+            },
+        }
     }
-    serde_json::Value::Object(object).to_string()
+    out.push('}');
+    out
 }
 
 /// Row `i`'s feature values as a JSON object, for the prediction log.
@@ -537,7 +550,8 @@ fn poisoned<T>(_: std::sync::PoisonError<T>) -> Error {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use super::json_string;
+    use super::{json_string, table_json};
+    use livora_models::{Column, Table};
 
     #[test]
     fn logged_strings_are_valid_json_whatever_they_hold() {
@@ -546,5 +560,22 @@ mod tests {
             json_string(&mut out, text);
             assert_eq!(serde_json::from_str::<String>(&out).unwrap(), text, "{out}");
         }
+    }
+
+    #[test]
+    fn a_callers_row_is_logged_as_a_json_object_with_nulls_for_missing_values() {
+        let mut table = Table::default();
+        table.push("v__n", Column::Numeric(vec![Some(0.1), None, Some(f64::NAN)])).unwrap();
+        table.push("v__c", Column::Categorical(vec![Some("a\"b".into()), None, Some(String::new())])).unwrap();
+        let rows: Vec<serde_json::Value> =
+            (0..3).map(|i| serde_json::from_str(&table_json(&table, i)).unwrap()).collect();
+        assert_eq!(
+            rows,
+            [
+                serde_json::json!({"v__n": 0.1, "v__c": "a\"b"}),
+                serde_json::json!({"v__n": null, "v__c": null}),
+                serde_json::json!({"v__n": null, "v__c": ""}),
+            ]
+        );
     }
 }

@@ -155,11 +155,6 @@ impl Rows {
 /// `now`: the numbers and texts, the `days_since` features computed, the timestamps left out (as
 /// `livora train` leaves them out).
 pub(crate) fn user_activity_inputs(rows: &Rows, now: i64) -> Vec<(&'static str, Column)> {
-    let number = |v: Option<&Value>| match v {
-        Some(Value::Int64(i)) => Some(*i as f64),
-        Some(Value::Float64(f)) => Some(*f),
-        _ => None,
-    };
     FEATURES
         .iter()
         .filter_map(|&(name, kind)| {
@@ -174,7 +169,9 @@ pub(crate) fn user_activity_inputs(rows: &Rows, now: i64) -> Vec<(&'static str, 
                         })
                         .collect(),
                 ),
-                Kind::Int | Kind::Float => Column::Numeric(rows.rows.iter().map(|r| number(r.get(name))).collect()),
+                Kind::Int | Kind::Float => {
+                    Column::Numeric(rows.rows.iter().map(|r| r.get(name).and_then(number)).collect())
+                }
                 Kind::Text => Column::Categorical(
                     rows.rows
                         .iter()
@@ -188,6 +185,17 @@ pub(crate) fn user_activity_inputs(rows: &Rows, now: i64) -> Vec<(&'static str, 
             Some((name, column))
         })
         .collect()
+}
+
+/// A stored value as a model input number (booleans as 1 / 0); `None` for text, timestamps and
+/// nulls.
+pub(crate) fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Int64(i) => Some(*i as f64),
+        Value::Float64(f) => Some(*f),
+        Value::Bool(b) => Some(f64::from(u8::from(*b))),
+        _ => None,
+    }
 }
 
 /// One user's row: the 23 stored features.

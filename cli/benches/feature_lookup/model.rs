@@ -21,7 +21,7 @@ use livora_models::{
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::data::{DAY_US, Rows, VIEW, user_activity_inputs, user_id};
+use crate::data::{DAY_US, Rows, VIEW, number, user_activity_inputs, user_id};
 
 /// The model's name, as the example repository's feature service is named.
 pub(crate) const MODEL: &str = "churn";
@@ -85,15 +85,6 @@ impl Inputs {
         }
         ensure!(table.rows() == rows.rows.len(), "{} input rows for {} users", table.rows(), rows.rows.len());
         Ok(Self { features, table })
-    }
-}
-
-fn number(v: &Value) -> Option<f64> {
-    match v {
-        Value::Int64(i) => Some(*i as f64),
-        Value::Float64(f) => Some(*f),
-        Value::Bool(b) => Some(f64::from(u8::from(*b))),
-        _ => None,
     }
 }
 

@@ -24,7 +24,7 @@ use polars::prelude::{DataType, TimeUnit, TimeZone};
 pub use object::ObjectOfflineStore;
 pub use pit::{PitOptions, ViewHistory, get_historical_features};
 pub use spine::{SpineOptions, entity_spine};
-pub use store::{LocalOfflineStore, OfflineStore, TimeRange, write_dataset};
+pub use store::{LocalOfflineStore, OfflineStore, TimeRange, write_dataset, write_part};
 
 /// The column of a feature history holding the time from which a row's values hold.
 pub const EVENT_TIMESTAMP: &str = "event_timestamp";

@@ -105,30 +105,6 @@ impl LocalOfflineStore {
         check_view_name(view)?;
         Ok(self.root.join("features").join(format!("client_id={client}")).join(format!("view={view}")))
     }
-
-    /// Writes one partition's rows atomically; returns the final path.
-    fn write_part(&self, dir: &Path, rows: &mut DataFrame) -> Result<PathBuf> {
-        fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
-        let id = uuid::Uuid::now_v7();
-        let temporary = dir.join(format!(".part-{id}.parquet.tmp"));
-        let path = dir.join(format!("part-{id}.parquet"));
-        let written = (|| {
-            let mut file = File::create(&temporary).map_err(Error::io(format!("creating {}", temporary.display())))?;
-            ParquetWriter::new(&mut file)
-                .with_compression(ParquetCompression::Zstd(None))
-                .finish(rows)
-                .map_err(Error::offline(format!("writing {}", temporary.display())))?;
-            file.sync_all().map_err(Error::io(format!("syncing {}", temporary.display())))?;
-            fs::rename(&temporary, &path).map_err(Error::io(format!("renaming {}", temporary.display())))
-        })();
-        if let Err(err) = written {
-            // Best effort: a leftover temporary is ignored by readers anyway.
-            let _ = fs::remove_file(&temporary);
-            return Err(err);
-        }
-        sync_dir(dir)?;
-        Ok(path)
-    }
 }
 
 impl OfflineStore for LocalOfflineStore {
@@ -140,7 +116,7 @@ impl OfflineStore for LocalOfflineStore {
         let view_dir = self.view_dir(client, view)?;
         let mut written = Vec::new();
         for (date, mut part) in split_by_day(view, rows)? {
-            written.push(self.write_part(&view_dir.join(format!("dt={date}")), &mut part)?);
+            written.push(write_part(&view_dir.join(format!("dt={date}")), &mut part, true)?);
         }
         Ok(written)
     }
@@ -182,6 +158,38 @@ impl OfflineStore for LocalOfflineStore {
         };
         scan_files(&files, range, client, view)
     }
+}
+
+/// Writes `rows` as a new part file (`part-<uuid v7>.parquet`, zstd) of `dir`, atomically: under
+/// a hidden temporary name, synced, renamed, the directory synced. With `parallel` false the
+/// columns are encoded on the calling thread only, not on polars' shared pool (for writers that
+/// run at a lower priority than requests). Returns the final path.
+///
+/// # Errors
+/// [`Error::Io`] when the directory or file cannot be created, synced or renamed;
+/// [`Error::Offline`] when the rows cannot be encoded (the temporary file is removed).
+pub fn write_part(dir: &Path, rows: &mut DataFrame, parallel: bool) -> Result<PathBuf> {
+    fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+    let id = uuid::Uuid::now_v7();
+    let temporary = dir.join(format!(".part-{id}.parquet.tmp"));
+    let path = dir.join(format!("part-{id}.parquet"));
+    let written = (|| {
+        let mut file = File::create(&temporary).map_err(Error::io(format!("creating {}", temporary.display())))?;
+        ParquetWriter::new(&mut file)
+            .with_compression(ParquetCompression::Zstd(None))
+            .set_parallel(parallel)
+            .finish(rows)
+            .map_err(Error::offline(format!("writing {}", temporary.display())))?;
+        file.sync_all().map_err(Error::io(format!("syncing {}", temporary.display())))?;
+        fs::rename(&temporary, &path).map_err(Error::io(format!("renaming {}", temporary.display())))
+    })();
+    if let Err(err) = written {
+        // Best effort: a leftover temporary is ignored by readers anyway.
+        let _ = fs::remove_file(&temporary);
+        return Err(err);
+    }
+    sync_dir(dir)?;
+    Ok(path)
 }
 
 /// A lazy scan of the part files `files` (in order), filtered to `range`.
