@@ -493,17 +493,29 @@ async fn a_dataset_larger_than_the_memory_budget_streams_within_it() {
         .unwrap();
 
     let mut shop = as_shop(&server).await;
-    for dataset in [path(&["events"]), path(&["predictions", "big"])] {
+    for (i, dataset) in [path(&["events"]), path(&["predictions", "big"])].into_iter().enumerate() {
         let what = dataset.to_string();
         let info = shop.get_flight_info(dataset).await.unwrap();
         let mut stream = shop.do_get(info.endpoint[0].ticket.clone().unwrap()).await.unwrap();
         let (mut batches, mut rows, mut bytes) = (0usize, 0usize, 0usize);
+        // The lake's files (one per hour here) are read ahead in parallel but must arrive in
+        // path order: the hour of the events never goes back.
+        let mut hours_seen: Vec<i64> = Vec::new();
         while let Some(batch) = stream.next().await {
             let batch = batch.unwrap();
             batches += 1;
             rows += batch.num_rows();
             bytes += livora_feature_store::flight::budget::batch_bytes(&batch);
             assert!(batch.num_rows() <= 50, "{what}: a batch of {} rows", batch.num_rows());
+            if let Some(times) = batch.column_by_name("timestamp") {
+                let times = times.as_primitive::<arrow_array::types::TimestampMicrosecondType>();
+                hours_seen.extend(times.iter().flatten().map(|t| t / 3_600_000_000));
+            }
+        }
+        if i == 0 {
+            assert_eq!(hours_seen.len(), 12_000, "{what}");
+            assert!(hours_seen.is_sorted(), "{what}: the hours of the events go back; files came out of order");
+            assert_eq!(hours_seen.first().map(|h| hours_seen.last().unwrap() - h), Some(11), "{what}");
         }
         assert_eq!(rows, 12_000, "{what}");
         assert!(bytes > 40 * budget.as_usize(), "{what}: the dataset ({bytes} bytes) is far larger than the budget");

@@ -6,8 +6,15 @@
 //! object store (local disk or S3), and a row filter on `timestamp` and `event_type` is applied
 //! while decoding, so other columns of filtered-out rows are never decoded. Files come in path
 //! order: by hour, then in the order they were written; rows are not sorted within an hour.
+//!
+//! Decoding Parquet is what a `DoGet` of events spends its CPU on, so [`FILES_IN_FLIGHT`] files
+//! are decoded at once, each by a task of its own: while the batches of one file go to the
+//! client, the next file is read ahead on another core. Batches still leave in file order. A
+//! batch counts against the stream's memory budget from when it is taken in order for sending;
+//! a file read ahead holds at most two decoded batches (one waiting, one being decoded) until
+//! its turn.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -25,11 +32,15 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ArrowPredicateFn, RowFilter};
 use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::BatchStream;
 use super::budget::StreamBudget;
 use super::command::EventsCommand;
 use crate::error::{Error, Result};
+
+/// Files decoded at once by one stream: the one being sent and the next.
+pub const FILES_IN_FLIGHT: usize = 2;
 
 /// The schema of the `events` dataset: the lake's.
 pub fn schema() -> SchemaRef {
@@ -74,6 +85,13 @@ struct Reader {
 
 type Sender = mpsc::Sender<Result<(RecordBatch, super::budget::Held)>>;
 
+/// One file's decoded batches, in order, and the task decoding them.
+struct FileBatches {
+    batches: mpsc::Receiver<Result<RecordBatch>>,
+    task: JoinHandle<()>,
+    path: String,
+}
+
 impl Reader {
     async fn run(self, tx: &Sender) -> Result<()> {
         let lake = |e: object_store::Error| {
@@ -91,16 +109,46 @@ impl Reader {
             .await
             .map_err(lake)?;
         files.sort_by(|a, b| a.location.cmp(&b.location));
-        for file in files {
-            if !self.read_file(file, tx).await? {
-                return Ok(());
+        let reader = Arc::new(self);
+        let mut files = files.into_iter();
+        let mut reading: VecDeque<FileBatches> = VecDeque::with_capacity(FILES_IN_FLIGHT);
+        loop {
+            while reading.len() < FILES_IN_FLIGHT
+                && let Some(file) = files.next()
+            {
+                reading.push_back(reader.clone().spawn_file(file));
             }
+            let Some(FileBatches { mut batches, task, path }) = reading.pop_front() else {
+                return Ok(());
+            };
+            while let Some(batch) = batches.recv().await {
+                let batch = batch?;
+                let held = reader.budget.hold(&batch).await;
+                if tx.send(Ok((batch, held))).await.is_err() {
+                    // The client went away: dropping the receivers stops the readers.
+                    return Ok(());
+                }
+            }
+            // A reader that ends without an error has sent every batch; one that panicked
+            // must not pass for the end of its file.
+            task.await.map_err(|e| Error::Corrupt { what: path, reason: format!("decoding failed: {e}") })?;
         }
-        Ok(())
     }
 
-    /// Sends one file's selected rows; `false` when the client went away.
-    async fn read_file(&self, file: ObjectMeta, tx: &Sender) -> Result<bool> {
+    /// Starts decoding `file` on a task of its own.
+    fn spawn_file(self: Arc<Self>, file: ObjectMeta) -> FileBatches {
+        let (tx, batches) = mpsc::channel(1);
+        let path = file.location.to_string();
+        let task = tokio::spawn(async move {
+            if let Err(e) = self.read_file(file, &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        FileBatches { batches, task, path }
+    }
+
+    /// Sends one file's selected rows; stops early when the receiver went away.
+    async fn read_file(&self, file: ObjectMeta, tx: &mpsc::Sender<Result<RecordBatch>>) -> Result<()> {
         let path = file.location.to_string();
         let parquet = |e: parquet::errors::ParquetError| Error::Corrupt { what: path.clone(), reason: e.to_string() };
         let input = ParquetObjectReader::new(self.store.clone(), file.location).with_file_size(file.size);
@@ -129,12 +177,11 @@ impl Reader {
                 what: path.clone(),
                 reason: format!("not in the lake's event layout: {e}"),
             })?;
-            let held = self.budget.hold(&batch).await;
-            if tx.send(Ok((batch, held))).await.is_err() {
-                return Ok(false);
+            if tx.send(Ok(batch)).await.is_err() {
+                return Ok(());
             }
         }
-        Ok(true)
+        Ok(())
     }
 }
 

@@ -8,15 +8,17 @@
 //! key_prefix = "livora:online:"
 //! ```
 //!
-//! When the section is absent the store is embedded ([`RedbConfig`] defaults); when it is
-//! present, `backend` is required and only the keys of that backend are accepted.
+//! When the section is absent the store is embedded ([`RedbConfig`] defaults). `backend` may be
+//! left out (`redb`), so that one override such as `LIVORA__ONLINE_STORE__CACHE_SIZE=4GiB` needs
+//! no other; only the keys of the chosen backend are accepted, so a Redis key without
+//! `backend = "redis"` is refused, with a hint, rather than ignored.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use livora_common::{ByteSize, ConfigError};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::OnlineStore;
 use super::dynamodb::DynamoDbStore;
@@ -33,7 +35,7 @@ fn key(name: &str) -> String {
 
 /// Which backend holds the online store, with its settings (`[online_store]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "backend", rename_all = "snake_case")]
+#[serde(tag = "backend", rename_all = "snake_case", remote = "Self")]
 pub enum OnlineConfig {
     /// An embedded redb database file in the data directory.
     #[serde(alias = "embedded")]
@@ -48,6 +50,39 @@ pub enum OnlineConfig {
 impl Default for OnlineConfig {
     fn default() -> Self {
         Self::Redb(RedbConfig::default())
+    }
+}
+
+/// The backend a section without `backend` names.
+const DEFAULT_BACKEND: &str = "redb";
+
+impl<'de> Deserialize<'de> for OnlineConfig {
+    /// The tagged form, with `backend` defaulting to [`DEFAULT_BACKEND`].
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut table = toml::Table::deserialize(deserializer)?;
+        let defaulted = !table.contains_key("backend");
+        if defaulted {
+            table.insert("backend".into(), DEFAULT_BACKEND.into());
+        }
+        OnlineConfig::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let reason = e.to_string();
+            let reason = reason.trim();
+            if defaulted {
+                D::Error::custom(format!(
+                    "{reason} (no `backend` is set, so the embedded `{DEFAULT_BACKEND}` backend's keys apply; set \
+                     backend = \"redis\" or \"dynamodb\" for theirs)"
+                ))
+            } else {
+                D::Error::custom(reason)
+            }
+        })
+    }
+}
+
+impl Serialize for OnlineConfig {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        OnlineConfig::serialize(self, serializer)
     }
 }
 
@@ -387,6 +422,25 @@ mod tests {
         let OnlineConfig::DynamoDb(dynamo) = dynamo else { panic!("{dynamo:?}") };
         assert_eq!(dynamo.table, "features");
         assert!(!format!("{dynamo:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn backend_defaults_to_redb_so_one_key_can_be_overridden() {
+        let config = parse("[online_store]\nfsync = false").unwrap();
+        assert_eq!(config, OnlineConfig::Redb(RedbConfig { fsync: false, ..RedbConfig::default() }));
+        let env = [("LIVORA__ONLINE_STORE__CACHE_SIZE".to_owned(), "64MiB".to_owned())];
+        #[derive(Deserialize)]
+        struct Doc {
+            #[serde(default)]
+            online_store: OnlineConfig,
+        }
+        let doc: Doc = livora_common::config::load(None, env).unwrap();
+        assert_eq!(
+            doc.online_store,
+            OnlineConfig::Redb(RedbConfig { cache_size: ByteSize::mib(64), ..RedbConfig::default() })
+        );
+        let err = parse("[online_store]\nurl = \"redis://127.0.0.1:6379\"").unwrap_err().to_string();
+        assert!(err.contains("url") && err.contains("backend = \"redis\""), "{err}");
     }
 
     #[test]
