@@ -237,7 +237,8 @@ impl Serving {
             let lake_root = config.lake_root();
             let datasets = Datasets {
                 lake,
-                lake_dir: (!lake_root.contains("://")).then(|| std::path::PathBuf::from(lake_root)),
+                lake_dir: (!lake_root.contains("://")).then(|| std::path::PathBuf::from(&lake_root)),
+                lake_cache: lake_root.contains("://").then(|| config.data_dir().join("lake-cache")),
                 offline,
                 offline_root: config.offline_root(),
                 registry: registry.clone(),

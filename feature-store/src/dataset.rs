@@ -160,6 +160,12 @@ pub fn scan_table(dir: &Path, missing: &str) -> Result<LazyFrame> {
         return Err(Error::NotFound(format!("{missing} (no Parquet file under {})", dir.display())));
     }
     files.sort();
+    scan_table_files(&files, &dir.display().to_string())
+}
+
+/// A lazy scan of the Parquet `files` (at least one) as one table, as [`scan_table`] scans a
+/// directory's; `what` names them in errors.
+pub fn scan_table_files(files: &[PathBuf], what: &str) -> Result<LazyFrame> {
     let paths: Vec<PlRefPath> = files.iter().map(|p| PlRefPath::new(p.to_string_lossy().as_ref())).collect();
     let args = ScanArgsParquet {
         hive_options: HiveOptions { enabled: Some(false), ..Default::default() },
@@ -167,7 +173,7 @@ pub fn scan_table(dir: &Path, missing: &str) -> Result<LazyFrame> {
         allow_missing_columns: true,
         ..Default::default()
     };
-    LazyFrame::scan_parquet_files(paths.into(), args).map_err(Error::offline(format!("scanning {}", dir.display())))
+    LazyFrame::scan_parquet_files(paths.into(), args).map_err(Error::offline(format!("scanning {what}")))
 }
 
 /// Every `*.parquet` file under `dir`, recursively (hidden and temporary files skipped).

@@ -160,6 +160,7 @@ async fn start(config: FlightConfig, shop_events: Vec<Event>) -> Server {
     let datasets = Datasets {
         lake: livora_ingest::lake::store::open(&root.display().to_string(), &LakeConfig::default()).unwrap(),
         lake_dir: Some(root.clone()),
+        lake_cache: None,
         offline: Arc::new(offline),
         offline_root: root,
         registry,

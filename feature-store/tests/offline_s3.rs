@@ -231,3 +231,93 @@ fn a_point_in_time_dataset_over_s3_history_equals_the_local_one() {
     assert_eq!(scores, [Some(1.0), Some(5.0), None, None]);
     assert!(result(&s3).equals_missing(&expected));
 }
+
+/// Uploads every file under `root` to `bucket` under its path relative to `root`.
+fn upload_tree(bucket: &Bucket, root: &Path) {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let key = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let bytes = std::fs::read(&path).unwrap();
+            block(bucket.store.put(&key.as_str().into(), bytes.into())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn flight_sql_reads_the_events_of_a_lake_in_s3_through_a_local_mirror() {
+    use arrow_array::cast::AsArray as _;
+    use futures::TryStreamExt as _;
+    use livora_feature_store::Registry;
+    use livora_feature_store::flight::budget::StreamBudget;
+    use livora_feature_store::flight::command::SqlCommand;
+    use livora_feature_store::flight::{Command, Datasets, Uploads};
+    use livora_feature_store::metrics::Metrics;
+
+    let bucket = Bucket::new();
+    let dir = tempfile::tempdir().unwrap();
+    let start = Utc.with_ymd_and_hms(2024, 3, 1, 0, 0, 0).unwrap();
+    let mut events = livora_tests::synthetic_events("shop", start, 3, 20, 10).unwrap();
+    events.extend(livora_tests::synthetic_events("rival", start, 1, 7, 10).unwrap());
+    livora_tests::write_lake(&dir.path().join("first"), &events).unwrap();
+    upload_tree(&bucket, &dir.path().join("first/lake"));
+
+    let registry =
+        block(Registry::connect(&format!("sqlite://{}?mode=rwc", dir.path().join("registry.db").display()))).unwrap();
+    let cache = dir.path().join("lake-cache");
+    let datasets = Datasets {
+        lake: bucket.store.clone(),
+        lake_dir: None,
+        lake_cache: Some(cache.clone()),
+        offline: Arc::new(LocalOfflineStore::new(dir.path().join("offline"))),
+        offline_root: dir.path().join("offline"),
+        registry,
+        uploads: Uploads::new(dir.path().join("uploads"), std::time::Duration::from_secs(3600), 1 << 20),
+    };
+    // The event ids `SELECT` answers for `client`, sorted.
+    let select = |client: &str| -> Vec<String> {
+        block(async {
+            let client = ClientId::new(client).unwrap();
+            let command = Command::Sql(SqlCommand { query: "SELECT event_id FROM events".into() });
+            let dataset = datasets.open(&client, &command).await.unwrap();
+            let budget = StreamBudget::new(1 << 20, Metrics::unregistered());
+            let batches: Vec<arrow_array::RecordBatch> =
+                datasets.stream(&client, dataset, 1024, budget).map_ok(|(batch, _)| batch).try_collect().await.unwrap();
+            let mut rows = Vec::new();
+            for batch in batches {
+                // polars' strings cross to arrow-rs as `large_utf8`.
+                let ids = batch.column(0).as_string::<i64>();
+                rows.extend(ids.iter().map(|id| id.unwrap().to_owned()));
+            }
+            rows.sort();
+            rows
+        })
+    };
+    let expected = |client: &str, events: &[livora_common::Event]| -> Vec<String> {
+        let mut rows: Vec<String> =
+            events.iter().filter(|e| e.client_id.as_str() == client).map(|e| e.event_id.to_string()).collect();
+        rows.sort();
+        rows
+    };
+
+    // Every event of the client, and only its own, read from the bucket through the mirror.
+    assert_eq!(select("shop"), expected("shop", &events));
+    assert_eq!(select("rival"), expected("rival", &events));
+    let mirrored = cache.join("raw/events/client_id=shop");
+    assert!(mirrored.is_dir(), "the lake's files are mirrored under {}", cache.display());
+
+    // A file the lake gained since is fetched by the next query; a cached file cut short (a
+    // crash mid-download) is fetched again.
+    let later = livora_tests::synthetic_events("shop", start + chrono::Duration::hours(5), 1, 4, 10).unwrap();
+    livora_tests::write_lake(&dir.path().join("second"), &later).unwrap();
+    upload_tree(&bucket, &dir.path().join("second/lake"));
+    let damaged = std::fs::read_dir(mirrored.join("dt=2024-03-01/hour=00")).unwrap().next().unwrap().unwrap().path();
+    std::fs::write(&damaged, b"PAR1").unwrap();
+    events.extend(later);
+    assert_eq!(select("shop"), expected("shop", &events));
+}

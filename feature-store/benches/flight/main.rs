@@ -260,6 +260,7 @@ async fn main() -> Result<()> {
     let datasets = Datasets {
         lake: livora_ingest::lake::store::open(&root.display().to_string(), &LakeConfig::default())?,
         lake_dir: Some(root.clone()),
+        lake_cache: None,
         offline: Arc::new(LocalOfflineStore::new(&root)),
         offline_root: root.clone(),
         registry,

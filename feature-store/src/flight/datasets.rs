@@ -45,8 +45,11 @@ pub struct Datasets {
     /// The lake (raw events).
     pub lake: Arc<dyn ObjectStore>,
     /// The lake's root when it is a local directory: SQL's `events` table (polars scans local
-    /// files here; on S3 the table is absent).
+    /// files here).
     pub lake_dir: Option<PathBuf>,
+    /// For a lake that is not local (S3): where its files are mirrored for SQL's `events` table,
+    /// which is absent when neither this nor `lake_dir` is set.
+    pub lake_cache: Option<PathBuf>,
     /// Feature history.
     pub offline: Arc<dyn OfflineStore>,
     /// The offline root: batch tables and prediction logs.
@@ -105,6 +108,13 @@ impl Datasets {
     /// A query or a metadata command of Flight SQL, over the client's tables.
     async fn sql(&self, client: &ClientId, command: FlightSql) -> Result<Dataset> {
         let repo = self.registry.current(client).await?.map(|v| v.repo);
+        let lake_files = match (&self.lake_dir, &self.lake_cache) {
+            (None, Some(cache)) if command.reads_events() => {
+                let prefix = livora_ingest::lake::events_prefix(client.as_str());
+                Some(crate::offline::object::mirror(self.lake.clone(), &prefix, cache).await?)
+            }
+            _ => None,
+        };
         let (offline, root, lake, client) =
             (self.offline.clone(), self.offline_root.clone(), self.lake_dir.clone(), client.clone());
         blocking(move || {
@@ -113,6 +123,7 @@ impl Datasets {
                 offline: offline.as_ref(),
                 offline_root: &root,
                 lake_dir: lake.as_deref(),
+                lake_files: lake_files.as_deref(),
             };
             let tables = sql::tables(&sources, &client)?;
             if let FlightSql::Query(text) = &command {

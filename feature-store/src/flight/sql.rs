@@ -3,7 +3,8 @@
 //! # Tables
 //! Every query runs in a fresh polars `SQLContext` holding the client's tables, all lazy scans
 //! (only what a query reads is read):
-//! - `events`: the raw events of the lake (when the lake is a local directory);
+//! - `events`: the raw events of the lake (a lake in S3 is read through a local mirror of the
+//!   client's files, [`crate::offline::object::mirror`], refreshed by a listing per query);
 //! - one table per registered feature view with history, named as the view (`user_activity`;
 //!   quote versioned names: `"user_activity@v2"`): its history;
 //! - `<model>_predictions`: each model's prediction log.
@@ -35,7 +36,7 @@
 //! count other than one, or a column count other than the placeholder count is
 //! `INVALID_ARGUMENT` naming the parameter.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use arrow_array::RecordBatch;
 use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
@@ -50,7 +51,7 @@ use polars::sql::SQLContext;
 use prost::Message as _;
 
 use super::datasets::{prediction_models, predictions_dir};
-use crate::dataset::{history_in, scan_table};
+use crate::dataset::{history_in, scan_table, scan_table_files};
 use crate::definitions::Repo;
 use crate::error::{Error, Result};
 use crate::offline::{OfflineStore, TimeRange};
@@ -76,6 +77,9 @@ pub struct Sources<'a> {
     pub offline_root: &'a Path,
     /// The lake's root, when it is a local directory.
     pub lake_dir: Option<&'a Path>,
+    /// The client's event files of a remote lake, mirrored locally ([`crate::offline::object::mirror`]);
+    /// read when there is no `lake_dir`.
+    pub lake_files: Option<&'a [PathBuf]>,
 }
 
 /// The client's tables, by name, as lazy scans. Views without history are left out.
@@ -88,6 +92,8 @@ pub fn tables(sources: &Sources<'_>, client: &ClientId) -> Result<Vec<(String, L
             Err(Error::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
+    } else if let Some(files) = sources.lake_files.filter(|f| !f.is_empty()) {
+        tables.push(("events".to_owned(), scan_table_files(files, &format!("the events of client `{client}`"))?));
     }
     if let Some(repo) = sources.repo {
         for view in repo.views.values() {
@@ -156,6 +162,21 @@ pub enum FlightSql {
 }
 
 impl FlightSql {
+    /// Whether the command may read the `events` table: a query that names it, or a table
+    /// listing. A lake that is not local is mirrored only for these.
+    pub fn reads_events(&self) -> bool {
+        match self {
+            Self::Query(text) => polars::sql::extract_table_identifiers(text, false, true).is_ok_and(|relations| {
+                relations.iter().any(|r| {
+                    let r = r.trim_matches('"').to_ascii_lowercase();
+                    r == "events" || r.ends_with(".events") || r.ends_with(".\"events\"")
+                })
+            }),
+            Self::Tables(_) => true,
+            Self::Catalogs | Self::DbSchemas(_) | Self::TableTypes | Self::SqlInfo(_) => false,
+        }
+    }
+
     /// Reads `bytes` as a Flight SQL command: `None` when they are not one (a JSON command).
     ///
     /// # Errors
@@ -553,6 +574,18 @@ mod tests {
     use polars::prelude::{Column, DataFrame, IntoLazy};
 
     use super::*;
+
+    #[test]
+    fn only_commands_that_may_read_events_need_the_lake() {
+        let query = |q: &str| FlightSql::Query(q.into()).reads_events();
+        assert!(query("SELECT event_type, COUNT(*) FROM events GROUP BY event_type"));
+        assert!(query("SELECT * FROM user_activity u JOIN EVENTS e ON u.user_id = e.user_id"));
+        assert!(query("SELECT * FROM livora.main.events"));
+        assert!(!query("SELECT * FROM user_activity WHERE note = 'events'"));
+        assert!(!query("SELEC nothing"));
+        assert!(FlightSql::Tables(CommandGetTables::default()).reads_events());
+        assert!(!FlightSql::Catalogs.reads_events());
+    }
 
     #[test]
     fn flight_sql_commands_are_told_from_json() {

@@ -24,6 +24,9 @@
 //! point-in-time query reads each file from local disk at local speed however often it runs.
 //! The cache is never pruned by Livora; deleting it is always safe (files are fetched again).
 //!
+//! [`mirror`] is the same cache for any prefix: Flight SQL's `events` table over a lake in S3
+//! reads the lake's files from it.
+//!
 //! # Runtime
 //! [`OfflineStore`] is synchronous (its callers run on blocking threads); the object store
 //! client is asynchronous. The store owns a small runtime on a thread of its own and waits for
@@ -111,30 +114,61 @@ impl ObjectOfflineStore {
         let url = self.url.clone();
         move |e| Error::Io { context: format!("{what} in {url}"), source: std::io::Error::other(e) }
     }
+}
 
-    /// The cached copy of `meta`, downloaded unless the cache holds it whole already.
-    async fn fetch(store: Arc<dyn ObjectStore>, cache: PathBuf, meta: ObjectMeta) -> Result<PathBuf, (String, Error)> {
-        let local = cache.join(meta.location.as_ref());
-        let fail = |what: &str, e: std::io::Error| {
-            (meta.location.to_string(), Error::Io { context: format!("{what} {}", local.display()), source: e })
-        };
-        if tokio::fs::metadata(&local).await.is_ok_and(|m| m.len() == meta.size) {
-            return Ok(local);
-        }
-        let bytes = match store.get(&meta.location).await {
-            Ok(got) => got.bytes().await,
-            Err(e) => Err(e),
-        }
-        .map_err(|e| {
-            (meta.location.to_string(), Error::Io { context: "downloading".into(), source: std::io::Error::other(e) })
-        })?;
-        let dir = local.parent().unwrap_or(FsPath::new("."));
-        tokio::fs::create_dir_all(dir).await.map_err(|e| fail("creating the cache directory of", e))?;
-        let temporary = dir.join(format!(".{}.tmp", uuid::Uuid::now_v7()));
-        tokio::fs::write(&temporary, &bytes).await.map_err(|e| fail("writing", e))?;
-        tokio::fs::rename(&temporary, &local).await.map_err(|e| fail("renaming a download to", e))?;
-        Ok(local)
+/// The local copies of the Parquet objects under `prefix` of `store`, in key order: each is
+/// downloaded into `cache` (under its own key) unless the cache holds it whole already, several
+/// at a time. Only the files listed now are returned, so a cached file whose object is gone is
+/// never read.
+///
+/// # Errors
+/// [`Error::Io`] naming the object when listing, downloading or writing the cache fails.
+pub async fn mirror(store: Arc<dyn ObjectStore>, prefix: &str, cache: &FsPath) -> Result<Vec<PathBuf>> {
+    let listing = Path::from(prefix);
+    let mut objects: Vec<ObjectMeta> = store
+        .list(Some(&listing))
+        .try_filter(|o| {
+            let parquet = o.location.filename().is_some_and(|n| n.ends_with(".parquet") && !n.starts_with('.'));
+            futures::future::ready(parquet)
+        })
+        .try_collect()
+        .await
+        .map_err(|e| Error::Io { context: format!("listing {prefix}"), source: std::io::Error::other(e) })?;
+    objects.sort_by(|a, b| a.location.cmp(&b.location));
+    futures::stream::iter(objects)
+        .map(|meta| fetch(store.clone(), cache.to_owned(), meta))
+        .buffered(CONCURRENT_DOWNLOADS)
+        .try_collect()
+        .await
+        .map_err(|(key, e)| match e {
+            Error::Io { context, source } => Error::Io { context: format!("{context} {key}"), source },
+            other => other,
+        })
+}
+
+/// The cached copy of `meta` under `cache`, downloaded unless the cache holds it whole already;
+/// on error, the object's key and what failed.
+async fn fetch(store: Arc<dyn ObjectStore>, cache: PathBuf, meta: ObjectMeta) -> Result<PathBuf, (String, Error)> {
+    let local = cache.join(meta.location.as_ref());
+    let fail = |what: &str, e: std::io::Error| {
+        (meta.location.to_string(), Error::Io { context: format!("{what} {}", local.display()), source: e })
+    };
+    if tokio::fs::metadata(&local).await.is_ok_and(|m| m.len() == meta.size) {
+        return Ok(local);
     }
+    let bytes = match store.get(&meta.location).await {
+        Ok(got) => got.bytes().await,
+        Err(e) => Err(e),
+    }
+    .map_err(|e| {
+        (meta.location.to_string(), Error::Io { context: "downloading".into(), source: std::io::Error::other(e) })
+    })?;
+    let dir = local.parent().unwrap_or(FsPath::new("."));
+    tokio::fs::create_dir_all(dir).await.map_err(|e| fail("creating the cache directory of", e))?;
+    let temporary = dir.join(format!(".{}.tmp", uuid::Uuid::now_v7()));
+    tokio::fs::write(&temporary, &bytes).await.map_err(|e| fail("writing", e))?;
+    tokio::fs::rename(&temporary, &local).await.map_err(|e| fail("renaming a download to", e))?;
+    Ok(local)
 }
 
 impl OfflineStore for ObjectOfflineStore {
@@ -199,7 +233,7 @@ impl OfflineStore for ObjectOfflineStore {
         let (store, cache) = (self.store.clone(), self.cache.clone());
         let fetched = self.block(async move {
             futures::stream::iter(wanted)
-                .map(|meta| Self::fetch(store.clone(), cache.clone(), meta))
+                .map(|meta| fetch(store.clone(), cache.clone(), meta))
                 .buffered(CONCURRENT_DOWNLOADS)
                 .try_collect::<Vec<PathBuf>>()
                 .await
