@@ -250,12 +250,12 @@ fn upload_tree(bucket: &Bucket, root: &Path) {
 }
 
 #[test]
-fn flight_sql_reads_the_events_of_a_lake_in_s3_through_a_local_mirror() {
+fn events_of_a_lake_in_s3_are_read_by_do_get_and_by_sql_through_a_local_mirror() {
     use arrow_array::cast::AsArray as _;
     use futures::TryStreamExt as _;
     use livora_feature_store::Registry;
     use livora_feature_store::flight::budget::StreamBudget;
-    use livora_feature_store::flight::command::SqlCommand;
+    use livora_feature_store::flight::command::{EventsCommand, SqlCommand};
     use livora_feature_store::flight::{Command, Datasets, Uploads};
     use livora_feature_store::metrics::Metrics;
 
@@ -279,25 +279,28 @@ fn flight_sql_reads_the_events_of_a_lake_in_s3_through_a_local_mirror() {
         registry,
         uploads: Uploads::new(dir.path().join("uploads"), std::time::Duration::from_secs(3600), 1 << 20),
     };
-    // The event ids `SELECT` answers for `client`, sorted.
-    let select = |client: &str| -> Vec<String> {
+    // The event ids `command` answers for `client`, sorted.
+    let read = |client: &str, command: Command| -> Vec<String> {
         block(async {
             let client = ClientId::new(client).unwrap();
-            let command = Command::Sql(SqlCommand { query: "SELECT event_id FROM events".into() });
             let dataset = datasets.open(&client, &command).await.unwrap();
             let budget = StreamBudget::new(1 << 20, Metrics::unregistered());
             let batches: Vec<arrow_array::RecordBatch> =
                 datasets.stream(&client, dataset, 1024, budget).map_ok(|(batch, _)| batch).try_collect().await.unwrap();
             let mut rows = Vec::new();
             for batch in batches {
-                // polars' strings cross to arrow-rs as `large_utf8`.
-                let ids = batch.column(0).as_string::<i64>();
-                rows.extend(ids.iter().map(|id| id.unwrap().to_owned()));
+                // polars' strings cross to arrow-rs as `large_utf8`; the lake's are `utf8`.
+                let ids = batch.column_by_name("event_id").unwrap();
+                match ids.as_string_opt::<i64>() {
+                    Some(ids) => rows.extend(ids.iter().map(|id| id.unwrap().to_owned())),
+                    None => rows.extend(ids.as_string::<i32>().iter().map(|id| id.unwrap().to_owned())),
+                }
             }
             rows.sort();
             rows
         })
     };
+    let select = |client: &str| read(client, Command::Sql(SqlCommand { query: "SELECT event_id FROM events".into() }));
     let expected = |client: &str, events: &[livora_common::Event]| -> Vec<String> {
         let mut rows: Vec<String> =
             events.iter().filter(|e| e.client_id.as_str() == client).map(|e| e.event_id.to_string()).collect();
@@ -308,6 +311,20 @@ fn flight_sql_reads_the_events_of_a_lake_in_s3_through_a_local_mirror() {
     // Every event of the client, and only its own, read from the bucket through the mirror.
     assert_eq!(select("shop"), expected("shop", &events));
     assert_eq!(select("rival"), expected("rival", &events));
+    // The `events` dataset (DoGet) reads the bucket with the async reader, whole or by time.
+    assert_eq!(read("shop", Command::Events(EventsCommand::default())), expected("shop", &events));
+    let second_hour = EventsCommand {
+        start: Some(start + chrono::Duration::hours(1)),
+        end: Some(start + chrono::Duration::hours(2) - chrono::Duration::microseconds(1)),
+        event_types: Vec::new(),
+    };
+    let in_second_hour: Vec<livora_common::Event> = events
+        .iter()
+        .filter(|e| e.timestamp >= second_hour.start.unwrap() && e.timestamp <= second_hour.end.unwrap())
+        .cloned()
+        .collect();
+    assert!(!in_second_hour.is_empty());
+    assert_eq!(read("shop", Command::Events(second_hour)), expected("shop", &in_second_hour));
     let mirrored = cache.join("raw/events/client_id=shop");
     assert!(mirrored.is_dir(), "the lake's files are mirrored under {}", cache.display());
 

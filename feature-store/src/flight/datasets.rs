@@ -178,7 +178,7 @@ impl Datasets {
     /// Streams `dataset` of `client` in batches of at most `batch_rows` rows within `budget`.
     pub fn stream(&self, client: &ClientId, dataset: Dataset, batch_rows: usize, budget: StreamBudget) -> BatchStream {
         match dataset.source {
-            Source::Events(c) => lake::stream(self.lake.clone(), client, &c, batch_rows, budget),
+            Source::Events(c) => lake::stream(self.lake.clone(), self.lake_dir.clone(), client, &c, batch_rows, budget),
             Source::Query(frame) => bridge::stream(*frame, dataset.schema, batch_rows, budget),
             Source::Batch(batch) => futures::stream::once(async move {
                 let held = budget.hold(&batch).await;

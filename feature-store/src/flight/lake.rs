@@ -9,12 +9,17 @@
 //!
 //! Decoding Parquet is what a `DoGet` of events spends its CPU on, so [`FILES_IN_FLIGHT`] files
 //! are decoded at once, each by a task of its own: while the batches of one file go to the
-//! client, the next file is read ahead on another core. Batches still leave in file order. A
+//! client, the next file is read ahead on another core. A lake in a local directory is decoded
+//! by the synchronous reader on tokio's blocking pool, where the operating system shares the
+//! cores between decoding and the async workers, so a large pull does not hold up the online
+//! lookups served by the same runtime; a lake in S3 is read by the async reader (one row group's
+//! columns fetched at a time). Batches still leave in file order. A
 //! batch counts against the stream's memory budget from when it is taken in order for sending;
 //! a file read ahead holds at most two decoded batches (one waiting, one being decoded) until
 //! its turn.
 
 use std::collections::{HashSet, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -29,7 +34,7 @@ use livora_ingest::lake::schema::EVENTS_SCHEMA;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectMeta, ObjectStore};
 use parquet::arrow::ProjectionMask;
-use parquet::arrow::arrow_reader::{ArrowPredicateFn, RowFilter};
+use parquet::arrow::arrow_reader::{ArrowPredicateFn, ArrowReaderBuilder, ParquetRecordBatchReaderBuilder, RowFilter};
 use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -47,9 +52,11 @@ pub fn schema() -> SchemaRef {
     EVENTS_SCHEMA.clone()
 }
 
-/// Streams `client`'s events that `command` selects.
+/// Streams `client`'s events that `command` selects from the lake in `store`, whose files are
+/// read from `local_root` directly when the lake is a local directory.
 pub fn stream(
     store: Arc<dyn ObjectStore>,
+    local_root: Option<PathBuf>,
     client: &ClientId,
     command: &EventsCommand,
     batch_rows: usize,
@@ -58,6 +65,7 @@ pub fn stream(
     let (tx, rx) = mpsc::channel(1);
     let reader = Reader {
         store,
+        local_root,
         prefix: events_prefix(client.as_str()),
         start: command.start.map(|t| t.timestamp_micros()),
         end: command.end.map(|t| t.timestamp_micros()),
@@ -75,6 +83,7 @@ pub fn stream(
 
 struct Reader {
     store: Arc<dyn ObjectStore>,
+    local_root: Option<PathBuf>,
     prefix: String,
     start: Option<i64>,
     end: Option<i64>,
@@ -135,54 +144,90 @@ impl Reader {
         }
     }
 
-    /// Starts decoding `file` on a task of its own.
+    /// Starts decoding `file` on a task of its own: on the blocking pool for a local lake, on
+    /// the runtime for a remote one.
     fn spawn_file(self: Arc<Self>, file: ObjectMeta) -> FileBatches {
         let (tx, batches) = mpsc::channel(1);
         let path = file.location.to_string();
-        let task = tokio::spawn(async move {
-            if let Err(e) = self.read_file(file, &tx).await {
-                let _ = tx.send(Err(e)).await;
-            }
-        });
+        let task = match self.local_root.clone() {
+            Some(root) => tokio::task::spawn_blocking(move || {
+                if let Err(e) = self.read_local_file(&root, &file, &tx) {
+                    let _ = tx.blocking_send(Err(e));
+                }
+            }),
+            None => tokio::spawn(async move {
+                if let Err(e) = self.read_file(file, &tx).await {
+                    let _ = tx.send(Err(e)).await;
+                }
+            }),
+        };
         FileBatches { batches, task, path }
     }
 
-    /// Sends one file's selected rows; stops early when the receiver went away.
+    /// Sends one remote file's selected rows; stops early when the receiver went away.
     async fn read_file(&self, file: ObjectMeta, tx: &mpsc::Sender<Result<RecordBatch>>) -> Result<()> {
         let path = file.location.to_string();
-        let parquet = |e: parquet::errors::ParquetError| Error::Corrupt { what: path.clone(), reason: e.to_string() };
         let input = ParquetObjectReader::new(self.store.clone(), file.location).with_file_size(file.size);
-        let mut builder =
-            ParquetRecordBatchStreamBuilder::new(input).await.map_err(parquet)?.with_batch_size(self.batch_rows);
-        if self.start.is_some() || self.end.is_some() || !self.types.is_empty() {
-            let columns = builder.parquet_schema().columns();
-            let index = |name: &str| {
-                columns
-                    .iter()
-                    .position(|c| c.name() == name)
-                    .ok_or_else(|| Error::Corrupt { what: path.clone(), reason: format!("no column `{name}`") })
-            };
-            let mask = ProjectionMask::leaves(builder.parquet_schema(), [index("timestamp")?, index("event_type")?]);
-            let (start, end, types) = (self.start, self.end, self.types.clone());
-            let predicate = ArrowPredicateFn::new(mask, move |batch: RecordBatch| keep(&batch, start, end, &types));
-            builder = builder.with_row_filter(RowFilter::new(vec![Box::new(predicate)]));
-        }
-        let mut batches = builder.build().map_err(parquet)?;
+        let builder = ParquetRecordBatchStreamBuilder::new(input).await.map_err(corrupt(&path))?;
+        let mut batches = self.configure(builder, &path)?.build().map_err(corrupt(&path))?;
         while let Some(batch) = batches.next().await {
-            let batch = batch.map_err(parquet)?;
-            if batch.num_rows() == 0 {
-                continue;
-            }
-            let batch = RecordBatch::try_new(schema(), batch.columns().to_vec()).map_err(|e| Error::Corrupt {
-                what: path.clone(),
-                reason: format!("not in the lake's event layout: {e}"),
-            })?;
+            let Some(batch) = lake_batch(batch.map_err(corrupt(&path))?, &path)? else { continue };
             if tx.send(Ok(batch)).await.is_err() {
                 return Ok(());
             }
         }
         Ok(())
     }
+
+    /// Sends one local file's selected rows (blocking); stops early when the receiver went away.
+    fn read_local_file(&self, root: &Path, file: &ObjectMeta, tx: &mpsc::Sender<Result<RecordBatch>>) -> Result<()> {
+        let path = root.join(file.location.as_ref());
+        let what = path.display().to_string();
+        let input = std::fs::File::open(&path).map_err(Error::io(format!("opening {what}")))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(input).map_err(corrupt(&what))?;
+        for batch in self.configure(builder, &what)?.build().map_err(corrupt(&what))? {
+            let batch = batch.map_err(|e| Error::Corrupt { what: what.clone(), reason: e.to_string() })?;
+            let Some(batch) = lake_batch(batch, &what)? else { continue };
+            if tx.blocking_send(Ok(batch)).is_err() {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// The batch size and, when the command selects by time or type, the row filter on
+    /// `timestamp` and `event_type` (applied while decoding), for either reader.
+    fn configure<T>(&self, builder: ArrowReaderBuilder<T>, path: &str) -> Result<ArrowReaderBuilder<T>> {
+        let builder = builder.with_batch_size(self.batch_rows);
+        if self.start.is_none() && self.end.is_none() && self.types.is_empty() {
+            return Ok(builder);
+        }
+        let columns = builder.parquet_schema().columns();
+        let index = |name: &str| {
+            columns
+                .iter()
+                .position(|c| c.name() == name)
+                .ok_or_else(|| Error::Corrupt { what: path.to_owned(), reason: format!("no column `{name}`") })
+        };
+        let mask = ProjectionMask::leaves(builder.parquet_schema(), [index("timestamp")?, index("event_type")?]);
+        let (start, end, types) = (self.start, self.end, self.types.clone());
+        let predicate = ArrowPredicateFn::new(mask, move |batch: RecordBatch| keep(&batch, start, end, &types));
+        Ok(builder.with_row_filter(RowFilter::new(vec![Box::new(predicate)])))
+    }
+}
+
+fn corrupt(what: &str) -> impl Fn(parquet::errors::ParquetError) -> Error + '_ {
+    move |e| Error::Corrupt { what: what.to_owned(), reason: e.to_string() }
+}
+
+/// A decoded batch in the lake's event schema; `None` when the row filter left it empty.
+fn lake_batch(batch: RecordBatch, what: &str) -> Result<Option<RecordBatch>> {
+    if batch.num_rows() == 0 {
+        return Ok(None);
+    }
+    RecordBatch::try_new(schema(), batch.columns().to_vec())
+        .map(Some)
+        .map_err(|e| Error::Corrupt { what: what.to_owned(), reason: format!("not in the lake's event layout: {e}") })
 }
 
 /// Which rows of `batch` (`timestamp`, `event_type`) are selected.
