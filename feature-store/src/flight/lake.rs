@@ -11,8 +11,8 @@
 //! are decoded at once, each by a task of its own: while the batches of one file go to the
 //! client, the next file is read ahead on another core. A lake in a local directory is decoded
 //! by the synchronous reader on tokio's blocking pool, where the operating system shares the
-//! cores between decoding and the async workers, so a large pull does not hold up the online
-//! lookups served by the same runtime; a lake in S3 is read by the async reader (one row group's
+//! cores between decoding and the async workers, instead of decoding inside the workers' polls
+//! that also serve online lookups; a lake in S3 is read by the async reader (one row group's
 //! columns fetched at a time). Batches still leave in file order. A
 //! batch counts against the stream's memory budget from when it is taken in order for sending;
 //! a file read ahead holds at most two decoded batches (one waiting, one being decoded) until
