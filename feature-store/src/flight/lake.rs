@@ -181,9 +181,10 @@ impl Reader {
 
     /// Sends one local file's selected rows (blocking); stops early when the receiver went away.
     fn read_local_file(&self, root: &Path, file: &ObjectMeta, tx: &mpsc::Sender<Result<RecordBatch>>) -> Result<()> {
-        let path = root.join(file.location.as_ref());
-        let what = path.display().to_string();
-        let input = std::fs::File::open(&path).map_err(Error::io(format!("opening {what}")))?;
+        // Errors name the file by its key in the lake, as for a remote lake, not by the server's path.
+        let what = file.location.to_string();
+        let input = std::fs::File::open(root.join(file.location.as_ref()))
+            .map_err(Error::io(format!("opening the lake file {what}")))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(input).map_err(corrupt(&what))?;
         for batch in self.configure(builder, &what)?.build().map_err(corrupt(&what))? {
             let batch = batch.map_err(|e| Error::Corrupt { what: what.clone(), reason: e.to_string() })?;
