@@ -468,58 +468,60 @@ impl Predictor {
 
 /// Row `i` of a caller's table as a JSON object of feature values, for the prediction log.
 fn table_json(table: &Table, i: usize) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(32 * table.columns.len() + 2);
+    json_object(table.names.iter().zip(&table.columns), |out, column| match column {
+        livora_models::Column::Numeric(v) => json_number(out, v[i]),
+        livora_models::Column::Categorical(v) => match &v[i] {
+            Some(s) => json_string(out, s),
+            None => out.push_str("null"),
+        },
+    })
+}
+
+/// Row `i`'s feature values as a JSON object, for the prediction log.
+fn features_json(online: &OnlineFeatures, i: usize) -> String {
+    json_object(online.feature_names.iter().zip(&online.results), |out, column| {
+        match (&column.values[i], column.statuses[i]) {
+            (_, s) if s != FeatureStatus::Present => out.push_str("null"),
+            (Value::Int64(x) | Value::Timestamp(x), _) => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "{x}");
+            }
+            (Value::Float64(x), _) => json_number(out, Some(*x)),
+            (Value::Bool(b), _) => out.push_str(if *b { "true" } else { "false" }),
+            (Value::String(s), _) => json_string(out, s),
+            (Value::Null, _) => out.push_str("null"),
+        }
+    })
+}
+
+/// A JSON object of `fields`, each name's value written by `value`.
+fn json_object<'a, T: 'a>(
+    fields: impl ExactSizeIterator<Item = (&'a String, &'a T)>,
+    mut value: impl FnMut(&mut String, &T),
+) -> String {
+    let mut out = String::with_capacity(32 * fields.len() + 2);
     out.push('{');
-    for (k, (name, column)) in table.names.iter().zip(&table.columns).enumerate() {
+    for (k, (name, field)) in fields.enumerate() {
         if k > 0 {
             out.push(',');
         }
         json_string(&mut out, name);
         out.push(':');
-        match column {
-            livora_models::Column::Numeric(v) => match v[i] {
-                Some(x) if x.is_finite() => {
-                    let _ = write!(out, "{x:?}");
-                }
-                _ => out.push_str("null"),
-            },
-            livora_models::Column::Categorical(v) => match &v[i] {
-                Some(s) => json_string(&mut out, s),
-                None => out.push_str("null"),
-            },
-        }
+        value(&mut out, field);
     }
     out.push('}');
     out
 }
 
-/// Row `i`'s feature values as a JSON object, for the prediction log.
-fn features_json(online: &OnlineFeatures, i: usize) -> String {
+/// Appends a number, or `null` when it is missing or not finite (JSON has no NaN or infinity).
+fn json_number(out: &mut String, x: Option<f64>) {
     use std::fmt::Write as _;
-    let mut out = String::with_capacity(32 * online.feature_names.len() + 2);
-    out.push('{');
-    for (k, (name, column)) in online.feature_names.iter().zip(&online.results).enumerate() {
-        if k > 0 {
-            out.push(',');
+    match x {
+        Some(x) if x.is_finite() => {
+            let _ = write!(out, "{x:?}");
         }
-        json_string(&mut out, name);
-        out.push(':');
-        match (&column.values[i], column.statuses[i]) {
-            (_, s) if s != FeatureStatus::Present => out.push_str("null"),
-            (Value::Int64(x) | Value::Timestamp(x), _) => {
-                let _ = write!(out, "{x}");
-            }
-            (Value::Float64(x), _) if x.is_finite() => {
-                let _ = write!(out, "{x:?}");
-            }
-            (Value::Bool(b), _) => out.push_str(if *b { "true" } else { "false" }),
-            (Value::String(s), _) => json_string(&mut out, s),
-            (Value::Float64(_) | Value::Null, _) => out.push_str("null"),
-        }
+        _ => out.push_str("null"),
     }
-    out.push('}');
-    out
 }
 
 /// Appends `s` as a JSON string.

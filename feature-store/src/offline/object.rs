@@ -135,13 +135,24 @@ pub async fn mirror(store: Arc<dyn ObjectStore>, prefix: &str, cache: &FsPath) -
         .await
         .map_err(|e| Error::Io { context: format!("listing {prefix}"), source: std::io::Error::other(e) })?;
     objects.sort_by(|a, b| a.location.cmp(&b.location));
+    fetch_all(store, cache.to_owned(), objects, String::new()).await
+}
+
+/// The cached copies of `objects`, in their order, fetched [`CONCURRENT_DOWNLOADS`] at a time;
+/// an error names the object as `<base><key>`.
+async fn fetch_all(
+    store: Arc<dyn ObjectStore>,
+    cache: PathBuf,
+    objects: Vec<ObjectMeta>,
+    base: String,
+) -> Result<Vec<PathBuf>> {
     futures::stream::iter(objects)
-        .map(|meta| fetch(store.clone(), cache.to_owned(), meta))
+        .map(|meta| fetch(store.clone(), cache.clone(), meta))
         .buffered(CONCURRENT_DOWNLOADS)
         .try_collect()
         .await
         .map_err(|(key, e)| match e {
-            Error::Io { context, source } => Error::Io { context: format!("{context} {key}"), source },
+            Error::Io { context, source } => Error::Io { context: format!("{context} {base}{key}"), source },
             other => other,
         })
 }
@@ -230,18 +241,8 @@ impl OfflineStore for ObjectOfflineStore {
         if wanted.is_empty() {
             wanted.push(first);
         }
-        let (store, cache) = (self.store.clone(), self.cache.clone());
-        let fetched = self.block(async move {
-            futures::stream::iter(wanted)
-                .map(|meta| fetch(store.clone(), cache.clone(), meta))
-                .buffered(CONCURRENT_DOWNLOADS)
-                .try_collect::<Vec<PathBuf>>()
-                .await
-        })?;
-        let files = fetched.map_err(|(key, e)| match e {
-            Error::Io { context, source } => Error::Io { context: format!("{context} {}/{key}", self.url), source },
-            other => other,
-        })?;
+        let files =
+            self.block(fetch_all(self.store.clone(), self.cache.clone(), wanted, format!("{}/", self.url)))??;
         scan_files(&files, range, client, view)
     }
 }
