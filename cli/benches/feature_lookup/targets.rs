@@ -17,7 +17,6 @@ use livora_proto::livora::v1 as pb;
 use pb::feature_service_client::FeatureServiceClient;
 use pb::get_online_features_request::Kind;
 use pb::value::Val;
-use prost::Message as _;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
@@ -183,14 +182,14 @@ impl Unary {
     }
 
     /// Sends `message` as request `n` through tonic's channel (HTTP/2) as one encoded message
-    /// with a known end, and returns the answer's message bytes.
+    /// with a known end, and returns the answer decoded as `A`.
     ///
     /// tonic's generated client sends a unary request as a stream body: HEADERS, then DATA, then
     /// an empty DATA frame that ends the stream, three writes and up to three wake-ups of the
     /// server for one request. A client that has its whole message up front (as this one has)
     /// ends the stream on the DATA frame; that is what is sent here, so the load generator does
     /// not charge the server for its own framing.
-    async fn call(&self, n: u64, message: &impl prost::Message) -> Result<bytes::Bytes, Outcome> {
+    async fn call<A: prost::Message + Default>(&self, n: u64, message: &impl prost::Message) -> Result<A, Outcome> {
         let mut body = BytesMut::with_capacity(5 + message.encoded_len());
         body.put_u8(0);
         body.put_u32(u32::try_from(message.encoded_len()).unwrap_or(u32::MAX));
@@ -225,7 +224,7 @@ impl Unary {
         if bytes.len() < 5 {
             return Err(Outcome::Failed("bad answer", format!("{} bytes answered", bytes.len())));
         }
-        Ok(bytes.slice(5..))
+        A::decode(bytes.slice(5..)).map_err(|e| Outcome::Failed("bad answer", e.to_string()))
     }
 }
 
@@ -285,13 +284,9 @@ impl Grpc {
 
     /// Sends request `n` and reads back the statuses.
     async fn call(&self, n: u64) -> Outcome {
-        let message = match self.unary.call(n, &self.message(n)).await {
-            Ok(message) => message,
-            Err(failed) => return failed,
-        };
-        let answer = match StatusesOnly::decode(message) {
+        let answer: StatusesOnly = match self.unary.call(n, &self.message(n)).await {
             Ok(answer) => answer,
-            Err(e) => return Outcome::Failed("bad answer", e.to_string()),
+            Err(failed) => return failed,
         };
         if answer.results.len() != FEATURE_COUNT || answer.results.iter().any(|r| r.statuses.len() != self.entities) {
             return Outcome::Failed("bad answer", format!("{} features answered", answer.results.len()));
@@ -377,13 +372,9 @@ impl Predict {
     }
 
     async fn call(&self, n: u64) -> Outcome {
-        let message = match self.unary.call(n, &self.message(n)).await {
-            Ok(message) => message,
-            Err(failed) => return failed,
-        };
-        let answer = match ScoresOnly::decode(message) {
+        let answer: ScoresOnly = match self.unary.call(n, &self.message(n)).await {
             Ok(answer) => answer,
-            Err(e) => return Outcome::Failed("bad answer", e.to_string()),
+            Err(failed) => return failed,
         };
         if answer.predictions.len() != self.entities {
             return Outcome::Failed("bad answer", format!("{} predictions answered", answer.predictions.len()));
@@ -489,13 +480,9 @@ impl Kserve {
     }
 
     async fn call(&self, n: u64) -> Outcome {
-        let message = match self.unary.call(n, &self.message(n)).await {
-            Ok(message) => message,
-            Err(failed) => return failed,
-        };
-        let answer = match ModelInferResponse::decode(message) {
+        let answer: ModelInferResponse = match self.unary.call(n, &self.message(n)).await {
             Ok(answer) => answer,
-            Err(e) => return Outcome::Failed("bad answer", e.to_string()),
+            Err(failed) => return failed,
         };
         let scores = answer.outputs.first().and_then(|o| o.contents.as_ref()).map_or(0, |c| c.fp64_contents.len());
         if scores != self.entities {
