@@ -1,7 +1,9 @@
 //! The embedded event log: segment files in the data directory, fsync'd group commit.
 //!
 //! Layout under the log directory:
-//! - `segments/<base offset, 20 digits>.log`: frames `[len u32 LE][crc32 u32 LE][payload]`;
+//! - `segments/<base offset, 20 digits>.log`: frames `[len u32 LE][crc32 u32 LE][payload]`,
+//!   then zeros to the end of the file: a zero length marks the end of the records;
+//! - `segments/next.prep`: the next segment, being filled with zeros ahead of its use;
 //! - `consumers/<name>.pos`: the last committed position of a durable consumer (replaced
 //!   atomically);
 //! - `LOCK`: held by the one process that writes the log.
@@ -12,10 +14,22 @@
 //! does not collapse to one fsync per request. Consumers only ever see records that are durable.
 //! At start-up a torn tail (a crash mid-write) is detected by length and checksum and cut off;
 //! such a record was never acknowledged.
+//!
+//! Segments are preallocated: a new segment is written full of zeros and synced before the
+//! writer takes it (by a helper thread, once the current segment is half full), and appends
+//! overwrite blocks the file already owns. `fdatasync` then has only data to flush: the file's
+//! size and extents do not change, so it does not wait for a file-system journal commit, which
+//! an append to a growing file does (with everything else that commit carries: other files'
+//! metadata and, on ext4's ordered mode, their data). Zeros written with `fallocate` would not
+//! do: its unwritten extents are converted on first write, a journal commit again. When the
+//! next segment is not ready in time the writer starts an empty one and appends grow it, as
+//! before; nothing waits for the zeros.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -31,6 +45,8 @@ const FRAME_HEADER: usize = 8;
 const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
 /// How many bytes one group commit gathers at most before it writes.
 const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
+/// The name of the segment being prepared.
+const PREPARED: &str = "next.prep";
 
 /// Configuration of the embedded log (`[event_log.embedded]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,6 +96,12 @@ impl EmbeddedLog {
     /// Opens (or creates) the log in `dir`, recovering from a crash if needed, and starts the
     /// writer thread. Fails if another process holds the log.
     pub fn open(dir: &Path, config: &EmbeddedLogConfig) -> Result<Self, LogError> {
+        Self::open_with(dir, config, false)
+    }
+
+    /// [`EmbeddedLog::open`]; with `wait_for_prepared` a roll waits for the next segment's
+    /// preparation instead of starting an empty segment (tests use it to be deterministic).
+    fn open_with(dir: &Path, config: &EmbeddedLogConfig, wait_for_prepared: bool) -> Result<Self, LogError> {
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| LogError::Io { path, source }
@@ -94,14 +116,22 @@ impl EmbeddedLog {
             source: std::io::Error::new(ErrorKind::WouldBlock, "the log is in use by another livora process"),
         })?;
 
+        // A preparation a crash interrupted: started again when needed.
+        let prepared = segments_dir.join(PREPARED);
+        match fs::remove_file(&prepared) {
+            Err(e) if e.kind() != ErrorKind::NotFound => return Err(io(&prepared)(e)),
+            _ => {}
+        }
         let segments = list_segments(&segments_dir)?;
         let (base, file, len, next) = match segments.last() {
             Some(&base) => {
                 let path = segment_path(&segments_dir, base);
                 let (count, valid_len) = scan_segment(&path)?;
-                let file = OpenOptions::new().read(true).append(true).open(&path).map_err(io(&path))?;
-                let actual = file.metadata().map_err(io(&path))?.len();
-                if actual != valid_len {
+                let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io(&path))?;
+                // Zeros after the last record are the segment's preallocated space; anything
+                // else is a torn write, cut off (the segment then grows by appends).
+                if !zeros_from(&file, valid_len).map_err(io(&path))? {
+                    let actual = file.metadata().map_err(io(&path))?.len();
                     tracing::warn!(segment = %path.display(), cut_bytes = actual - valid_len, "cutting a torn tail off the event log");
                     file.set_len(valid_len).map_err(io(&path))?;
                     file.sync_all().map_err(io(&path))?;
@@ -126,6 +156,8 @@ impl EmbeddedLog {
             len,
             next,
             durable: durable_tx,
+            prepare: None,
+            wait_for_prepared,
         };
         std::thread::Builder::new().name("livora-log-writer".into()).spawn(move || writer.run(rx)).map_err(io(dir))?;
         Ok(Self { dir: dir.to_owned(), tx, durable, _lock: lock })
@@ -142,6 +174,10 @@ impl EventLog for EmbeddedLog {
     async fn append(&self, _client: &ClientId, record: Bytes) -> Result<Position, LogError> {
         if record.len() > MAX_RECORD_BYTES {
             return Err(LogError::TooLarge { size: record.len(), limit: MAX_RECORD_BYTES });
+        }
+        if record.is_empty() {
+            // A zero length marks the end of a segment's records.
+            return Err(LogError::Empty);
         }
         let (reply, rx) = oneshot::channel();
         self.tx.send(AppendRequest { payload: record, reply }).await.map_err(|_| LogError::Closed)?;
@@ -184,6 +220,9 @@ struct Writer {
     len: u64,
     next: Position,
     durable: watch::Sender<Position>,
+    /// The thread filling the next segment with zeros, once the current one is half full.
+    prepare: Option<JoinHandle<std::io::Result<()>>>,
+    wait_for_prepared: bool,
 }
 
 impl Writer {
@@ -231,7 +270,7 @@ impl Writer {
             buf.extend_from_slice(&crc32fast::hash(&req.payload).to_le_bytes());
             buf.extend_from_slice(&req.payload);
         }
-        let written = self.file.write_all(buf).and_then(|()| self.file.sync_data());
+        let written = self.file.write_all_at(buf, self.len).and_then(|()| self.file.sync_data());
         if let Err(e) = written {
             // Best effort: cut what may have been partly written so that a restart sees a clean tail.
             let _ = self.file.set_len(self.len);
@@ -241,12 +280,39 @@ impl Writer {
         let first = self.next;
         self.next += group.len() as Position;
         self.durable.send_replace(self.next);
+        if self.prepare.is_none() && self.len >= self.config.segment_bytes.0 / 2 {
+            let (path, size) = (self.segments_dir.join(PREPARED), self.config.segment_bytes.0);
+            let spawned = std::thread::Builder::new()
+                .name("livora-log-prepare".into())
+                .spawn(move || prepare_segment(&path, size));
+            match spawned {
+                Ok(handle) => self.prepare = Some(handle),
+                Err(e) => tracing::warn!(error = %e, "could not start preparing the next event log segment"),
+            }
+        }
         Ok(first)
     }
 
     fn roll(&mut self) -> std::io::Result<()> {
         let path = segment_path(&self.segments_dir, self.next);
-        self.file = create_segment(&path, &self.segments_dir).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let wait = self.wait_for_prepared;
+        let prepared = match self.prepare.take_if(|h| wait || h.is_finished()).map(JoinHandle::join) {
+            Some(Ok(Ok(()))) => true,
+            Some(Ok(Err(e))) => {
+                tracing::warn!(error = %e, "preparing the next event log segment failed; it grows by appends");
+                false
+            }
+            Some(Err(_panic)) => false,
+            // Not ready: the writer does not wait for it; the segment after this one takes it.
+            None => false,
+        };
+        self.file = if prepared {
+            fs::rename(self.segments_dir.join(PREPARED), &path)?;
+            File::open(&self.segments_dir)?.sync_all()?;
+            OpenOptions::new().read(true).write(true).open(&path)?
+        } else {
+            create_segment(&path, &self.segments_dir).map_err(|e| std::io::Error::other(e.to_string()))?
+        };
         self.base = self.next;
         self.len = 0;
         if let Err(e) = self.delete_consumed_segments() {
@@ -292,10 +358,39 @@ fn segment_path(dir: &Path, base: Position) -> PathBuf {
 
 fn create_segment(path: &Path, dir: &Path) -> Result<File, LogError> {
     let io = |source| LogError::Io { path: path.to_owned(), source };
-    let file = OpenOptions::new().create(true).read(true).append(true).open(path).map_err(io)?;
+    let file = OpenOptions::new().create(true).truncate(false).read(true).write(true).open(path).map_err(io)?;
     file.sync_all().map_err(io)?;
     File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
     Ok(file)
+}
+
+/// Writes a segment of `size` zero bytes at `path` and syncs it.
+fn prepare_segment(path: &Path, size: u64) -> std::io::Result<()> {
+    let mut file = File::create(path)?;
+    let zeros = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        file.write_all(&zeros[..n])?;
+        left -= n as u64;
+    }
+    file.sync_all()
+}
+
+/// Whether every byte of `file` from `offset` on is zero.
+fn zeros_from(file: &File, offset: u64) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = offset;
+    loop {
+        let n = file.read_at(&mut buf, at)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
 }
 
 fn list_segments(dir: &Path) -> Result<Vec<Position>, LogError> {
@@ -332,7 +427,8 @@ fn read_frame(reader: &mut impl Read, payload: &mut Vec<u8>) -> Option<usize> {
     reader.read_exact(&mut header).ok()?;
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
     let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-    if len > MAX_RECORD_BYTES {
+    // Zero: the preallocated space after the last record.
+    if len == 0 || len > MAX_RECORD_BYTES {
         return None;
     }
     payload.resize(len, 0);
@@ -340,11 +436,18 @@ fn read_frame(reader: &mut impl Read, payload: &mut Vec<u8>) -> Option<usize> {
     (crc32fast::hash(payload) == crc).then_some(len)
 }
 
+/// A segment open for reading: its base, the reader, and the offset of the frame at `next`.
+struct OpenSegment {
+    base: Position,
+    reader: BufReader<File>,
+    offset: u64,
+}
+
 /// Sequential reader over the segments, positioned at `next`.
 struct Reader {
     segments_dir: PathBuf,
     next: Position,
-    current: Option<(Position, BufReader<File>)>,
+    current: Option<OpenSegment>,
 }
 
 impl Reader {
@@ -355,19 +458,34 @@ impl Reader {
     /// Reads records from `self.next` up to (excluding) `end`, at most `max`.
     fn read(&mut self, end: Position, max: usize) -> Result<Vec<Delivery>, LogError> {
         let mut out = Vec::new();
+        let mut reread = false;
         while self.next < end && out.len() < max {
             if self.current.is_none() {
                 self.open_at(self.next)?;
             }
-            let Some((_, reader)) = self.current.as_mut() else { break };
+            let Some(open) = self.current.as_mut() else { break };
             let mut payload = Vec::new();
-            match read_frame(reader, &mut payload) {
-                Some(_) => {
+            match read_frame(&mut open.reader, &mut payload) {
+                Some(len) => {
+                    open.offset += (FRAME_HEADER + len) as u64;
                     out.push(Delivery { position: self.next, payload: Bytes::from(payload) });
                     self.next += 1;
+                    reread = false;
+                }
+                // The buffer may hold what the active segment held when it was filled (zeros
+                // where records are now): read the file again from the frame's offset.
+                None if !reread => {
+                    reread = true;
+                    let offset = open.offset;
+                    open.reader
+                        .seek(SeekFrom::Start(offset))
+                        .map_err(|source| LogError::Io { path: segment_path(&self.segments_dir, open.base), source })?;
                 }
                 // End of this segment: the record at `next` starts the following segment.
-                None => self.open_at(self.next)?,
+                None => {
+                    reread = false;
+                    self.open_at(self.next)?;
+                }
             }
         }
         Ok(out)
@@ -382,7 +500,7 @@ impl Reader {
                 source: std::io::Error::new(ErrorKind::NotFound, format!("position {pos} was deleted by retention")),
             });
         };
-        if matches!(self.current, Some((b, _)) if b == base) {
+        if self.current.as_ref().is_some_and(|open| open.base == base) {
             // Already at the end of the newest segment holding `pos`: the record is not there.
             return Err(LogError::Io {
                 path: segment_path(&self.segments_dir, base),
@@ -394,15 +512,17 @@ impl Reader {
         let mut reader = BufReader::with_capacity(256 * 1024, file);
         reader.seek(SeekFrom::Start(0)).map_err(|source| LogError::Io { path: path.clone(), source })?;
         let mut scratch = Vec::new();
+        let mut offset = 0;
         for _ in base..pos {
-            if read_frame(&mut reader, &mut scratch).is_none() {
+            let Some(len) = read_frame(&mut reader, &mut scratch) else {
                 return Err(LogError::Io {
                     path,
                     source: std::io::Error::new(ErrorKind::UnexpectedEof, format!("record {pos} is missing")),
                 });
-            }
+            };
+            offset += (FRAME_HEADER + len) as u64;
         }
-        self.current = Some((base, reader));
+        self.current = Some(OpenSegment { base, reader, offset });
         Ok(())
     }
 }

@@ -47,6 +47,9 @@ pub enum LogError {
         /// Backend limit.
         limit: usize,
     },
+    /// An empty record: the log stores none.
+    #[error("empty log record")]
+    Empty,
     /// A consumer name is not usable.
     #[error("invalid consumer name `{0}`: use letters, digits, '-' and '_'")]
     BadConsumerName(String),

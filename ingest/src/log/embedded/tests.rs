@@ -161,3 +161,91 @@ async fn bad_consumer_names_are_refused() {
     let log = EmbeddedLog::open(dir.path(), &Default::default()).unwrap();
     assert!(matches!(log.consumer("../etc").await, Err(LogError::BadConsumerName(_))));
 }
+
+/// Appends `n` records of `size` bytes, each a distinct payload starting with its number.
+async fn append_numbered(log: &EmbeddedLog, from: usize, n: usize, size: usize) {
+    for i in from..from + n {
+        let mut payload = format!("{i:08}").into_bytes();
+        payload.resize(size, b'x');
+        log.append(&client(), Bytes::from(payload)).await.unwrap();
+    }
+}
+
+fn numbers(deliveries: &[Delivery]) -> Vec<usize> {
+    deliveries.iter().map(|d| std::str::from_utf8(&d.payload[..8]).unwrap().parse().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn segments_after_the_first_are_preallocated_and_read_while_they_fill() {
+    let dir = tempfile::tempdir().unwrap();
+    let segments = dir.path().join("segments");
+    let log = EmbeddedLog::open_with(dir.path(), &small_segments(), true).unwrap();
+    let mut consumer = log.consumer("c").await.unwrap();
+    let mut read = Vec::new();
+    // 10 KiB records over 1 MiB segments, read back in small steps as they are written: the
+    // reader's buffer holds the zeros of the active segment ahead of the records.
+    for step in 0..30 {
+        append_numbered(&log, step * 10, 10, 10 * 1024).await;
+        read.extend(numbers(&drain(consumer.as_mut()).await));
+    }
+    assert_eq!(read, (0..300).collect::<Vec<_>>());
+    let bases = list_segments(&segments).unwrap();
+    assert!(bases.len() >= 3, "{bases:?}");
+    // The active segment was prepared: full size, though its records fill only part of it.
+    let active = segment_path(&segments, *bases.last().unwrap());
+    let (records, used) = scan_segment(&active).unwrap();
+    assert!(records > 0);
+    assert!(used < ByteSize::mib(1).0);
+    assert_eq!(fs::metadata(&active).unwrap().len(), ByteSize::mib(1).0);
+    drop(consumer);
+    drop(log);
+
+    // A restart finds the end of the records inside the preallocated space and appends there.
+    let log = EmbeddedLog::open(dir.path(), &small_segments()).unwrap();
+    assert_eq!(log.end(), 300);
+    assert_eq!(fs::metadata(&active).unwrap().len(), ByteSize::mib(1).0, "zeros are not a torn tail");
+    append_numbered(&log, 300, 5, 10 * 1024).await;
+    let mut consumer = log.consumer("other").await.unwrap();
+    assert_eq!(numbers(&drain(consumer.as_mut()).await), (0..305).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_torn_write_in_a_preallocated_segment_is_cut_and_an_interrupted_preparation_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let segments = dir.path().join("segments");
+    {
+        let log = EmbeddedLog::open_with(dir.path(), &small_segments(), true).unwrap();
+        append_numbered(&log, 0, 150, 10 * 1024).await;
+    }
+    let bases = list_segments(&segments).unwrap();
+    let active = segment_path(&segments, *bases.last().unwrap());
+    let (records, used) = scan_segment(&active).unwrap();
+    assert_eq!(fs::metadata(&active).unwrap().len(), ByteSize::mib(1).0);
+    // A crash: part of a group reached the disk past the last whole record, and a preparation
+    // was cut short.
+    let file = OpenOptions::new().write(true).open(&active).unwrap();
+    file.write_all_at(&[0x10, 0, 0, 0, 9, 9, 9, 9, b'p', b'a', b'r'], used).unwrap();
+    file.write_all_at(b"stale", used + 4000).unwrap();
+    drop(file);
+    fs::write(segments.join(PREPARED), b"half").unwrap();
+
+    let log = EmbeddedLog::open(dir.path(), &small_segments()).unwrap();
+    assert_eq!(log.end(), 150);
+    assert_eq!(records, 150 - bases.last().unwrap());
+    assert_eq!(fs::metadata(&active).unwrap().len(), used, "the torn tail is cut");
+    assert!(!segments.join(PREPARED).exists());
+    append_numbered(&log, 150, 3, 10 * 1024).await;
+    drop(log);
+    let log = EmbeddedLog::open(dir.path(), &small_segments()).unwrap();
+    assert_eq!(log.end(), 153);
+    let mut consumer = log.consumer("c").await.unwrap();
+    assert_eq!(numbers(&drain(consumer.as_mut()).await), (0..153).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn an_empty_record_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), &Default::default()).unwrap();
+    assert!(matches!(log.append(&client(), Bytes::new()).await, Err(LogError::Empty)));
+    assert_eq!(log.append(&client(), Bytes::from_static(b"a")).await.unwrap(), 0);
+}
