@@ -60,11 +60,21 @@ pub struct EmbeddedLogConfig {
     /// than this. Default `7d`.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// Fill each new segment with zeros before appending to it, so that an append's
+    /// `fdatasync` waits for no file-system journal commit. Default `true`; turn it off on
+    /// copy-on-write file systems (btrfs, ZFS), where an overwrite allocates anyway and the
+    /// zeros are only extra writes.
+    pub preallocate: bool,
 }
 
 impl Default for EmbeddedLogConfig {
     fn default() -> Self {
-        Self { dir: None, segment_bytes: ByteSize::mib(64), retention: Duration::from_secs(7 * 86_400) }
+        Self {
+            dir: None,
+            segment_bytes: ByteSize::mib(64),
+            retention: Duration::from_secs(7 * 86_400),
+            preallocate: true,
+        }
     }
 }
 
@@ -280,7 +290,7 @@ impl Writer {
         let first = self.next;
         self.next += group.len() as Position;
         self.durable.send_replace(self.next);
-        if self.prepare.is_none() && self.len >= self.config.segment_bytes.0 / 2 {
+        if self.config.preallocate && self.prepare.is_none() && self.len >= self.config.segment_bytes.0 / 2 {
             let (path, size) = (self.segments_dir.join(PREPARED), self.config.segment_bytes.0);
             let spawned = std::thread::Builder::new()
                 .name("livora-log-prepare".into())

@@ -249,3 +249,19 @@ async fn an_empty_record_is_refused() {
     assert!(matches!(log.append(&client(), Bytes::new()).await, Err(LogError::Empty)));
     assert_eq!(log.append(&client(), Bytes::from_static(b"a")).await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn without_preallocation_segments_grow_by_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let segments = dir.path().join("segments");
+    let config = EmbeddedLogConfig { preallocate: false, ..small_segments() };
+    let log = EmbeddedLog::open_with(dir.path(), &config, true).unwrap();
+    append_numbered(&log, 0, 150, 10 * 1024).await;
+    let bases = list_segments(&segments).unwrap();
+    assert_eq!(bases.len(), 2);
+    let active = segment_path(&segments, bases[1]);
+    assert_eq!(fs::metadata(&active).unwrap().len(), scan_segment(&active).unwrap().1);
+    assert!(!segments.join(PREPARED).exists());
+    let mut consumer = log.consumer("c").await.unwrap();
+    assert_eq!(numbers(&drain(consumer.as_mut()).await), (0..150).collect::<Vec<_>>());
+}
