@@ -121,6 +121,38 @@ fn unknown_entities_keep_their_row_with_nulls_and_duplicates_keep_their_order() 
 }
 
 #[test]
+fn a_null_join_key_or_time_never_matches_and_its_row_is_kept() {
+    // History: a row for user 1, one with a null user and one with a null event time.
+    let history = frame(vec![
+        Column::new("user".into(), [Some(1i64), None, Some(2)]),
+        opt_times(EVENT_TIMESTAMP, &[Some(10), Some(10), None]),
+        Column::new("value".into(), [1i64, 2, 3]),
+    ])
+    .lazy();
+    // Entity rows: a null user, a null time, user 2 (only a row without time), then user 1.
+    let entity_rows = frame(vec![
+        Column::new("user".into(), [None, Some(1i64), Some(2), Some(1)]),
+        opt_times("ts", &[Some(20), None, Some(20), Some(20)]),
+    ])
+    .lazy();
+    for streaming in [false, true] {
+        let plan = get_historical_features(
+            entity_rows.clone(),
+            "ts",
+            &[view("v", None, history.clone())],
+            &PitOptions::default(),
+        )
+        .expect("plan");
+        let out = if streaming { collect_streaming(plan) } else { plan.collect().expect("collect") };
+        assert_eq!(values(&out, "value"), [None, None, None, Some(1)], "streaming: {streaming}");
+        assert_eq!(
+            out.column("user").expect("user").i64().expect("i64").iter().collect::<Vec<_>>(),
+            [None, Some(1), Some(2), Some(1)]
+        );
+    }
+}
+
+#[test]
 fn views_with_different_join_keys_in_one_call() {
     // Entity rows carry both keys: a user and the item they look at, plus a label that passes through.
     let entity_rows = frame(vec![

@@ -16,32 +16,33 @@
 //! [`PitOptions::full_feature_names`], `view__feature`.
 //!
 //! # The algorithm
-//! Sorted as-of joins on narrow frames, then one gather of the feature columns:
+//! One sorted merge per view on narrow frames, then one gather of the feature columns:
 //!
 //! 1. The entity rows get a row index and are reduced to (row index, join keys, timestamp).
-//!    This narrow frame is computed once and shared by every view, which sorts it by its own
-//!    (join keys, timestamp).
+//!    This narrow frame is computed once and shared by every view.
 //! 2. Each history gets a row index of its own and is reduced to (join keys, event timestamp,
-//!    created, row index). It is sorted by (keys, event timestamp, created) and deduplicated on
-//!    (keys, event timestamp) by keeping the last row of each run: the greatest created.
-//! 3. For each view, an as-of **backward** join by the join keys matches each entity row to the
-//!    history row with the greatest event timestamp `≤ t` (equality allowed), with a tolerance of
-//!    the ttl: a match older than `t − ttl` is dropped, and since it was the latest row at or
-//!    before `t`, no other row could qualify. Both sides sorted by keys then time, the matches of
-//!    one entity are found together (cache-friendly in memory, and a merge rather than a hash
-//!    join in the streaming engine). The result is one nullable history row index per entity
-//!    row.
-//! 4. Those indices are put back in input order by the entity row index, and the view's feature
-//!    columns are gathered by them (a null index gives nulls). The entity rows and each view's
-//!    gathered columns are concatenated side by side.
+//!    created, row index), without the rows that can never match (a null key or time).
+//! 3. For each view, both narrow frames are stacked into one and sorted by (join keys, time,
+//!    side, created, row index), the history's rows before the entity rows at an equal time.
+//!    One pass over the sorted rows ([`merge`]) then remembers the last history row of the
+//!    current keys: at an entity row it is the row with the greatest event timestamp `≤ t`
+//!    (equality allowed) and, among rows at that time, the one of greatest created (a null
+//!    first, so it loses), then the last in the history's order. It matches when it is at most
+//!    the ttl old; otherwise no row does, since it was the latest at or before `t`. The pass
+//!    writes the match straight into the entity row's place: one nullable history row index
+//!    per entity row, in input order, without a hash table or a sort back.
+//! 4. Each view's feature columns are gathered by those indices (a null index gives nulls). The
+//!    entity rows and each view's gathered columns are concatenated side by side.
 //!
-//! Each view is a branch of its own from the shared narrow frame, so the views are joined and
+//! Each view is a branch of its own from the shared narrow frame, so the views are merged and
 //! gathered in parallel. The wide feature columns are read once and moved once (the gather);
-//! only the narrow key and time columns are sorted. Each join costs `O(n log n)` for its sorts
-//! and `O(n + m)` for the merge, never `O(n × m)`: there is no cross join, and no join that fans
-//! out rows, so memory stays proportional to the inputs and output.
+//! only the narrow key and time columns are sorted. Each view costs `O((n + m) log (n + m))` for
+//! its sort and `O(n + m)` for the merge, never `O(n × m)`: there is no cross join, and no join
+//! that fans out rows, so memory stays proportional to the inputs and output. An earlier version
+//! used polars' as-of join by keys: two sorts, a join by groups and a sort back to input order
+//! per view.
 //!
-//! The as-of joins and the gather (a random access per feature value) are the largest costs. The
+//! The sorts and the gather (a random access per feature value) are the largest costs. The
 //! gather is about three times faster from contiguous columns: scan histories with `rechunk`
 //! (the [offline store](super::store) does) or pass rechunked frames.
 //!
@@ -54,6 +55,7 @@
 //! the schemas and are done before anything runs.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use polars::prelude::*;
@@ -67,6 +69,12 @@ const ROW: &str = "__livora_row";
 const TS: &str = "__livora_ts";
 const CREATED: &str = "__livora_created";
 const INDEX: &str = "__livora_index";
+/// In the stacked frame of a view's merge: true for an entity row, false for a history row.
+const SIDE: &str = "__livora_side";
+/// In the stacked frame: the entity row index or the history row index.
+const ID: &str = "__livora_id";
+/// In the sorted stacked frame: true where the join keys differ from the row before.
+const GROUP: &str = "__livora_group";
 
 /// One feature view's history, and what to take from it.
 #[derive(Clone)]
@@ -157,25 +165,10 @@ pub fn get_historical_features(
         .collect();
     let mut parts = vec![entity_rows.select(entity_columns)];
     for view in &checked {
-        // 2 and 3. Each view joins on its own, so that the views' branches can run in parallel.
+        // 2 and 3. Each view is merged on its own, so that the views' branches can run in parallel.
         let history = view.view.history.clone().cache();
-        let mut left_columns = vec![col(ROW), col(TS)];
-        left_columns.extend(view.view.join_keys.iter().map(|k| col(k.as_str())));
-        let mut left_order: Vec<&str> = view.view.join_keys.iter().map(String::as_str).collect();
-        left_order.push(TS);
-        let matched = narrow
-            .clone()
-            .select(left_columns)
-            .sort(left_order, SortMultipleOptions::default())
-            .join(
-                latest_rows(history.clone(), view, INDEX),
-                [col(TS)],
-                [col(TS)],
-                JoinArgs::new(JoinType::AsOf(Box::new(asof_options(view.view)))),
-            )
-            // 4. Back to input order, then gather the view's features.
-            .sort([ROW], SortMultipleOptions::default())
-            .select([col(INDEX)]);
+        let matched = matches(narrow.clone(), history.clone(), view)?;
+        // 4. Gather the view's features.
         let features: Vec<Expr> =
             view.outputs.iter().map(|(feature, output)| col(*feature).alias(output.as_str())).collect();
         parts.push(history.select(features).gather(matched, false));
@@ -184,57 +177,77 @@ pub fn get_historical_features(
         .map_err(Error::offline("assembling the point-in-time result"))
 }
 
-/// The history reduced to the latest row per (keys, event timestamp), sorted for the as-of join:
-/// (keys, [`TS`], `index`), where `index` is the row's position in `history`.
-fn latest_rows(history: LazyFrame, view: &CheckedView<'_>, index: &str) -> LazyFrame {
+/// For each entity row, in input order, the index of the history row it matches, or null
+/// (steps 2 and 3 of the [module documentation](self)): one column, [`INDEX`].
+fn matches(narrow: LazyFrame, history: LazyFrame, view: &CheckedView<'_>) -> Result<LazyFrame> {
     let keys = &view.view.join_keys;
-    let mut columns: Vec<Expr> = keys.iter().map(|k| col(k.as_str())).collect();
-    columns.push(col(EVENT_TIMESTAMP).cast(timestamp_dtype()).alias(TS));
-    let mut sort_by: Vec<&str> = keys.iter().map(String::as_str).collect();
-    sort_by.push(TS);
+    let mut entity: Vec<Expr> = keys.iter().map(|k| col(k.as_str())).collect();
+    entity.extend([col(TS), lit(true).alias(SIDE), col(ROW).alias(ID)]);
+    let mut rows: Vec<Expr> = keys.iter().map(|k| col(k.as_str())).collect();
+    rows.extend([col(EVENT_TIMESTAMP).cast(timestamp_dtype()).alias(TS), lit(false).alias(SIDE), col(INDEX).alias(ID)]);
+    let mut order: Vec<&str> = keys.iter().map(String::as_str).collect();
+    order.extend([TS, SIDE]);
     if view.has_created {
-        columns.push(col(CREATED_TIMESTAMP).cast(timestamp_dtype()).alias(CREATED));
-        sort_by.push(CREATED);
+        entity.push(lit(NULL).cast(timestamp_dtype()).alias(CREATED));
+        rows.push(col(CREATED_TIMESTAMP).cast(timestamp_dtype()).alias(CREATED));
+        order.push(CREATED);
     }
-    columns.push(col(index));
+    order.push(ID);
     let matchable = keys.iter().fold(col(TS).is_not_null(), |all, k| all.and(col(k.as_str()).is_not_null()));
-    // After the sort, a row is the last of its (keys, event timestamp) run when the next row
-    // differs in any of them; the last row of the frame compares with a null and is kept.
-    let last_of_run = keys
+    let rows = history.with_row_index(INDEX, None).select(rows).filter(matchable);
+    // After the sort, a row starts the rows of other keys when any key differs from the row
+    // before (the first row compares with a null). Null keys sort first, and only entity rows
+    // have them: they form groups without history rows and match nothing.
+    let new_keys = keys
         .iter()
-        .map(String::as_str)
-        .chain([TS])
-        .map(|c| col(c).neq_missing(col(c).shift(lit(-1))))
+        .map(|k| col(k.as_str()).neq_missing(col(k.as_str()).shift(lit(1))))
         .reduce(Expr::or)
-        .unwrap_or_else(|| lit(true));
-    let mut output: Vec<Expr> = keys.iter().map(|k| col(k.as_str())).collect();
-    output.extend([col(TS), col(index)]);
-    history
-        .with_row_index(index, None)
-        .select(columns)
-        .filter(matchable)
-        .sort(sort_by, SortMultipleOptions::default().with_maintain_order(true).with_nulls_last(false))
-        .filter(last_of_run)
-        .select(output)
+        .unwrap_or_else(|| lit(false));
+    // A ttl beyond the range of i64 microseconds (about 292,000 years) is no limit.
+    let ttl = view.view.ttl.and_then(|ttl| i64::try_from(ttl.as_micros()).ok());
+    let output: Arc<dyn UdfSchema> =
+        Arc::new(|_: &Schema| Ok(Arc::new(Schema::from_iter([Field::new(INDEX.into(), IDX_DTYPE)]))));
+    let stacked = concat([narrow.select(entity), rows], UnionArgs::default())
+        .map_err(Error::offline(format!("stacking the rows of feature view `{}`", view.view.name)))?;
+    Ok(stacked
+        .sort(order, SortMultipleOptions::default().with_nulls_last(false))
+        .select([new_keys.alias(GROUP), col(TS).cast(DataType::Int64), col(SIDE), col(ID)])
+        .map(
+            move |sorted| merge(&sorted, ttl),
+            AllowedOptimizations::empty(),
+            Some(output),
+            Some("point-in-time merge"),
+        ))
 }
 
-/// Backward as-of by the join keys, equality allowed, with the ttl as tolerance.
-fn asof_options(view: &ViewHistory) -> AsOfOptions {
-    let keys: Vec<PlSmallStr> = view.join_keys.iter().map(|k| PlSmallStr::from(k.as_str())).collect();
-    // A ttl beyond the range of i64 microseconds (about 292,000 years) is no limit.
-    let tolerance = view
-        .ttl
-        .and_then(|ttl| i64::try_from(ttl.as_micros()).ok())
-        .map(|micros| Scalar::new(DataType::Int64, AnyValue::Int64(micros)));
-    AsOfOptions {
-        strategy: AsofStrategy::Backward,
-        tolerance,
-        left_by: Some(keys.clone()),
-        right_by: Some(keys),
-        allow_eq: true,
-        check_sortedness: false,
-        ..Default::default()
+/// The pass of step 3 over the sorted, stacked rows ([`GROUP`], [`TS`] as i64 microseconds,
+/// [`SIDE`], [`ID`]): the matched history row index of every entity row, in entity row order.
+fn merge(sorted: &DataFrame, ttl: Option<i64>) -> PolarsResult<DataFrame> {
+    let new_keys = sorted.column(GROUP)?.bool()?;
+    let times = sorted.column(TS)?.i64()?;
+    let is_entity = sorted.column(SIDE)?.bool()?;
+    let ids = sorted.column(ID)?.idx()?;
+    let mut matched: Vec<Option<IdxSize>> = vec![None; is_entity.num_trues()];
+    // The last history row of the current keys: (event time, row index).
+    let mut last: Option<(i64, IdxSize)> = None;
+    let rows = new_keys.iter().zip(times.iter()).zip(is_entity.iter()).zip(ids.iter());
+    for (((new_keys, time), is_entity), id) in rows {
+        if new_keys == Some(true) {
+            last = None;
+        }
+        let (Some(time), Some(id)) = (time, id) else { continue };
+        if is_entity == Some(true) {
+            if let Some((at, index)) = last
+                && ttl.is_none_or(|ttl| i128::from(time) - i128::from(at) <= i128::from(ttl))
+                && let Some(slot) = matched.get_mut(id as usize)
+            {
+                *slot = Some(index);
+            }
+        } else {
+            last = Some((time, id));
+        }
     }
+    DataFrame::new_infer_height(vec![IdxCa::from_iter_options(INDEX.into(), matched.into_iter()).into_column()])
 }
 
 fn check_entity_schema(schema: &Schema, timestamp_column: &str) -> Result<()> {
