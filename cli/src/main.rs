@@ -66,7 +66,7 @@ enum Command {
     Dataset(dataset::DatasetCommand),
     /// Trains a model of the zoo (churn, lead scoring) and registers a new version.
     Train(train::TrainArgs),
-    /// Lists, shows, compares, promotes, rolls back and imports model versions.
+    /// Lists, shows, compares, promotes, rolls back and imports model versions; runs canaries.
     #[command(subcommand)]
     Models(models::ModelsCommand),
     /// Batch-scores every known entity with a model and refreshes its prediction view.

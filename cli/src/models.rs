@@ -1,4 +1,5 @@
-//! `livora models`: the registered model versions, their metrics, and the aliases that serve.
+//! `livora models`: the registered model versions, their metrics, and the aliases (and their
+//! canaries) that serve.
 
 use std::path::PathBuf;
 
@@ -9,7 +10,8 @@ use livora_common::ClientId;
 use livora_feature_store::dataset::{self, Selection};
 use livora_feature_store::value::ValueType;
 use livora_models::{
-    Algorithm, Artifact, ClassifierMetrics, Encoder, FeatureRef, Manifest, ModelRegistry, RankingMetrics, Weights, zoo,
+    Algorithm, Artifact, ClassifierMetrics, Encoder, FeatureRef, Manifest, ModelRegistry, ModelVersion, RankingMetrics,
+    Weights, zoo,
 };
 
 use crate::config::Config;
@@ -17,7 +19,7 @@ use crate::config::Config;
 /// `livora models …`.
 #[derive(Debug, Subcommand)]
 pub enum ModelsCommand {
-    /// Lists the versions of every model (or one), newest first, with their aliases.
+    /// Lists the versions of every model (or one), newest first, with their aliases and canaries.
     List {
         /// The client.
         #[arg(long)]
@@ -59,6 +61,29 @@ pub enum ModelsCommand {
     /// onnxmltools) as a new version. The model reads one float matrix whose columns are the
     /// features, in the order given, as the feature store serves them (missing = NaN).
     Import(ImportArgs),
+    /// Runs a canary beside an alias: another version of the model, reading the same features,
+    /// scores a share of the alias's entities (each entity keeps its version while the weight
+    /// stays; raising the weight only adds entities). `--clear` ends it; promoting the canary's
+    /// version to the alias ends it too.
+    Canary {
+        /// The client.
+        #[arg(long)]
+        client: ClientId,
+        /// The model.
+        model: String,
+        /// The canary version.
+        #[arg(required_unless_present = "clear", conflicts_with = "clear")]
+        version: Option<i64>,
+        /// `production`, `staging` or `shadow`.
+        #[arg(long, default_value = "production")]
+        alias: String,
+        /// The share of the alias's entities the canary scores, in percent (1 to 100).
+        #[arg(long, required_unless_present = "clear", conflicts_with = "clear")]
+        weight: Option<u32>,
+        /// Ends the alias's canary: the version the alias points at scores every entity.
+        #[arg(long)]
+        clear: bool,
+    },
     /// Moves an alias back to the version it pointed at before its last promotion.
     Rollback {
         /// The client.
@@ -129,16 +154,24 @@ pub async fn run(config: &Config, command: ModelsCommand) -> Result<()> {
                     cell(model),
                     cell(baseline),
                     m.created_at.format("%Y-%m-%d %H:%M"),
-                    v.aliases.join(",")
+                    alias_cell(v)
                 );
             }
             println!("metric: ROC AUC of classifiers, NDCG@3 of rankers; base: the baseline's on the same rows");
+            for c in registry.canaries(&client).await? {
+                if model.as_deref().is_none_or(|m| m == c.model) {
+                    println!("canary: {} {c}", c.model);
+                }
+            }
         }
         ModelsCommand::Show { client, reference } => {
             let v = registry.resolve(&client, &reference).await?;
             let m = &v.manifest;
             println!("{} v{} ({}), client {}", m.model, m.version, m.algorithm, m.client_id);
             println!("  aliases:   {}", if v.aliases.is_empty() { "none".into() } else { v.aliases.join(", ") });
+            for c in &v.canaries {
+                println!("  canary:    {c}");
+            }
             println!("  label:     {}", m.label);
             println!(
                 "  features:  service `{}` at feature registry v{}; {} read:",
@@ -246,8 +279,34 @@ pub async fn run(config: &Config, command: ModelsCommand) -> Result<()> {
             }
         }
         ModelsCommand::Promote { client, model, version, alias } => {
+            let ending = registry.canary(&client, &model, &alias).await?.filter(|c| c.version == version);
             let before = registry.promote(&client, &model, version, &alias).await?;
             println!("{model} {alias}: v{version} (was {})", before.map_or("none".into(), |v| format!("v{v}")));
+            if let Some(c) = ending {
+                println!("canary v{} at {}% ended: v{version} scores every entity", c.version, c.weight);
+            }
+        }
+        ModelsCommand::Canary { client, model, version, alias, weight, clear } => {
+            if clear {
+                match registry.clear_canary(&client, &model, &alias).await? {
+                    Some(c) => println!(
+                        "{model} {alias} → v{} (canary v{} at {}% cleared: v{} scores every entity)",
+                        c.primary, c.version, c.weight, c.primary
+                    ),
+                    None => println!("{model} {alias}: no canary to clear"),
+                }
+                return Ok(());
+            }
+            // clap requires both without --clear.
+            let (Some(version), Some(weight)) = (version, weight) else {
+                bail!("give the canary VERSION and --weight PERCENT, or --clear")
+            };
+            let before = registry.canary(&client, &model, &alias).await?;
+            let canary = registry.set_canary(&client, &model, &alias, version, weight).await?;
+            println!(
+                "{model} {canary}; before: {}",
+                before.map_or("no canary".into(), |b| format!("canary v{} at {}%", b.version, b.weight))
+            );
         }
         ModelsCommand::Import(args) => import(config, &registry, args).await?,
         ModelsCommand::Rollback { client, model, alias } => {
@@ -256,6 +315,14 @@ pub async fn run(config: &Config, command: ModelsCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The aliases column of `models list`: the aliases pointing at the version, and the canaries
+/// it is (`production canary 10%`).
+fn alias_cell(v: &ModelVersion) -> String {
+    let canaries =
+        v.canaries.iter().filter(|c| c.version == v.version).map(|c| format!("{} canary {}%", c.alias, c.weight));
+    v.aliases.iter().cloned().chain(canaries).collect::<Vec<_>>().join(",")
 }
 
 fn fingerprint(m: &Manifest) -> &str {

@@ -80,9 +80,14 @@ pub async fn run(config: &Config, args: ScoreArgs) -> Result<()> {
     );
     bar.set_message(format!("scoring with {} v{}", m.model, m.version));
     let (mut scored, mut imputed, mut refused) = (0usize, 0usize, 0usize);
+    // Entities the alias's canary scored, when it has one.
+    let mut by_canary = std::collections::BTreeMap::<i64, usize>::new();
     for chunk in keys.chunks(batch.max(1)) {
         let p = predictor.predict(&args.client, &args.model, chunk, 0, policy).await?;
         for row in &p.rows {
+            if row.version != p.version {
+                *by_canary.entry(row.version).or_default() += 1;
+            }
             match row.status {
                 RowStatus::Scored => scored += 1,
                 RowStatus::ScoredWithImputation => imputed += 1,
@@ -105,6 +110,9 @@ pub async fn run(config: &Config, args: ScoreArgs) -> Result<()> {
         m.version,
         started.elapsed()
     );
+    for (version, n) in by_canary {
+        println!("{n} of them were scored by v{version}, the canary of the alias");
+    }
     println!(
         "online: view `{}` ({}, {}); log: {}",
         zoo::prediction_view(&m.model),

@@ -1,7 +1,7 @@
 //! `livora models …` as a data scientist runs them: a scikit-learn model exported to ONNX is
 //! imported against the client's features (its columns checked against the graph), versions are
-//! listed and shown, an alias is promoted and rolled back, and mistakes are refused with what to
-//! do instead.
+//! listed and shown, an alias is promoted and rolled back, a canary runs beside it and ends, and
+//! mistakes are refused with what to do instead.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -47,7 +47,7 @@ fn livora(data_dir: &Path, args: &[&str]) -> (bool, String) {
 }
 
 #[test]
-fn import_list_show_promote_rollback() {
+fn import_list_show_promote_rollback_canary() {
     let data = tempfile::tempdir().expect("tempdir");
     let models = tempfile::tempdir().expect("tempdir");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../inference/tests/python/sklearn_onnx.py");
@@ -101,6 +101,69 @@ fn import_list_show_promote_rollback() {
     assert!(ok && out.contains("churn v1 (onnx)") && out.contains("aliases:   production"), "{out}");
     let (ok, out) = livora(data.path(), &["models", "compare", "churn@1", "churn@2", "--client", "shop"]);
     assert!(ok && out.contains("churn@1") && out.contains("churn@2"), "{out}");
+
+    // A canary beside `production` (v1): v2 scores a tenth of its entities.
+    let canary = |args: &[&str]| {
+        let mut all = vec!["models", "canary", "churn", "--client", "shop"];
+        all.extend_from_slice(args);
+        livora(data.path(), &all)
+    };
+    let (ok, out) = canary(&["2", "--weight", "10"]);
+    assert!(ok && out.contains("churn production → v1 (canary v2 at 10%); before: no canary"), "{out}");
+    let (ok, out) = livora(data.path(), &["models", "list", "--client", "shop"]);
+    assert!(ok && out.contains("canary: churn production → v1 (canary v2 at 10%)"), "{out}");
+    assert!(out.contains("production canary 10%"), "the canary version's row says so: {out}");
+    let (ok, out) = livora(data.path(), &["models", "show", "churn", "--client", "shop"]);
+    assert!(ok && out.contains("canary:    production → v1 (canary v2 at 10%)"), "{out}");
+    let (ok, out) = canary(&["2", "--weight", "25"]);
+    assert!(ok && out.contains("churn production → v1 (canary v2 at 25%); before: canary v2 at 10%"), "{out}");
+
+    // Mistakes are refused, naming the field and the reason.
+    let (ok, out) = canary(&["2", "--weight", "0"]);
+    assert!(!ok && out.contains("weight: 0 is not a share of entities from 1 to 100 (percent)"), "{out}");
+    let (ok, out) = canary(&["2", "--weight", "101"]);
+    assert!(!ok && out.contains("weight: 101 is not a share of entities from 1 to 100 (percent)"), "{out}");
+    let (ok, out) = canary(&["1", "--weight", "10"]);
+    assert!(!ok && out.contains("version: `production` of model `churn` already points at v1"), "{out}");
+    let (ok, out) = canary(&["9", "--weight", "10"]);
+    assert!(!ok && out.contains("model `churn` has no version 9 for client `shop`"), "{out}");
+    let (ok, out) = canary(&["2", "--weight", "10", "--alias", "canary"]);
+    assert!(!ok && out.contains("alias: `canary` is not one of production, staging, shadow"), "{out}");
+    let (ok, out) = canary(&["2", "--weight", "10", "--alias", "staging"]);
+    assert!(!ok && out.contains("alias: `staging` of model `churn` points at no version"), "{out}");
+    let (ok, out) = canary(&["2"]);
+    assert!(!ok && out.contains("--weight"), "a weight is required: {out}");
+    let (ok, out) = canary(&["2", "--weight", "10", "--clear"]);
+    assert!(!ok && out.contains("cannot be used with"), "{out}");
+    // The same features in another order: refused, saying why.
+    let swapped = FEATURES.replacen(
+        "user_activity:orders_lifetime,user_activity:revenue_lifetime",
+        "user_activity:revenue_lifetime,user_activity:orders_lifetime",
+        1,
+    );
+    let (ok, out) = import("logistic.onnx", &swapped);
+    assert!(ok && out.contains("imported churn v3"), "{out}");
+    let (ok, out) = canary(&["3", "--weight", "10"]);
+    assert!(
+        !ok && out.contains(
+            "version: v3 cannot be the canary of `production` (v1) of model `churn`: v3 reads 8 features and v1 \
+             reads 8: feature 1 is `user_activity:revenue_lifetime` in v3 but `user_activity:orders_lifetime` in v1"
+        ),
+        "{out}"
+    );
+
+    // Cleared, set again, and ended by promoting the canary's version.
+    let (ok, out) = canary(&["--clear"]);
+    assert!(ok && out.contains("churn production → v1 (canary v2 at 25% cleared: v1 scores every entity)"), "{out}");
+    let (ok, out) = canary(&["--clear"]);
+    assert!(ok && out.contains("churn production: no canary to clear"), "{out}");
+    let (ok, out) = canary(&["2", "--weight", "5"]);
+    assert!(ok, "{out}");
+    let (ok, out) = livora(data.path(), &["models", "promote", "churn", "2", "--client", "shop"]);
+    assert!(ok && out.contains("churn production: v2 (was v1)"), "{out}");
+    assert!(out.contains("canary v2 at 5% ended: v2 scores every entity"), "{out}");
+    let (ok, out) = livora(data.path(), &["models", "show", "churn", "--client", "shop"]);
+    assert!(ok && out.contains("churn v2 (onnx)") && !out.contains("canary"), "{out}");
 
     // A model served by a SageMaker endpoint: registered with its features; Livora calls it.
     let (ok, out) = livora(

@@ -11,9 +11,9 @@ pub use crate::runtime::sagemaker::SageMakerConfig;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InferenceConfig {
-    /// How long what an alias (`churn@production`) points at is trusted before the model
-    /// registry is asked again: promotions and rollbacks reach serving within this time.
-    /// Default 1s.
+    /// How long what an alias (`churn@production`) points at, and its canary, are trusted
+    /// before the model registry is asked again: promotions, rollbacks and canary changes reach
+    /// serving within this time. Default 1s.
     #[serde(with = "humantime_serde")]
     pub alias_refresh: Duration,
     /// What a missing or expired feature does when a request does not say: `impute` (score with

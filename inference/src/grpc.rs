@@ -92,6 +92,7 @@ impl InferenceService for GrpcInferenceService {
             .into_iter()
             .map(|r| pb::Prediction {
                 entity_key: r.entity_key,
+                version: r.version,
                 status: (match r.status {
                     RowStatus::Scored => pb::PredictionStatus::Scored,
                     RowStatus::ScoredWithImputation => pb::PredictionStatus::ScoredWithImputation,

@@ -3,7 +3,10 @@
 //! SDK) score with Livora's models.
 //!
 //! - **Naming.** `model_name` is a Livora model (`churn`); `model_version` is empty (the
-//!   `production` alias), a version number (`3`) or an alias (`staging`).
+//!   `production` alias), a version number (`3`) or an alias (`staging`). An alias's canary
+//!   does not apply here: the caller names the version or alias and brings the features, and
+//!   every row is scored by the version the alias points at ([`Predictor::resolve`]). Canaries
+//!   split the entity-keyed `livora.v1.InferenceService/Predict` only.
 //! - **Credentials** as for `livora.v1.InferenceService` (`authorization: Bearer <key>`,
 //!   `x-client-id`): every model call is scoped to that client, so another client's model is
 //!   NOT_FOUND. ServerLive, ServerReady and ServerMetadata answer without credentials (probes).

@@ -11,7 +11,12 @@
 //! as `livora.v1.InferenceService/Predict`; [`kserve`] serves KServe's Open Inference Protocol V2
 //! (`inference.GRPCInferenceService`) to callers that bring their own features, scored with the
 //! same encoder and runtime.
+//!
+//! An alias may carry a canary, a second version scoring a share of its entities: [`canary`]
+//! says which entities (a fixed hash, sticky per entity), [`Predictor::predict`] scores each
+//! group with its version and says which version scored each row.
 
+pub mod canary;
 pub mod config;
 pub mod error;
 pub mod grpc;
@@ -25,6 +30,6 @@ pub use error::{Error, Result};
 pub use grpc::GrpcInferenceService;
 pub use kserve::GrpcKserveService;
 pub use prediction_log::{PredictionRecord, PredictionSink, SinkConfig};
-pub use predictor::{Loaded, MissingPolicy, Predictions, Predictor, Row, RowStatus};
+pub use predictor::{Loaded, MissingPolicy, Predictions, Predictor, Row, RowStatus, Serving, ServingCanary};
 pub use runtime::onnx::{OnnxMetadata, OnnxModel, ScoreKind, init_runtime};
 pub use runtime::sagemaker::SageMakerRuntime;

@@ -4,12 +4,21 @@
 //! score their values with [`Loaded::score_table`]: the same encoder and runtime.
 //!
 //! Loaded versions are cached per (client, model, version); what a reference (`churn`,
-//! `churn@staging`) points at is re-read from the model registry at most every
-//! `alias_refresh`, so that promoting or rolling back a version reaches serving within that
-//! time without a restart (hot reload), while a hot path costs no database round trip.
+//! `churn@staging`) points at, and the alias's canary, are re-read from the model registry at
+//! most every `alias_refresh`, so that promoting or rolling back a version, or setting,
+//! re-weighting or clearing a canary, reaches serving within that time without a restart (hot
+//! reload), while a hot path costs no database round trip.
+//!
+//! **Canaries.** When the alias a reference names carries a canary, [`Predictor::predict`]
+//! scores the canary's share of the entities ([`crate::canary`]: sticky per entity, monotone in
+//! the weight) with the canary version and the others with the alias's version; each [`Row`]
+//! says which. Both versions read the same features (the registry refuses a canary that does
+//! not), so one online read serves both, and each encodes with its own encoder. A reference
+//! naming a version (`churn@3`) never takes a canary, and neither do callers that bring their
+//! own features ([`Predictor::resolve`], KServe): they score with the version they name.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use livora_common::ClientId;
@@ -50,6 +59,9 @@ pub enum RowStatus {
 pub struct Row {
     /// The entity key.
     pub entity_key: String,
+    /// The version that scored it (refused: that would have): the alias's canary for the
+    /// entities it takes, else [`Predictions::version`].
+    pub version: i64,
     /// Scored or refused.
     pub status: RowStatus,
     /// Probability of the positive class (a ranker: of its most probable offer); `None` when
@@ -70,7 +82,8 @@ pub struct Row {
 pub struct Predictions {
     /// The model.
     pub model: String,
-    /// The version that scored.
+    /// The version the reference names or its alias points at; the rows a canary scored carry
+    /// the canary's in [`Row::version`].
     pub version: i64,
     /// Its algorithm.
     pub algorithm: Algorithm,
@@ -160,8 +173,29 @@ impl Loaded {
     }
 }
 
-/// When a reference was resolved, and the version it pointed at.
-type Resolved = (Instant, Arc<Loaded>);
+/// A canary in force: the version that scores its share of an alias's entities.
+#[derive(Clone)]
+pub struct ServingCanary {
+    /// The alias.
+    pub alias: String,
+    /// The canary version.
+    pub loaded: Arc<Loaded>,
+    /// Its share of the alias's entities, in percent (1–100).
+    pub weight: u32,
+}
+
+/// What a reference scores entities with.
+#[derive(Clone)]
+pub struct Serving {
+    /// The version the reference names or its alias points at.
+    pub primary: Arc<Loaded>,
+    /// The alias's canary, when it has one that can serve; never for a reference naming a
+    /// version.
+    pub canary: Option<ServingCanary>,
+}
+
+/// When a reference was resolved, and what it served.
+type Resolved = (Instant, Serving);
 
 /// Scores entities; shared by the gRPC services.
 pub struct Predictor {
@@ -174,6 +208,8 @@ pub struct Predictor {
     resolved: Mutex<HashMap<(ClientId, String), Resolved>>,
     /// (client, model, version) → the loaded version.
     loaded: Mutex<HashMap<(ClientId, String, i64), Arc<Loaded>>>,
+    /// (client, model, alias, version) of the canaries left out so far: each is logged once.
+    ignored_canaries: Mutex<HashSet<(ClientId, String, String, i64)>>,
     /// Where scores flow back (prediction view, prediction log); none in tools that only read.
     sink: Option<PredictionSink>,
     /// The SageMaker client's settings, and the client, made on the first endpoint model.
@@ -211,6 +247,7 @@ impl Predictor {
             max_entity_rows,
             resolved: Mutex::new(HashMap::new()),
             loaded: Mutex::new(HashMap::new()),
+            ignored_canaries: Mutex::new(HashSet::new()),
             sink: None,
             sagemaker_config: SageMakerConfig::default(),
             sagemaker: tokio::sync::OnceCell::new(),
@@ -244,46 +281,106 @@ impl Predictor {
         Ok(self.models.list(client, Some(model)).await?.into_iter().map(|v| v.version).collect())
     }
 
-    /// The loaded version `reference` points at for `client`.
+    /// The loaded version `reference` points at for `client`, without its alias's canary: what
+    /// callers that bring their own features (KServe) score with.
     pub async fn resolve(&self, client: &ClientId, reference: &str) -> Result<Arc<Loaded>> {
+        Ok(self.serving(client, reference).await?.primary)
+    }
+
+    /// What `reference` scores entities with for `client`: the version it names or its alias
+    /// points at and, for an alias, the alias's canary; both re-read at most every
+    /// `alias_refresh`. A canary that cannot serve — its version does not load, or reads other
+    /// features than the version the alias points at now (the alias moved after the canary was
+    /// set) — is left out with a warning, logged once per client, model, alias and version: the
+    /// alias's version then scores every entity.
+    pub async fn serving(&self, client: &ClientId, reference: &str) -> Result<Serving> {
         let key = (client.clone(), reference.to_owned());
-        if let Some((at, loaded)) = self.resolved.lock().map_err(poisoned)?.get(&key)
+        if let Some((at, serving)) = self.resolved.lock().map_err(poisoned)?.get(&key)
             && at.elapsed() < self.alias_refresh
         {
+            return Ok(serving.clone());
+        }
+        // One cheap query (none for `model@<version>`); the manifest and weights are read only
+        // for a version not loaded yet.
+        let target = self.models.resolve_target(client, reference).await?;
+        let primary = self.load(client, &target.model, target.version).await?;
+        let canary = match target.canary {
+            Some(canary) => self.load_canary(client, &primary, canary).await,
+            None => None,
+        };
+        let serving = Serving { primary, canary };
+        self.resolved.lock().map_err(poisoned)?.insert(key, (Instant::now(), serving.clone()));
+        Ok(serving)
+    }
+
+    /// Version `version` of `model`, loaded once per predictor.
+    async fn load(&self, client: &ClientId, model: &str, version: i64) -> Result<Arc<Loaded>> {
+        let id = (client.clone(), model.to_owned(), version);
+        if let Some(loaded) = self.loaded.lock().map_err(poisoned)?.get(&id) {
             return Ok(loaded.clone());
         }
-        // The version number is one cheap query; the manifest and weights are read only for a
-        // version not loaded yet.
-        let (model, version) = self.models.resolve_version(client, reference).await?;
-        let id = (client.clone(), model, version);
-        let cached = self.loaded.lock().map_err(poisoned)?.get(&id).cloned();
-        let loaded = match cached {
-            Some(l) => l,
-            None => {
-                let registered = self.models.get(client, &id.1, version).await?;
-                let (models, onnx) = (self.models.clone(), self.onnx.clone());
-                let sagemaker = if registered.manifest.algorithm == Algorithm::SageMaker {
-                    let config = &self.sagemaker_config;
-                    Some(self.sagemaker.get_or_try_init(|| SageMakerRuntime::connect(config)).await?.clone())
-                } else {
-                    None
-                };
-                // Reading and parsing the artifact (and creating ONNX sessions) blocks: off the
-                // async workers.
-                let loaded = tokio::task::spawn_blocking(move || {
-                    let artifact = models.load(&registered)?;
-                    Loaded::new(artifact.manifest, artifact.weights, &onnx, sagemaker)
-                })
-                .await
-                .map_err(|e| Error::Inference(format!("loading the model panicked: {e}")))??;
-                let loaded = Arc::new(loaded);
-                tracing::info!(client = %client, model = %id.1, version, "model loaded");
-                self.loaded.lock().map_err(poisoned)?.insert(id, loaded.clone());
-                loaded
+        let registered = self.models.get(client, model, version).await?;
+        let (models, onnx) = (self.models.clone(), self.onnx.clone());
+        let sagemaker = if registered.manifest.algorithm == Algorithm::SageMaker {
+            let config = &self.sagemaker_config;
+            Some(self.sagemaker.get_or_try_init(|| SageMakerRuntime::connect(config)).await?.clone())
+        } else {
+            None
+        };
+        // Reading and parsing the artifact (and creating ONNX sessions) blocks: off the async
+        // workers.
+        let loaded = tokio::task::spawn_blocking(move || {
+            let artifact = models.load(&registered)?;
+            Loaded::new(artifact.manifest, artifact.weights, &onnx, sagemaker)
+        })
+        .await
+        .map_err(|e| Error::Inference(format!("loading the model panicked: {e}")))??;
+        let loaded = Arc::new(loaded);
+        tracing::info!(client = %client, model, version, "model loaded");
+        self.loaded.lock().map_err(poisoned)?.insert(id, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// The canary beside `primary`, loaded, or `None` (logged once) when it cannot serve.
+    async fn load_canary(
+        &self,
+        client: &ClientId,
+        primary: &Loaded,
+        canary: livora_models::Canary,
+    ) -> Option<ServingCanary> {
+        // The alias was rolled back onto the canary's version: it scores every entity anyway.
+        if canary.version == primary.manifest.version {
+            return None;
+        }
+        let loaded = match self.load(client, &canary.model, canary.version).await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                self.ignore_canary(client, &canary, &format!("v{} does not load: {e}", canary.version));
+                return None;
             }
         };
-        self.resolved.lock().map_err(poisoned)?.insert(key, (Instant::now(), loaded.clone()));
-        Ok(loaded)
+        if let Some(why) = primary.manifest.input_difference(&loaded.manifest) {
+            self.ignore_canary(client, &canary, &why);
+            return None;
+        }
+        Some(ServingCanary { alias: canary.alias, loaded, weight: canary.weight })
+    }
+
+    /// Logs, the first time only, that `canary` is left out and why.
+    fn ignore_canary(&self, client: &ClientId, canary: &livora_models::Canary, why: &str) {
+        let key = (client.clone(), canary.model.clone(), canary.alias.clone(), canary.version);
+        // A poisoned set costs at most a repeated warning.
+        if self.ignored_canaries.lock().unwrap_or_else(PoisonError::into_inner).insert(key) {
+            tracing::warn!(
+                client = %client,
+                model = %canary.model,
+                alias = %canary.alias,
+                canary = canary.version,
+                primary = canary.primary,
+                reason = why,
+                "canary ignored: the alias's version scores every entity"
+            );
+        }
     }
 
     /// Sends rows a caller scored with its own features (KServe) to the sink: every row to the
@@ -329,7 +426,8 @@ impl Predictor {
         sink.record(records).await
     }
 
-    /// Scores `entity_keys` with the version `reference` points at.
+    /// Scores `entity_keys` with the version `reference` points at, and the canary's share of
+    /// them with the alias's canary ([`Predictor::serving`]).
     pub async fn predict(
         &self,
         client: &ClientId,
@@ -351,54 +449,40 @@ impl Predictor {
                 self.max_entity_rows
             )));
         }
-        let loaded = self.resolve(client, reference).await?;
-        let m = &loaded.manifest;
+        let serving = self.serving(client, reference).await?;
+        let (primary, canary) = (&serving.primary, serving.canary.as_ref());
+        let m = &primary.manifest;
         let mut online = OnlineFeatures::default();
         let column =
             EntityColumn { join_key: &m.join_key, values: entity_keys.iter().map(|k| KeyValue::String(k)).collect() };
         self.features
-            .get_online_features(client, Selection::Features(&loaded.refs), &[column], true, &mut online)
+            .get_online_features(client, Selection::Features(&primary.refs), &[column], true, &mut online)
             .await?;
-        let encoder = &m.encoder;
-        let expected = encoder.features.iter().map(|f| f.name.as_str());
-        if online.feature_names.len() != encoder.features.len()
-            || !online.feature_names.iter().map(String::as_str).eq(expected)
-        {
-            return Err(Error::Inference(format!(
-                "{} v{} reads {} features but the feature store answered {:?}",
-                m.model,
-                m.version,
-                encoder.features.len(),
-                online.feature_names
-            )));
+        check_answer(primary, &online)?;
+        if let Some(c) = canary {
+            check_answer(&c.loaded, &online)?;
         }
-        let n = entity_keys.len();
-        let width = encoder.width();
-        let mut rows: Vec<Row> = Vec::with_capacity(n);
-        let mut x: Vec<f64> = Vec::with_capacity(n * width);
-        let mut scored: Vec<usize> = Vec::with_capacity(n);
-        let mut inputs: Vec<Input<'_>> = Vec::with_capacity(m.features.len());
+        let on_canary: Vec<bool> = entity_keys
+            .iter()
+            .map(|k| canary.is_some_and(|c| crate::canary::scores(client, &m.model, &c.alias, k, c.weight)))
+            .collect();
+        let mut rows: Vec<Row> = Vec::with_capacity(entity_keys.len());
         for (i, key) in entity_keys.iter().enumerate() {
-            inputs.clear();
-            let mut statuses = Vec::with_capacity(m.features.len());
-            let mut event_times = Vec::with_capacity(m.features.len());
-            for f in &online.results {
-                inputs.push(input(&f.values[i], f.statuses[i]));
-                statuses.push(f.statuses[i]);
-                event_times.push(f.event_times[i]);
-            }
+            let statuses: Vec<FeatureStatus> = online.results.iter().map(|f| f.statuses[i]).collect();
+            let event_times = online.results.iter().map(|f| f.event_times[i]).collect();
             let complete = statuses.iter().all(|s| *s == FeatureStatus::Present);
             let status = match (complete, policy) {
                 (true, _) => RowStatus::Scored,
                 (false, MissingPolicy::Impute) => RowStatus::ScoredWithImputation,
                 (false, MissingPolicy::Refuse) => RowStatus::Refused,
             };
-            if status != RowStatus::Refused {
-                encoder.encode_into(&inputs, &mut x)?;
-                scored.push(i);
-            }
+            let version = match canary {
+                Some(c) if on_canary[i] => c.loaded.manifest.version,
+                _ => m.version,
+            };
             rows.push(Row {
                 entity_key: key.clone(),
+                version,
                 status,
                 score: None,
                 offers: Vec::new(),
@@ -407,53 +491,35 @@ impl Predictor {
                 contributions: Vec::new(),
             });
         }
-        let mut records = Vec::new();
-        if !scored.is_empty() {
-            let outputs = loaded.predict(&x, scored.len()).await?;
-            let per_row = loaded.outputs();
-            // A ranker's row: every offer, most probable first; its score is the first's.
-            let scores: Vec<f64> = if per_row > 1 {
-                scored
-                    .iter()
-                    .zip(outputs.chunks(per_row))
-                    .map(|(&i, p)| {
-                        rows[i].offers = ranked(p).into_iter().map(|o| (m.offers[o].clone(), p[o])).collect();
-                        rows[i].offers.first().map_or(0.0, |o| o.1)
-                    })
-                    .collect()
-            } else {
-                outputs
-            };
-            if self.sink.is_some() {
-                let at = chrono::Utc::now().timestamp_micros();
-                records = scored
-                    .iter()
-                    .zip(&scores)
-                    .map(|(&i, &probability)| PredictionRecord {
-                        client: client.clone(),
-                        model: m.model.clone(),
-                        version: m.version,
-                        entity: m.entity.clone(),
-                        join_key: m.join_key.clone(),
-                        entity_key: entity_keys[i].clone(),
-                        probability,
-                        at,
-                        features: features_json(&online, i),
-                        offer: rows[i].offers.first().map(|o| o.0.clone()),
-                    })
-                    .collect();
-            }
-            for (j, &i) in scored.iter().enumerate() {
-                rows[i].score = Some(scores[j]);
-                if top > 0
-                    && let Runtime::Native(c) = &loaded.runtime
-                    && let Some((columns, _)) = c.contributions(&x[j * width..(j + 1) * width])
-                {
-                    rows[i].contributions = encoder.feature_contributions(&columns, top);
-                }
+        // Each version scores its own entities, with its own encoder and runtime.
+        for (loaded, canary_rows) in std::iter::once((primary, false)).chain(canary.map(|c| (&c.loaded, true))) {
+            let members: Vec<usize> = (0..rows.len())
+                .filter(|&i| on_canary[i] == canary_rows && rows[i].status != RowStatus::Refused)
+                .collect();
+            if !members.is_empty() {
+                score_rows(loaded, &online, &members, &mut rows, top).await?;
             }
         }
         if let Some(sink) = &self.sink {
+            let at = chrono::Utc::now().timestamp_micros();
+            let records = rows
+                .iter()
+                .enumerate()
+                .filter_map(|(i, row)| {
+                    Some(PredictionRecord {
+                        client: client.clone(),
+                        model: m.model.clone(),
+                        version: row.version,
+                        entity: m.entity.clone(),
+                        join_key: m.join_key.clone(),
+                        entity_key: row.entity_key.clone(),
+                        probability: row.score?,
+                        at,
+                        features: features_json(&online, i),
+                        offer: row.offers.first().map(|o| o.0.clone()),
+                    })
+                })
+                .collect();
             sink.record(records).await?;
         }
         Ok(Predictions {
@@ -464,6 +530,73 @@ impl Predictor {
             rows,
         })
     }
+}
+
+/// An error unless the online answer holds `loaded`'s features, in its encoder's order.
+fn check_answer(loaded: &Loaded, online: &OnlineFeatures) -> Result<()> {
+    let m = &loaded.manifest;
+    let expected = m.encoder.features.iter().map(|f| f.name.as_str());
+    if online.feature_names.len() != m.encoder.features.len()
+        || !online.feature_names.iter().map(String::as_str).eq(expected)
+    {
+        return Err(Error::Inference(format!(
+            "{} v{} reads {} features but the feature store answered {:?}",
+            m.model,
+            m.version,
+            m.encoder.features.len(),
+            online.feature_names
+        )));
+    }
+    Ok(())
+}
+
+/// Scores the rows `members` (indices into `rows` and the online answer; none refused) with
+/// `loaded`: each one's score, a ranker's offers, and up to `top` feature contributions.
+async fn score_rows(
+    loaded: &Loaded,
+    online: &OnlineFeatures,
+    members: &[usize],
+    rows: &mut [Row],
+    top: usize,
+) -> Result<()> {
+    let m = &loaded.manifest;
+    let encoder = &m.encoder;
+    let width = encoder.width();
+    let mut x: Vec<f64> = Vec::with_capacity(members.len() * width);
+    let mut inputs: Vec<Input<'_>> = Vec::with_capacity(online.results.len());
+    for &i in members {
+        inputs.clear();
+        inputs.extend(online.results.iter().map(|f| input(&f.values[i], f.statuses[i])));
+        encoder.encode_into(&inputs, &mut x)?;
+    }
+    let outputs = loaded.predict(&x, members.len()).await?;
+    let per_row = loaded.outputs();
+    if outputs.len() != members.len() * per_row {
+        return Err(Error::Inference(format!(
+            "{} v{} answered {} values for {} rows of {per_row}",
+            m.model,
+            m.version,
+            outputs.len(),
+            members.len()
+        )));
+    }
+    for ((j, &i), p) in members.iter().enumerate().zip(outputs.chunks(per_row.max(1))) {
+        let row = &mut rows[i];
+        // A ranker's row: every offer, most probable first; its score is the first's.
+        row.score = Some(if per_row > 1 {
+            row.offers = ranked(p).into_iter().map(|o| (m.offers[o].clone(), p[o])).collect();
+            row.offers.first().map_or(0.0, |o| o.1)
+        } else {
+            p[0]
+        });
+        if top > 0
+            && let Runtime::Native(c) = &loaded.runtime
+            && let Some((columns, _)) = c.contributions(&x[j * width..(j + 1) * width])
+        {
+            row.contributions = encoder.feature_contributions(&columns, top);
+        }
+    }
+    Ok(())
 }
 
 /// Row `i` of a caller's table as a JSON object of feature values, for the prediction log.

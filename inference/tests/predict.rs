@@ -6,12 +6,15 @@
 mod common;
 
 use chrono::Utc;
-use common::shop::{DAY, OFFERS, Setup, artifact, authorized, channel, keys, ranker_artifact, setup, shop};
+use common::shop::{
+    DAY, OFFERS, Setup, artifact, authorized, channel, keys, ranker_artifact, reordered_artifact, setup, shop,
+};
 use livora_feature_store::serving::FeatureStatus;
-use livora_inference::{GrpcInferenceService, MissingPolicy, RowStatus};
+use livora_inference::{GrpcInferenceService, MissingPolicy, Predictions, RowStatus, canary};
 use livora_models::{Algorithm, Input};
 use livora_proto::livora::v1 as pb;
 use pb::inference_service_client::InferenceServiceClient;
+use polars::prelude::{ParquetReader, SerReader};
 
 #[tokio::test]
 async fn scores_equal_the_training_code_on_the_same_features() {
@@ -175,4 +178,145 @@ async fn a_ranker_serves_every_offer_most_probable_first_as_the_zoo_ranks_them()
     // The classifier answer carries no offers.
     let churn = grpc.predict(request("churn", &["u-1"], &s.keys.0, "shop")).await.unwrap().into_inner();
     assert!(churn.predictions[0].offers.is_empty());
+}
+
+/// `u-0` … `u-199`: two of them in the online store (u-1, u-2), the others imputed.
+fn users() -> Vec<String> {
+    (0..200).map(|i| format!("u-{i}")).collect()
+}
+
+/// The keys the canary of `churn@production` at `weight` takes, by the crate's documented hash.
+fn canary_keys(keys: &[String], weight: u32) -> Vec<&str> {
+    keys.iter().filter(|k| canary::scores(&shop(), "churn", "production", k, weight)).map(String::as_str).collect()
+}
+
+/// The keys of the rows `version` scored, in request order.
+fn scored_by(p: &Predictions, version: i64) -> Vec<&str> {
+    p.rows.iter().filter(|r| r.version == version).map(|r| r.entity_key.as_str()).collect()
+}
+
+async fn predict(s: &Setup, reference: &str, keys: &[String]) -> Predictions {
+    s.predictor.predict(&shop(), reference, keys, 0, MissingPolicy::Impute).await.unwrap()
+}
+
+/// Every (entity key, model version) in the churn prediction log.
+fn logged_versions(s: &Setup) -> Vec<(String, i64)> {
+    let mut logged = Vec::new();
+    for day in std::fs::read_dir(s.lake.join("predictions/churn/client_id=shop")).unwrap() {
+        for file in std::fs::read_dir(day.unwrap().path()).unwrap() {
+            let frame = ParquetReader::new(std::fs::File::open(file.unwrap().path()).unwrap()).finish().unwrap();
+            let keys = frame.column("user_id").unwrap().str().unwrap().clone();
+            let versions = frame.column("churn_model_version").unwrap().i64().unwrap().clone();
+            for i in 0..frame.height() {
+                logged.push((keys.get(i).unwrap().to_owned(), versions.get(i).unwrap()));
+            }
+        }
+    }
+    logged.sort();
+    logged
+}
+
+#[tokio::test]
+async fn a_canary_scores_its_share_of_the_entities_and_the_same_ones_each_time() {
+    let s = setup().await;
+    s.models.register(&shop(), &artifact(2, 15.0)).await.unwrap();
+    s.models.set_canary(&shop(), "churn", "production", 2, 30).await.unwrap();
+    let users = users();
+    let at30 = canary_keys(&users, 30);
+    // The documented hash splits these 200 keys close to 30%; an empty or full split would
+    // test nothing.
+    assert!((40..=80).contains(&at30.len()), "{} of 200", at30.len());
+
+    let first = predict(&s, "churn", &users).await;
+    assert_eq!(first.version, 1, "the answer's version is the alias's");
+    assert_eq!(scored_by(&first, 2), at30);
+    assert_eq!(scored_by(&first, 1).len() + at30.len(), users.len(), "every other entity is v1's");
+    // The prediction log records the version that scored each entity.
+    s.sink.flush().await.unwrap();
+    let mut expected: Vec<(String, i64)> =
+        users.iter().map(|k| (k.clone(), if at30.contains(&k.as_str()) { 2 } else { 1 })).collect();
+    expected.sort();
+    assert_eq!(logged_versions(&s), expected);
+
+    // Each group is scored by its own version: u-1 and u-2 as the pinned versions score them.
+    let (v1, v2) = (predict(&s, "churn@1", &users[1..3]).await, predict(&s, "churn@2", &users[1..3]).await);
+    assert_ne!(v1.rows[0].score, v2.rows[0].score, "the two versions score apart");
+    for (j, row) in first.rows[1..3].iter().enumerate() {
+        let pinned = if row.version == 2 { &v2 } else { &v1 };
+        assert!((row.score.unwrap() - pinned.rows[j].score.unwrap()).abs() < 1e-6, "{row:?} vs {:?}", pinned.rows[j]);
+    }
+
+    // Sticky: the same split on the next call.
+    let second = predict(&s, "churn", &users).await;
+    assert_eq!(
+        second.rows.iter().map(|r| r.version).collect::<Vec<_>>(),
+        first.rows.iter().map(|r| r.version).collect::<Vec<_>>()
+    );
+
+    // Monotone: raising the weight keeps every canary entity on the canary and adds others.
+    s.models.set_canary(&shop(), "churn", "production", 2, 60).await.unwrap();
+    let raised = predict(&s, "churn", &users).await;
+    let at60 = canary_keys(&users, 60);
+    assert_eq!(scored_by(&raised, 2), at60);
+    assert!(at30.iter().all(|k| at60.contains(k)), "an entity left the canary");
+    assert!(at60.len() > at30.len());
+
+    // A reference naming a version never takes the canary; naming the alias does.
+    assert!(predict(&s, "churn@1", &users).await.rows.iter().all(|r| r.version == 1));
+    assert_eq!(scored_by(&predict(&s, "churn@production", &users).await, 2), at60);
+
+    // 100%: every entity to the canary.
+    s.models.set_canary(&shop(), "churn", "production", 2, 100).await.unwrap();
+    let all = predict(&s, "churn", &users).await;
+    assert_eq!(all.version, 1);
+    assert!(all.rows.iter().all(|r| r.version == 2));
+
+    // Cleared: the alias's version scores everyone again.
+    s.models.clear_canary(&shop(), "churn", "production").await.unwrap();
+    assert!(predict(&s, "churn", &users).await.rows.iter().all(|r| r.version == 1));
+}
+
+#[tokio::test]
+async fn grpc_predictions_carry_the_version_that_scored_each_entity() {
+    let s = setup().await;
+    s.models.register(&shop(), &artifact(2, 15.0)).await.unwrap();
+    s.models.set_canary(&shop(), "churn", "production", 2, 50).await.unwrap();
+    let addr = serve(&s).await;
+    let mut grpc = InferenceServiceClient::new(channel(addr).await);
+    let users = users();
+    let names: Vec<&str> = users.iter().map(String::as_str).collect();
+    let answer = grpc.predict(request("churn", &names, &s.keys.0, "shop")).await.unwrap().into_inner();
+    assert_eq!(answer.version, 1);
+    let at50 = canary_keys(&users, 50);
+    assert!(!at50.is_empty() && at50.len() < users.len());
+    for p in &answer.predictions {
+        let expected = if at50.contains(&p.entity_key.as_str()) { 2 } else { 1 };
+        assert_eq!(p.version, expected, "{}", p.entity_key);
+    }
+    // A version reference: every entity by that version, the canary aside.
+    let pinned = grpc.predict(request("churn@1", &names, &s.keys.0, "shop")).await.unwrap().into_inner();
+    assert!(pinned.predictions.iter().all(|p| p.version == 1));
+}
+
+#[tokio::test]
+async fn a_canary_that_no_longer_reads_the_aliass_features_is_ignored_until_it_does_again() {
+    let s = setup().await;
+    let users = users();
+    s.models.register(&shop(), &artifact(2, 15.0)).await.unwrap();
+    s.models.set_canary(&shop(), "churn", "production", 2, 100).await.unwrap();
+    assert!(predict(&s, "churn", &users).await.rows.iter().all(|r| r.version == 2));
+
+    // The alias moves to a version reading the features in another order: v2 cannot share its
+    // online read, so v3 scores every entity (and a warning is logged once).
+    s.models.register(&shop(), &reordered_artifact(3)).await.unwrap();
+    s.models.promote(&shop(), "churn", 3, "production").await.unwrap();
+    assert!(s.models.canary(&shop(), "churn", "production").await.unwrap().is_some(), "the canary stays");
+    for _ in 0..2 {
+        let p = predict(&s, "churn", &users).await;
+        assert_eq!(p.version, 3);
+        assert!(p.rows.iter().all(|r| r.version == 3 && r.score.is_some()));
+    }
+    // Rolled back to v1: the canary serves again.
+    s.models.rollback(&shop(), "churn", "production").await.unwrap();
+    assert!(predict(&s, "churn", &users).await.rows.iter().all(|r| r.version == 2));
 }

@@ -131,6 +131,39 @@ pub struct Manifest {
     pub created_at: DateTime<Utc>,
 }
 
+impl Manifest {
+    /// Why `other` cannot score the features fetched online for this version, or `None` when
+    /// it can: the same join key and the same [`Manifest::features`], names and order. A
+    /// canary must pass it against the version its alias points at, because both are scored
+    /// from one online read.
+    pub fn input_difference(&self, other: &Manifest) -> Option<String> {
+        let (a, b) = (self, other);
+        if a.join_key != b.join_key {
+            return Some(format!(
+                "v{} scores entities by `{}`, v{} by `{}`",
+                b.version, b.join_key, a.version, a.join_key
+            ));
+        }
+        let first_difference = a.features.iter().zip(&b.features).position(|(x, y)| x != y);
+        let i = first_difference
+            .or_else(|| (a.features.len() != b.features.len()).then(|| a.features.len().min(b.features.len())))?;
+        let name =
+            |f: Option<&FeatureRef>| f.map_or_else(|| "absent".to_owned(), |f| format!("`{}:{}`", f.view, f.feature));
+        Some(format!(
+            "v{} reads {} features and v{} reads {}: feature {} is {} in v{} but {} in v{}",
+            b.version,
+            b.features.len(),
+            a.version,
+            a.features.len(),
+            i + 1,
+            name(b.features.get(i)),
+            b.version,
+            name(a.features.get(i)),
+            a.version
+        ))
+    }
+}
+
 /// A score and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Score {

@@ -10,7 +10,8 @@
 //! - [`metrics`]: ROC AUC, PR AUC, log loss, Brier score, calibration; precision, recall and
 //!   NDCG at k.
 //! - [`artifact`]: versioned model files (manifest + weights), loadable by inference alone.
-//! - [`registry`]: versions and aliases (`production`, `staging`, `shadow`) per client.
+//! - [`registry`]: versions and aliases (`production`, `staging`, `shadow`) per client, and each
+//!   alias's canary (a second version scoring a share of its entities).
 
 pub mod algorithms;
 pub mod artifact;
@@ -27,5 +28,5 @@ pub use artifact::{
 pub use encoding::{Column, Encoder, Input, Table};
 pub use error::{Error, Result};
 pub use metrics::{ClassifierMetrics, RankingMetrics, classifier_metrics, ranking_metrics};
-pub use registry::{ALIASES, ModelRegistry, ModelVersion};
+pub use registry::{ALIASES, Canary, ModelRegistry, ModelVersion, Target};
 pub use zoo::{LabelSpec, ModelSpec, ZOO, spec};

@@ -5,6 +5,13 @@
 //! under the artifact root (`<root>/<client>/<model>/v<version>/`). Moving an alias is recorded
 //! as a stack per alias: `promote` pushes, `rollback` pops back to the version before, and every
 //! move stays in the history. Same SQL on SQLite (embedded) and PostgreSQL.
+//!
+//! An alias may also carry a **canary** (table `model_canaries`, one row per client, model and
+//! alias): another version of the same model, reading the same features, that serving scores a
+//! share of the alias's entities with (`weight`, 1–100 percent; `livora-inference` decides which
+//! entities). Promoting the canary's version to its alias ends the canary; rolling the alias
+//! back leaves it, and serving ignores it if the version the alias then points at reads other
+//! features.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +22,10 @@ use sqlx::{AnyPool, Row};
 
 use crate::artifact::{Artifact, Manifest};
 use crate::error::{Error, Result};
+
+mod canary;
+
+pub use canary::Canary;
 
 /// The aliases a version can carry.
 pub const ALIASES: [&str; 3] = ["production", "staging", "shadow"];
@@ -32,6 +43,22 @@ pub struct ModelVersion {
     pub path: PathBuf,
     /// The aliases pointing at it.
     pub aliases: Vec<String>,
+    /// The canaries it takes part in: beside an alias that points at it
+    /// ([`Canary::primary`]), or as the canary ([`Canary::version`]).
+    pub canaries: Vec<Canary>,
+}
+
+/// What a reference serves: the version it names and, for an alias, the alias's canary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The model.
+    pub model: String,
+    /// The version the reference names or its alias points at.
+    pub version: i64,
+    /// The alias a reference names (`churn` names `production`); `None` for `churn@3`.
+    pub alias: Option<String>,
+    /// The alias's canary, if it has one; never for a reference naming a version.
+    pub canary: Option<Canary>,
 }
 
 /// The registry database and the artifact root.
@@ -41,6 +68,7 @@ pub struct ModelRegistry {
     root: PathBuf,
 }
 
+/// An [`Error::InvalidArgument`] unless `alias` is one of [`ALIASES`].
 fn check_alias(alias: &str) -> Result<()> {
     if ALIASES.contains(&alias) {
         Ok(())
@@ -65,6 +93,9 @@ impl ModelRegistry {
             "CREATE TABLE IF NOT EXISTS model_alias_moves (client_id TEXT NOT NULL, model TEXT NOT NULL, \
              alias TEXT NOT NULL, seq BIGINT NOT NULL, version BIGINT NOT NULL, moved_at TEXT NOT NULL, \
              rolled_back_at TEXT, PRIMARY KEY (client_id, model, alias, seq))",
+            "CREATE TABLE IF NOT EXISTS model_canaries (client_id TEXT NOT NULL, model TEXT NOT NULL, \
+             alias TEXT NOT NULL, version BIGINT NOT NULL, weight BIGINT NOT NULL, set_at TEXT NOT NULL, \
+             PRIMARY KEY (client_id, model, alias))",
         ] {
             sqlx::query(ddl).execute(&pool).await?;
         }
@@ -117,7 +148,14 @@ impl ModelRegistry {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e.into());
         }
-        Ok(ModelVersion { model: m.model.clone(), version: m.version, manifest: m.clone(), path: dir, aliases: vec![] })
+        Ok(ModelVersion {
+            model: m.model.clone(),
+            version: m.version,
+            manifest: m.clone(),
+            path: dir,
+            aliases: vec![],
+            canaries: vec![],
+        })
     }
 
     /// Every version of `model` (every model when `None`) for `client`, newest first per model.
@@ -137,6 +175,7 @@ impl ModelRegistry {
         .fetch_all(&self.pool)
         .await?;
         let aliases = self.aliases(client).await?;
+        let canaries = self.canaries_beside(client, &aliases).await?;
         rows.iter()
             .map(|r| {
                 let model: String = r.try_get(0)?;
@@ -150,7 +189,12 @@ impl ModelRegistry {
                     .filter(|(m, _, v)| m == &model && *v == version)
                     .map(|(_, a, _)| a.clone())
                     .collect();
-                Ok(ModelVersion { model, version, manifest, path: PathBuf::from(path), aliases })
+                let canaries = canaries
+                    .iter()
+                    .filter(|c| c.model == model && (c.primary == version || c.version == version))
+                    .cloned()
+                    .collect();
+                Ok(ModelVersion { model, version, manifest, path: PathBuf::from(path), aliases, canaries })
             })
             .collect()
     }
@@ -173,20 +217,29 @@ impl ModelRegistry {
 
     /// The model and version number a reference names, without reading the manifest: at most
     /// one query (an alias), none for `model@<version>`, whose existence [`ModelRegistry::get`]
-    /// checks. Serving re-resolves aliases often and reads a manifest only for a new version.
+    /// checks.
     pub async fn resolve_version(&self, client: &ClientId, reference: &str) -> Result<(String, i64)> {
+        let target = self.resolve_target(client, reference).await?;
+        Ok((target.model, target.version))
+    }
+
+    /// What a reference serves: the version it names and, for an alias, the alias's canary.
+    /// One query for an alias, none for `model@<version>` (whose existence
+    /// [`ModelRegistry::get`] checks). Serving re-resolves aliases often and reads a manifest
+    /// only for a new version.
+    pub async fn resolve_target(&self, client: &ClientId, reference: &str) -> Result<Target> {
         let (model, which) = reference.split_once('@').unwrap_or((reference, "production"));
         if let Ok(version) = which.trim_start_matches('v').parse::<i64>() {
-            return Ok((model.to_owned(), version));
+            return Ok(Target { model: model.to_owned(), version, alias: None, canary: None });
         }
         check_alias(which)?;
-        let version = self.alias(client, model, which).await?.ok_or_else(|| {
+        let (version, canary) = self.alias_with_canary(client, model, which).await?.ok_or_else(|| {
             Error::NotFound(format!(
                 "model `{model}` has no `{which}` version for client `{client}`; \
                  promote one with `livora models promote {model} <version> --alias {which}`"
             ))
         })?;
-        Ok((model.to_owned(), version))
+        Ok(Target { model: model.to_owned(), version, alias: Some(which.to_owned()), canary })
     }
 
     /// The version `alias` of `model` points at.
@@ -223,11 +276,14 @@ impl ModelRegistry {
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
     }
 
-    /// Points `alias` of `model` at `version`; returns the version it pointed at before.
+    /// Points `alias` of `model` at `version`; returns the version it pointed at before. When
+    /// `version` is the alias's canary, the canary ends with the move (same transaction): the
+    /// version now scores every entity.
     pub async fn promote(&self, client: &ClientId, model: &str, version: i64, alias: &str) -> Result<Option<i64>> {
         check_alias(alias)?;
         self.get(client, model, version).await?;
         let before = self.alias(client, model, alias).await?;
+        let mut tx = self.pool.begin().await?;
         let seq: i64 = sqlx::query(
             "SELECT COALESCE(MAX(seq), 0) + 1 FROM model_alias_moves WHERE client_id = $1 AND model = $2 \
              AND alias = $3",
@@ -235,7 +291,7 @@ impl ModelRegistry {
         .bind(client.as_str())
         .bind(model)
         .bind(alias)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?
         .try_get(0)?;
         sqlx::query(
@@ -247,14 +303,23 @@ impl ModelRegistry {
         .bind(alias)
         .bind(seq)
         .bind(version)
-        .bind(Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true))
-        .execute(&self.pool)
+        .bind(now())
+        .execute(&mut *tx)
         .await?;
+        sqlx::query("DELETE FROM model_canaries WHERE client_id = $1 AND model = $2 AND alias = $3 AND version = $4")
+            .bind(client.as_str())
+            .bind(model)
+            .bind(alias)
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(before)
     }
 
     /// Moves `alias` of `model` back to the version it pointed at before the last promotion;
-    /// returns (from, to).
+    /// returns (from, to). A canary of the alias stays; serving ignores it while the version
+    /// the alias points at reads other features.
     pub async fn rollback(&self, client: &ClientId, model: &str, alias: &str) -> Result<(i64, i64)> {
         check_alias(alias)?;
         let rows = sqlx::query(
@@ -281,7 +346,7 @@ impl ModelRegistry {
         .bind(model)
         .bind(alias)
         .bind(seq)
-        .bind(Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true))
+        .bind(now())
         .execute(&self.pool)
         .await?;
         Ok((from, to))
@@ -291,4 +356,9 @@ impl ModelRegistry {
     pub fn load(&self, version: &ModelVersion) -> Result<Artifact> {
         Artifact::load(&version.path)
     }
+}
+
+/// The time now, as the registry's tables store it.
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }

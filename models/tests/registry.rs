@@ -133,6 +133,116 @@ async fn conformance(url: &str) {
     assert_eq!(loaded.manifest, original.manifest);
 }
 
+/// Canaries: set, read, replace, listed with the versions, each refusal, rollback and promotion.
+async fn canaries(url: &str) {
+    let root = tempfile::tempdir().expect("tempdir");
+    let registry = ModelRegistry::connect(url, root.path()).await.expect("connect");
+    let shop = client("shop");
+    for v in 1..=3 {
+        registry.register(&shop, &artifact("shop", v, Algorithm::Logistic)).await.expect("register");
+    }
+    // v4 reads the same features in another order: it cannot share v1's online read.
+    let mut reordered = artifact("shop", 4, Algorithm::Logistic);
+    reordered.manifest.features.swap(0, 1);
+    registry.register(&shop, &reordered).await.expect("register v4");
+
+    // No alias yet: nothing to run a canary beside.
+    let err = registry.set_canary(&shop, "churn", "production", 2, 10).await.expect_err("no production");
+    assert!(err.to_string().starts_with("alias: `production` of model `churn` points at no version"), "{err}");
+    registry.promote(&shop, "churn", 1, "production").await.expect("promote");
+    assert_eq!(registry.canary(&shop, "churn", "production").await.expect("canary"), None);
+
+    let set = registry.set_canary(&shop, "churn", "production", 2, 10).await.expect("set");
+    assert_eq!(
+        (set.model.as_str(), set.alias.as_str(), set.primary, set.version, set.weight),
+        ("churn", "production", 1, 2, 10)
+    );
+    assert_eq!(set.to_string(), "production → v1 (canary v2 at 10%)");
+    assert_eq!(registry.canary(&shop, "churn", "production").await.expect("canary"), Some(set.clone()));
+    // Another version and weight replace it.
+    let set = registry.set_canary(&shop, "churn", "production", 3, 30).await.expect("replace");
+    assert_eq!((set.version, set.weight), (3, 30));
+    assert_eq!(registry.canaries(&shop).await.expect("canaries"), std::slice::from_ref(&set));
+    assert!(registry.canaries(&client("other")).await.expect("canaries").is_empty(), "canaries are per client");
+
+    // Listed with the versions it involves: the alias's and the canary's.
+    let listed = registry.list(&shop, Some("churn")).await.expect("list");
+    let with_canary: Vec<i64> = listed.iter().filter(|v| !v.canaries.is_empty()).map(|v| v.version).collect();
+    assert_eq!(with_canary, [3, 1]);
+    assert_eq!(listed[1].canaries, std::slice::from_ref(&set));
+    assert_eq!((listed[1].version, listed[3].version), (3, 1));
+    assert_eq!(listed[3].canaries, std::slice::from_ref(&set));
+
+    // Resolution: an alias carries its canary, a version never does.
+    let target = registry.resolve_target(&shop, "churn").await.expect("target");
+    assert_eq!((target.version, target.alias.as_deref(), target.canary), (1, Some("production"), Some(set.clone())));
+    let target = registry.resolve_target(&shop, "churn@3").await.expect("target");
+    assert_eq!((target.version, target.alias, target.canary), (3, None, None));
+
+    // Each refusal names the field and the reason.
+    let refuse = |version: i64, alias: &'static str, weight: u32| {
+        let registry = registry.clone();
+        let shop = shop.clone();
+        async move { registry.set_canary(&shop, "churn", alias, version, weight).await.expect_err("refused").to_string() }
+    };
+    assert_eq!(refuse(2, "production", 0).await, "weight: 0 is not a share of entities from 1 to 100 (percent)");
+    assert_eq!(refuse(2, "production", 101).await, "weight: 101 is not a share of entities from 1 to 100 (percent)");
+    assert_eq!(refuse(2, "prod", 10).await, "alias: `prod` is not one of production, staging, shadow");
+    assert_eq!(refuse(42, "production", 10).await, "model `churn` has no version 42 for client `shop`");
+    assert_eq!(
+        refuse(1, "production", 10).await,
+        "version: `production` of model `churn` already points at v1; a canary is another version"
+    );
+    let err = refuse(4, "production", 10).await;
+    assert!(
+        err.starts_with(
+            "version: v4 cannot be the canary of `production` (v1) of model `churn`: v4 reads 4 features and v1 \
+             reads 4: feature 1 is `user_activity:f1` in v4 but `user_activity:f0` in v1; a canary is scored from \
+             the same online feature read"
+        ),
+        "{err}"
+    );
+    let err = registry.set_canary(&shop, "churn", "production", 4, 10).await.expect_err("features");
+    assert_eq!(err.code(), livora_common::ErrorCode::InvalidArgument);
+    assert_eq!(registry.canary(&shop, "churn", "production").await.expect("canary"), Some(set.clone()), "unchanged");
+
+    // A rollback leaves the canary, beside the version the alias is back at.
+    registry.promote(&shop, "churn", 2, "production").await.expect("promote 2");
+    assert_eq!(registry.canary(&shop, "churn", "production").await.expect("canary").map(|c| c.primary), Some(2));
+    registry.rollback(&shop, "churn", "production").await.expect("rollback");
+    let kept = registry.canary(&shop, "churn", "production").await.expect("canary").expect("kept");
+    assert_eq!((kept.primary, kept.version, kept.weight), (1, 3, 30));
+
+    // Promoting the canary's version ends it; promoting another version does not.
+    registry.set_canary(&shop, "churn", "staging", 3, 50).await.expect_err("staging points at nothing");
+    registry.promote(&shop, "churn", 1, "staging").await.expect("staging");
+    registry.set_canary(&shop, "churn", "staging", 3, 50).await.expect("staging canary");
+    registry.promote(&shop, "churn", 3, "production").await.expect("promote the canary");
+    assert_eq!(registry.canary(&shop, "churn", "production").await.expect("canary"), None);
+    assert_eq!(registry.resolve_target(&shop, "churn").await.expect("target").canary, None);
+    assert!(registry.canary(&shop, "churn", "staging").await.expect("canary").is_some(), "other aliases keep theirs");
+
+    // Clearing returns what it ended; clearing nothing is not an error.
+    let cleared = registry.clear_canary(&shop, "churn", "staging").await.expect("clear");
+    assert_eq!(cleared.map(|c| (c.primary, c.version, c.weight)), Some((1, 3, 50)));
+    assert_eq!(registry.clear_canary(&shop, "churn", "staging").await.expect("clear again"), None);
+    assert!(registry.canaries(&shop).await.expect("canaries").is_empty());
+    let err = registry.clear_canary(&shop, "churn", "prod").await.expect_err("alias");
+    assert_eq!(err.to_string(), "alias: `prod` is not one of production, staging, shadow");
+}
+
+#[tokio::test]
+async fn canaries_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite:{}?mode=rwc", dir.path().join("registry.db").display());
+    canaries(&url).await;
+}
+
+#[tokio::test]
+async fn canaries_on_postgresql() {
+    with_database_of_its_own(|url| async move { canaries(&url).await }).await;
+}
+
 #[tokio::test]
 async fn the_registry_on_sqlite() {
     let dir = tempfile::tempdir().expect("tempdir");

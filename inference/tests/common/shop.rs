@@ -75,6 +75,26 @@ pub fn artifact(version: i64, shift: f64) -> Artifact {
     manifest_artifact("churn", version, Algorithm::Logistic, encoder, Vec::new(), Weights::Native(classifier))
 }
 
+/// A logistic churn model over the same three features in another order (the channel first):
+/// it cannot share an online read with [`artifact`]'s versions, so it cannot be their canary.
+pub fn reordered_artifact(version: i64) -> Artifact {
+    let (table, _) = table();
+    let order = [2, 0, 1];
+    let mut reordered = Table::default();
+    for &c in &order {
+        reordered.push(table.names[c].clone(), table.columns[c].clone()).unwrap();
+    }
+    let encoder = Encoder::fit(&reordered).unwrap();
+    let y: Vec<bool> = (0..400).map(|i| f64::from(i % 40) - 8.0 * f64::from(i % 5) > 10.0).collect();
+    let x = encoder.encode_table(&reordered).unwrap();
+    let classifier = Classifier::fit(Algorithm::Logistic, &x, encoder.width(), &y, &FitParams::default()).unwrap();
+    let mut a =
+        manifest_artifact("churn", version, Algorithm::Logistic, encoder, Vec::new(), Weights::Native(classifier));
+    let features = features();
+    a.manifest.features = order.iter().map(|&c| features[c].clone()).collect();
+    a
+}
+
 /// The offers of [`ranker_artifact`], in output order.
 pub const OFFERS: [&str; 3] = ["email_offer", "push_offer", "web_offer"];
 
