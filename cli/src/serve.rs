@@ -112,7 +112,16 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
             feature_metrics.clone(),
         );
         let consumer = log.consumer(STREAM_CONSUMER).await?;
-        Some(tokio::spawn(runner.run(consumer, stream_stopped)))
+        // Like the lake writer, the aggregator works in CPU-bound stretches (decoding, dedupe
+        // lookups, aggregation) and syncs its checkpoints to disk: on the request runtime it
+        // would hold a worker, and every request queued behind it, for the length of an fsync.
+        // A thread and runtime of its own, at a lower priority: under a burst that takes every
+        // core, features lag and catch up after it, and acknowledgements do not wait.
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        Some(tokio::task::spawn_blocking(move || {
+            lower_priority("the stream aggregator");
+            runtime.block_on(runner.run(consumer, stream_stopped))
+        }))
     } else {
         None
     };

@@ -179,6 +179,11 @@ impl Aggregator {
         self.views.insert(client.as_str().to_owned(), views);
     }
 
+    /// Whether `client` has a streaming view: without one its events change nothing.
+    pub fn feeds(&self, client: &str) -> bool {
+        self.views.get(client).is_some_and(|views| !views.is_empty())
+    }
+
     /// The compiled view `view` of `client`.
     pub fn view(&self, client: &str, view: &str) -> Option<&Arc<CompiledView>> {
         self.views.get(client)?.iter().find(|v| v.view.name == view)

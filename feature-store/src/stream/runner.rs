@@ -185,6 +185,11 @@ impl StreamRunner {
                 match LogRecord::decode(&d.payload) {
                     Ok(LogRecord::Events(events)) => {
                         for e in &events {
+                            // A client without streaming views: nothing to apply, so nothing to
+                            // dedupe (should views come, a resent event was never counted).
+                            if !self.agg.feeds(e.client_id.as_str()) {
+                                continue;
+                            }
                             let id = (e.client_id.as_str().to_owned(), e.event_id.as_u128());
                             if round.seen.contains(&id) || self.checkpoints.seen(&id.0, id.1)? {
                                 self.metrics.stream_duplicates.inc();
