@@ -15,20 +15,28 @@
 //! At start-up a torn tail (a crash mid-write) is detected by length and checksum and cut off;
 //! such a record was never acknowledged.
 //!
-//! Segments are preallocated: a new segment is written full of zeros and synced before the
-//! writer takes it (by a helper thread, once the current segment is half full), and appends
-//! overwrite blocks the file already owns. `fdatasync` then has only data to flush: the file's
-//! size and extents do not change, so it does not wait for a file-system journal commit, which
-//! an append to a growing file does (with everything else that commit carries: other files'
-//! metadata and, on ext4's ordered mode, their data). Zeros written with `fallocate` would not
-//! do: its unwritten extents are converted on first write, a journal commit again. When the
-//! next segment is not ready in time the writer starts an empty one and appends grow it, as
-//! before; nothing waits for the zeros.
+//! Segments are preallocated: the next segment is written full of zeros and synced before the
+//! writer takes it, and appends overwrite blocks the file already owns. `fdatasync` then has
+//! only data to flush: the file's size and extents do not change, so it does not wait for a
+//! file-system journal commit, which an append to a growing file does (with everything else that
+//! commit carries: other files' metadata and, on ext4's ordered mode, their data). Zeros written
+//! with `fallocate` would not do: its unwritten extents are converted on first write, a journal
+//! commit again.
+//!
+//! The zeros are written at the pace of the records, not at once: a helper thread starts on the
+//! next segment when the current one starts, and keeps at most [`PREPARE_AHEAD`] bytes ahead of
+//! 5/4 of what has been appended to the current one, syncing each [`PREPARE_CHUNK`]. Writing a
+//! whole segment of zeros in one go (the first version) queued tens of megabytes in front of the
+//! log's own syncs: p99 at 100,000 events/s rose from 8–18 ms to 30–156 ms. When the next segment
+//! is not ready in time the writer starts an empty one and appends grow it; nothing waits for
+//! the zeros.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
@@ -47,6 +55,10 @@ const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
 const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
 /// The name of the segment being prepared.
 const PREPARED: &str = "next.prep";
+/// How far the zeros of the next segment may run ahead of 5/4 of the current one's records.
+const PREPARE_AHEAD: u64 = 2 * 1024 * 1024;
+/// The zeros are written and synced in chunks of this size.
+const PREPARE_CHUNK: usize = 1024 * 1024;
 
 /// Configuration of the embedded log (`[event_log.embedded]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,7 +169,7 @@ impl EmbeddedLog {
 
         let (tx, rx) = mpsc::channel(8192);
         let (durable_tx, durable) = watch::channel(next);
-        let writer = Writer {
+        let mut writer = Writer {
             segments_dir,
             consumers_dir: dir.join("consumers"),
             config: config.clone(),
@@ -166,9 +178,11 @@ impl EmbeddedLog {
             len,
             next,
             durable: durable_tx,
+            appended: Arc::new(AtomicU64::new(len)),
             prepare: None,
             wait_for_prepared,
         };
+        writer.start_preparing();
         std::thread::Builder::new().name("livora-log-writer".into()).spawn(move || writer.run(rx)).map_err(io(dir))?;
         Ok(Self { dir: dir.to_owned(), tx, durable, _lock: lock })
     }
@@ -230,7 +244,9 @@ struct Writer {
     len: u64,
     next: Position,
     durable: watch::Sender<Position>,
-    /// The thread filling the next segment with zeros, once the current one is half full.
+    /// `len`, for the thread preparing the next segment (its pace).
+    appended: Arc<AtomicU64>,
+    /// The thread filling the next segment with zeros.
     prepare: Option<JoinHandle<std::io::Result<()>>>,
     wait_for_prepared: bool,
 }
@@ -290,17 +306,27 @@ impl Writer {
         let first = self.next;
         self.next += group.len() as Position;
         self.durable.send_replace(self.next);
-        if self.config.preallocate && self.prepare.is_none() && self.len >= self.config.segment_bytes.0 / 2 {
-            let (path, size) = (self.segments_dir.join(PREPARED), self.config.segment_bytes.0);
-            let spawned = std::thread::Builder::new()
-                .name("livora-log-prepare".into())
-                .spawn(move || prepare_segment(&path, size));
-            match spawned {
-                Ok(handle) => self.prepare = Some(handle),
-                Err(e) => tracing::warn!(error = %e, "could not start preparing the next event log segment"),
-            }
+        self.appended.store(self.len, Ordering::Release);
+        if let Some(prepare) = &self.prepare {
+            prepare.thread().unpark();
         }
         Ok(first)
+    }
+
+    /// Starts filling the next segment with zeros, unless that is off or under way.
+    fn start_preparing(&mut self) {
+        if !self.config.preallocate || self.prepare.is_some() {
+            return;
+        }
+        let (path, size, appended) =
+            (self.segments_dir.join(PREPARED), self.config.segment_bytes.0, self.appended.clone());
+        let spawned = std::thread::Builder::new()
+            .name("livora-log-prepare".into())
+            .spawn(move || prepare_segment(&path, size, &appended));
+        match spawned {
+            Ok(handle) => self.prepare = Some(handle),
+            Err(e) => tracing::warn!(error = %e, "could not start preparing the next event log segment"),
+        }
     }
 
     fn roll(&mut self) -> std::io::Result<()> {
@@ -325,6 +351,8 @@ impl Writer {
         };
         self.base = self.next;
         self.len = 0;
+        self.appended.store(0, Ordering::Release);
+        self.start_preparing();
         if let Err(e) = self.delete_consumed_segments() {
             tracing::warn!(error = %e, "event log retention failed; will retry at the next roll");
         }
@@ -374,15 +402,27 @@ fn create_segment(path: &Path, dir: &Path) -> Result<File, LogError> {
     Ok(file)
 }
 
-/// Writes a segment of `size` zero bytes at `path` and syncs it.
-fn prepare_segment(path: &Path, size: u64) -> std::io::Result<()> {
+/// Writes a segment of `size` zero bytes at `path`, chunk by synced chunk, at most
+/// [`PREPARE_AHEAD`] ahead of 5/4 of `appended` (the bytes of the current segment; the writer
+/// unparks this thread when it grows). Gives up, leaving the file to the next start-up's
+/// cleanup, when the writer is gone.
+fn prepare_segment(path: &Path, size: u64, appended: &Arc<AtomicU64>) -> std::io::Result<()> {
     let mut file = File::create(path)?;
-    let zeros = vec![0u8; 1 << 20];
-    let mut left = size;
-    while left > 0 {
-        let n = left.min(zeros.len() as u64) as usize;
+    let zeros = vec![0u8; PREPARE_CHUNK];
+    let mut written = 0;
+    while written < size {
+        let allowed = PREPARE_AHEAD.saturating_add(appended.load(Ordering::Acquire).saturating_mul(5) / 4);
+        if written >= allowed {
+            if Arc::strong_count(appended) == 1 {
+                return Err(std::io::Error::other("the log writer stopped"));
+            }
+            std::thread::park_timeout(Duration::from_millis(100));
+            continue;
+        }
+        let n = (size - written).min(PREPARE_CHUNK as u64) as usize;
         file.write_all(&zeros[..n])?;
-        left -= n as u64;
+        file.sync_data()?;
+        written += n as u64;
     }
     file.sync_all()
 }

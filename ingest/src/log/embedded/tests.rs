@@ -265,3 +265,32 @@ async fn without_preallocation_segments_grow_by_appends() {
     let mut consumer = log.consumer("c").await.unwrap();
     assert_eq!(numbers(&drain(consumer.as_mut()).await), (0..150).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn the_next_segment_is_zero_filled_at_the_pace_of_the_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let prepared = dir.path().join("segments").join(PREPARED);
+    let log = EmbeddedLog::open(dir.path(), &Default::default()).unwrap();
+    let size = || fs::metadata(&prepared).map_or(0, |m| m.len());
+    // Nothing appended yet: the zeros stop at PREPARE_AHEAD, not at the segment's 64 MiB.
+    let limit =
+        |appended: u64| (PREPARE_AHEAD + appended * 5 / 4).div_ceil(PREPARE_CHUNK as u64) * PREPARE_CHUNK as u64;
+    for _ in 0..500 {
+        if size() >= limit(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(size(), limit(0));
+    // 4 MiB of records: the zeros follow, to 5/4 of them plus PREPARE_AHEAD, and no further.
+    append_numbered(&log, 0, 4, 1024 * 1024).await;
+    let appended = 4 * (1024 * 1024 + FRAME_HEADER as u64);
+    for _ in 0..500 {
+        if size() >= limit(appended) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(size(), limit(appended));
+    assert!(limit(appended) < ByteSize::mib(64).0);
+}
