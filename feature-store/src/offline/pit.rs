@@ -22,25 +22,30 @@
 //!    This narrow frame is computed once and shared by every view.
 //! 2. Each history gets a row index of its own and is reduced to (join keys, event timestamp,
 //!    created, row index), without the rows that can never match (a null key or time).
-//! 3. For each view, both narrow frames are stacked into one and sorted by (join keys, time,
-//!    side, created, row index), the history's rows before the entity rows at an equal time.
-//!    One pass over the sorted rows ([`merge`]) then remembers the last history row of the
-//!    current keys: at an entity row it is the row with the greatest event timestamp `≤ t`
-//!    (equality allowed) and, among rows at that time, the one of greatest created (a null
-//!    first, so it loses), then the last in the history's order. It matches when it is at most
-//!    the ttl old; otherwise no row does, since it was the latest at or before `t`. The pass
-//!    writes the match straight into the entity row's place: one nullable history row index
-//!    per entity row, in input order, without a hash table or a sort back.
-//! 4. Each view's feature columns are gathered by those indices (a null index gives nulls). The
-//!    entity rows and each view's gathered columns are concatenated side by side.
+//! 3. For each view, both narrow frames are stacked into one, and one pass ([`merge`]) finds the
+//!    matches: the join keys become group numbers (a hash group-by), the rows are sorted by
+//!    (group, time, side) — the history's rows before the entity rows at an equal time — and the
+//!    pass remembers the best history row of the current group so far: at an entity row it is
+//!    the row with the greatest event timestamp `≤ t` (equality allowed) and, among rows at that
+//!    time, the one of greatest created (a null first, so it loses), then the last in the
+//!    history's order. It matches when it is at most the ttl old; otherwise no row does, since
+//!    it was the latest at or before `t`. The pass writes the match straight into the entity
+//!    row's place: one history row index per entity row, in input order, without a sort back.
+//! 4. Each view's feature columns are gathered by those indices, and the rows without a match
+//!    are set to null. The entity rows and each view's gathered columns are concatenated side by
+//!    side.
 //!
 //! Each view is a branch of its own from the shared narrow frame, so the views are merged and
 //! gathered in parallel. The wide feature columns are read once and moved once (the gather);
 //! only the narrow key and time columns are sorted. Each view costs `O((n + m) log (n + m))` for
-//! its sort and `O(n + m)` for the merge, never `O(n × m)`: there is no cross join, and no join
-//! that fans out rows, so memory stays proportional to the inputs and output. An earlier version
-//! used polars' as-of join by keys: two sorts, a join by groups and a sort back to input order
-//! per view.
+//! its sort and `O(n + m)` for the pass, never `O(n × m)`: there is no cross join, and no join
+//! that fans out rows, so memory stays proportional to the inputs and output.
+//!
+//! Two choices carry the speed (BENCHMARKS.md, "Point-in-time retrieval"). The sort is of one
+//! 128-bit word per row, compared natively, where polars' sort by several columns compares
+//! column by column through dynamic dispatch; and the gather takes indices without nulls, where
+//! polars builds each gathered value as an `Option` when any index is null (about a quarter of
+//! the time before), then sets the rows without a match to null in one vectorised pass.
 //!
 //! The sorts and the gather (a random access per feature value) are the largest costs. The
 //! gather is about three times faster from contiguous columns: scan histories with `rechunk`
@@ -73,8 +78,8 @@ const INDEX: &str = "__livora_index";
 const SIDE: &str = "__livora_side";
 /// In the stacked frame: the entity row index or the history row index.
 const ID: &str = "__livora_id";
-/// In the sorted stacked frame: true where the join keys differ from the row before.
-const GROUP: &str = "__livora_group";
+/// Whether an entity row matched a history row.
+const FOUND: &str = "__livora_found";
 
 /// One feature view's history, and what to take from it.
 #[derive(Clone)]
@@ -167,87 +172,124 @@ pub fn get_historical_features(
     for view in &checked {
         // 2 and 3. Each view is merged on its own, so that the views' branches can run in parallel.
         let history = view.view.history.clone().cache();
-        let matched = matches(narrow.clone(), history.clone(), view)?;
-        // 4. Gather the view's features.
+        let matched = matches(narrow.clone(), history.clone(), view)?.cache();
+        // 4. Gather the view's features by indices without nulls (polars' fast path; an empty
+        //    history makes index 0 out of bounds, hence null_on_oob), then null the rows
+        //    without a match.
         let features: Vec<Expr> =
             view.outputs.iter().map(|(feature, output)| col(*feature).alias(output.as_str())).collect();
-        parts.push(history.select(features).gather(matched, false));
+        let masked: Vec<Expr> = view
+            .outputs
+            .iter()
+            .map(|(_, output)| when(col(FOUND)).then(col(output.as_str())).otherwise(lit(NULL)).alias(output.as_str()))
+            .collect();
+        let gathered = history.select(features).gather(matched.clone().select([col(INDEX)]), true);
+        let joined = concat_lf_horizontal([gathered, matched.select([col(FOUND)])], HConcatOptions::default())
+            .map_err(Error::offline(format!("gathering the features of feature view `{}`", view.view.name)))?;
+        parts.push(joined.select(masked));
     }
     concat_lf_horizontal(parts, HConcatOptions { strict: true, ..Default::default() })
         .map_err(Error::offline("assembling the point-in-time result"))
 }
 
-/// For each entity row, in input order, the index of the history row it matches, or null
-/// (steps 2 and 3 of the [module documentation](self)): one column, [`INDEX`].
+/// For each entity row, in input order, the history row it matches (steps 2 and 3 of the
+/// [module documentation](self)): [`INDEX`], the row's index (0 when there is none, to keep
+/// the gather on its fast path), and [`FOUND`], whether there is one.
 fn matches(narrow: LazyFrame, history: LazyFrame, view: &CheckedView<'_>) -> Result<LazyFrame> {
-    let keys = &view.view.join_keys;
+    let keys = view.view.join_keys.clone();
     let mut entity: Vec<Expr> = keys.iter().map(|k| col(k.as_str())).collect();
     entity.extend([col(TS), lit(true).alias(SIDE), col(ROW).alias(ID)]);
     let mut rows: Vec<Expr> = keys.iter().map(|k| col(k.as_str())).collect();
     rows.extend([col(EVENT_TIMESTAMP).cast(timestamp_dtype()).alias(TS), lit(false).alias(SIDE), col(INDEX).alias(ID)]);
-    let mut order: Vec<&str> = keys.iter().map(String::as_str).collect();
-    order.extend([TS, SIDE]);
-    if view.has_created {
+    let has_created = view.has_created;
+    if has_created {
         entity.push(lit(NULL).cast(timestamp_dtype()).alias(CREATED));
         rows.push(col(CREATED_TIMESTAMP).cast(timestamp_dtype()).alias(CREATED));
-        order.push(CREATED);
     }
-    order.push(ID);
     let matchable = keys.iter().fold(col(TS).is_not_null(), |all, k| all.and(col(k.as_str()).is_not_null()));
     let rows = history.with_row_index(INDEX, None).select(rows).filter(matchable);
-    // After the sort, a row starts the rows of other keys when any key differs from the row
-    // before (the first row compares with a null). Null keys sort first, and only entity rows
-    // have them: they form groups without history rows and match nothing.
-    let new_keys = keys
-        .iter()
-        .map(|k| col(k.as_str()).neq_missing(col(k.as_str()).shift(lit(1))))
-        .reduce(Expr::or)
-        .unwrap_or_else(|| lit(false));
     // A ttl beyond the range of i64 microseconds (about 292,000 years) is no limit.
     let ttl = view.view.ttl.and_then(|ttl| i64::try_from(ttl.as_micros()).ok());
-    let output: Arc<dyn UdfSchema> =
-        Arc::new(|_: &Schema| Ok(Arc::new(Schema::from_iter([Field::new(INDEX.into(), IDX_DTYPE)]))));
+    let output: Arc<dyn UdfSchema> = Arc::new(|_: &Schema| {
+        Ok(Arc::new(Schema::from_iter([
+            Field::new(INDEX.into(), IDX_DTYPE),
+            Field::new(FOUND.into(), DataType::Boolean),
+        ])))
+    });
     let stacked = concat([narrow.select(entity), rows], UnionArgs::default())
         .map_err(Error::offline(format!("stacking the rows of feature view `{}`", view.view.name)))?;
-    Ok(stacked
-        .sort(order, SortMultipleOptions::default().with_nulls_last(false))
-        .select([new_keys.alias(GROUP), col(TS).cast(DataType::Int64), col(SIDE), col(ID)])
-        .map(
-            move |sorted| merge(&sorted, ttl),
-            AllowedOptimizations::empty(),
-            Some(output),
-            Some("point-in-time merge"),
-        ))
+    Ok(stacked.map(
+        move |stacked| merge(&stacked, &keys, has_created, ttl),
+        AllowedOptimizations::empty(),
+        Some(output),
+        Some("point-in-time merge"),
+    ))
 }
 
-/// The pass of step 3 over the sorted, stacked rows ([`GROUP`], [`TS`] as i64 microseconds,
-/// [`SIDE`], [`ID`]): the matched history row index of every entity row, in entity row order.
-fn merge(sorted: &DataFrame, ttl: Option<i64>) -> PolarsResult<DataFrame> {
-    let new_keys = sorted.column(GROUP)?.bool()?;
-    let times = sorted.column(TS)?.i64()?;
-    let is_entity = sorted.column(SIDE)?.bool()?;
-    let ids = sorted.column(ID)?.idx()?;
-    let mut matched: Vec<Option<IdxSize>> = vec![None; is_entity.num_trues()];
-    // The last history row of the current keys: (event time, row index).
-    let mut last: Option<(i64, IdxSize)> = None;
-    let rows = new_keys.iter().zip(times.iter()).zip(is_entity.iter()).zip(ids.iter());
-    for (((new_keys, time), is_entity), id) in rows {
-        if new_keys == Some(true) {
-            last = None;
-        }
-        let (Some(time), Some(id)) = (time, id) else { continue };
-        if is_entity == Some(true) {
-            if let Some((at, index)) = last
-                && ttl.is_none_or(|ttl| i128::from(time) - i128::from(at) <= i128::from(ttl))
-                && let Some(slot) = matched.get_mut(id as usize)
-            {
-                *slot = Some(index);
-            }
-        } else {
-            last = Some((time, id));
+/// Step 3 over the stacked rows ([`SIDE`], [`ID`], the join keys, [`TS`] and, with
+/// `has_created`, [`CREATED`]): the matched history row of every entity row, in entity row
+/// order, as [`matches`] returns it.
+///
+/// The keys become group numbers (a hash group-by, for keys of any type and number; a null key
+/// is a group of entity rows only), and the rows are sorted by one 128-bit word: group, time,
+/// then side (history first at an equal time). Among history rows of one group and time, the
+/// pass keeps the one of greatest (created, row index), a null created first.
+fn merge(stacked: &DataFrame, keys: &[String], has_created: bool, ttl: Option<i64>) -> PolarsResult<DataFrame> {
+    let n = stacked.height();
+    let mut group = vec![0u32; n];
+    let grouped = stacked.group_by(keys.iter().map(String::as_str))?;
+    for (g, members) in grouped.get_groups().iter().enumerate() {
+        let g = u32::try_from(g).map_err(|_| polars_err!(ComputeError: "more than 2^32 entities"))?;
+        match members {
+            GroupsIndicator::Idx((_, all)) => all.iter().for_each(|&i| group[i as usize] = g),
+            GroupsIndicator::Slice([first, len]) => group[first as usize..(first + len) as usize].fill(g),
         }
     }
-    DataFrame::new_infer_height(vec![IdxCa::from_iter_options(INDEX.into(), matched.into_iter()).into_column()])
+    let times = stacked.column(TS)?.cast(&DataType::Int64)?;
+    let is_entity = stacked.column(SIDE)?.bool()?;
+    let ids: Vec<IdxSize> = stacked.column(ID)?.idx()?.into_no_null_iter().collect();
+    let created: Vec<Option<i64>> =
+        if has_created { stacked.column(CREATED)?.cast(&DataType::Int64)?.i64()?.iter().collect() } else { Vec::new() };
+    // (group << 65 | time with its sign bit flipped << 1 | is entity, row): one unsigned
+    // comparison orders by group, then time, then side. A row without time never matches.
+    let mut order: Vec<(u128, u32)> = Vec::with_capacity(n);
+    for (row, ((time, entity), &g)) in times.i64()?.iter().zip(is_entity.iter()).zip(&group).enumerate() {
+        let Some(time) = time else { continue };
+        let word = (u128::from(g) << 65)
+            | (u128::from(time.cast_unsigned() ^ (1 << 63)) << 1)
+            | u128::from(entity == Some(true));
+        order.push((word, row as u32));
+    }
+    order.sort_unstable_by_key(|&(word, _)| word);
+
+    let mut index = vec![0 as IdxSize; is_entity.num_trues()];
+    let mut found = vec![false; index.len()];
+    // The best history row so far of the current group: (group, time, created, row index).
+    let mut last: Option<(u32, i64, Option<i64>, IdxSize)> = None;
+    for (word, row) in order {
+        let g = (word >> 65) as u32;
+        let time = (((word >> 1) as u64) ^ (1 << 63)).cast_signed();
+        let id = ids[row as usize];
+        if word & 1 == 0 {
+            let candidate = (g, time, created.get(row as usize).copied().flatten(), id);
+            // Sorted by time within the group: a later row wins; at an equal time, the greater
+            // (created, row index).
+            if last.is_none_or(|l| l.0 != g || (l.1, l.2, l.3) < (candidate.1, candidate.2, candidate.3)) {
+                last = Some(candidate);
+            }
+        } else if let Some((lg, at, _, matched)) = last
+            && lg == g
+            && ttl.is_none_or(|ttl| i128::from(time) - i128::from(at) <= i128::from(ttl))
+            && let (Some(i), Some(f)) = (index.get_mut(id as usize), found.get_mut(id as usize))
+        {
+            *i = matched;
+            *f = true;
+        }
+    }
+    DataFrame::new_infer_height(vec![
+        IdxCa::from_vec(INDEX.into(), index).into_column(),
+        BooleanChunked::from_slice(FOUND.into(), &found).into_column(),
+    ])
 }
 
 fn check_entity_schema(schema: &Schema, timestamp_column: &str) -> Result<()> {
