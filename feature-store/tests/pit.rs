@@ -153,6 +153,17 @@ fn a_null_join_key_or_time_never_matches_and_its_row_is_kept() {
 }
 
 #[test]
+fn times_too_far_apart_for_a_64_bit_sort_word_give_the_same_answers() {
+    // A span of 2^63 µs (about 292,000 years) leaves no room for the entity in 64 bits: the
+    // merge sorts 128-bit words instead.
+    let (early, late) = (-(1i64 << 62), 1i64 << 62);
+    let history = history(&[(1, early, None, 1), (1, late, None, 2), (2, early, Some(5), 3), (2, early, Some(4), 4)]);
+    let rows = entities(&[(1, 0), (1, late), (2, late), (3, late), (1, early - 1)]);
+    let out = run(rows, &[view("v", None, history)], &PitOptions::default());
+    assert_eq!(values(&out, "value"), [Some(1), Some(2), Some(3), None, None]);
+}
+
+#[test]
 fn views_with_different_join_keys_in_one_call() {
     // Entity rows carry both keys: a user and the item they look at, plus a label that passes through.
     let entity_rows = frame(vec![

@@ -32,6 +32,11 @@ use polars::prelude::*;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+/// The allocator of the `livora` binary, in which `livora dataset build` and Flight's datasets
+/// run the same query.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SEED: u64 = 0x11_70_7a;
 const DAY_US: i64 = 86_400_000_000;
 /// 2024-01-01T00:00:00Z.

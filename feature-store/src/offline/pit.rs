@@ -250,46 +250,92 @@ fn merge(stacked: &DataFrame, keys: &[String], has_created: bool, ttl: Option<i6
     let ids: Vec<IdxSize> = stacked.column(ID)?.idx()?.into_no_null_iter().collect();
     let created: Vec<Option<i64>> =
         if has_created { stacked.column(CREATED)?.cast(&DataType::Int64)?.i64()?.iter().collect() } else { Vec::new() };
-    // (group << 65 | time with its sign bit flipped << 1 | is entity, row): one unsigned
-    // comparison orders by group, then time, then side. A row without time never matches.
-    let mut order: Vec<(u128, u32)> = Vec::with_capacity(n);
-    for (row, ((time, entity), &g)) in times.i64()?.iter().zip(is_entity.iter()).zip(&group).enumerate() {
-        let Some(time) = time else { continue };
-        let word = (u128::from(g) << 65)
-            | (u128::from(time.cast_unsigned() ^ (1 << 63)) << 1)
-            | u128::from(entity == Some(true));
-        order.push((word, row as u32));
+    // One unsigned word per row orders by group, then time, then side: (group, time − the
+    // earliest, is entity), packed in 64 bits when they fit (the common case: 2^20 entities and
+    // years of microseconds), else in 128. A row without time never matches.
+    let times = times.i64()?;
+    let (Some(earliest), Some(latest)) = (times.min(), times.max()) else {
+        return matched_frame(vec![0; is_entity.num_trues()], vec![false; is_entity.num_trues()]);
+    };
+    // Two i64 differ by less than 2^64.
+    let span = (i128::from(latest) - i128::from(earliest)) as u64;
+    let time_bits = u64::BITS - span.leading_zeros();
+    let group_bits = u32::BITS - (group.iter().max().copied().unwrap_or(0)).leading_zeros();
+    let rows = times.iter().zip(is_entity.iter()).zip(&group).enumerate().filter_map(|(row, ((time, entity), &g))| {
+        // Below 2^time_bits: time − earliest fits an u64.
+        time.map(|t| (u64::from(g), (i128::from(t) - i128::from(earliest)) as u64, entity == Some(true), row as u32))
+    });
+    let mut pass = Pass::new(is_entity.num_trues(), ttl, &ids, &created);
+    let decode_time = |offset: u64| (i128::from(earliest) + i128::from(offset)) as i64;
+    if group_bits + time_bits < u64::BITS {
+        let shift = time_bits + 1;
+        let mut order: Vec<(u64, u32)> =
+            rows.map(|(g, offset, entity, row)| ((g << shift) | (offset << 1) | u64::from(entity), row)).collect();
+        order.sort_unstable_by_key(|&(word, _)| word);
+        let time_mask = (1u64 << time_bits).wrapping_sub(1);
+        for (word, row) in order {
+            pass.visit((word >> shift) as u32, decode_time((word >> 1) & time_mask), word & 1 == 1, row);
+        }
+    } else {
+        let mut order: Vec<(u128, u32)> = rows
+            .map(|(g, offset, entity, row)| {
+                ((u128::from(g) << 65) | (u128::from(offset) << 1) | u128::from(entity), row)
+            })
+            .collect();
+        order.sort_unstable_by_key(|&(word, _)| word);
+        for (word, row) in order {
+            pass.visit((word >> 65) as u32, decode_time((word >> 1) as u64), word & 1 == 1, row);
+        }
     }
-    order.sort_unstable_by_key(|&(word, _)| word);
+    let (index, found) = pass.finish();
+    matched_frame(index, found)
+}
 
-    let mut index = vec![0 as IdxSize; is_entity.num_trues()];
-    let mut found = vec![false; index.len()];
-    // The best history row so far of the current group: (group, time, created, row index).
-    let mut last: Option<(u32, i64, Option<i64>, IdxSize)> = None;
-    for (word, row) in order {
-        let g = (word >> 65) as u32;
-        let time = (((word >> 1) as u64) ^ (1 << 63)).cast_signed();
-        let id = ids[row as usize];
-        if word & 1 == 0 {
-            let candidate = (g, time, created.get(row as usize).copied().flatten(), id);
+fn matched_frame(index: Vec<IdxSize>, found: Vec<bool>) -> PolarsResult<DataFrame> {
+    DataFrame::new_infer_height(vec![
+        IdxCa::from_vec(INDEX.into(), index).into_column(),
+        BooleanChunked::from_slice(FOUND.into(), &found).into_column(),
+    ])
+}
+
+/// The pass of [`merge`] over rows sorted by (group, time, side).
+struct Pass<'a> {
+    ttl: Option<i64>,
+    ids: &'a [IdxSize],
+    created: &'a [Option<i64>],
+    index: Vec<IdxSize>,
+    found: Vec<bool>,
+    /// The best history row so far of the current group: (group, time, created, row index).
+    last: Option<(u32, i64, Option<i64>, IdxSize)>,
+}
+
+impl<'a> Pass<'a> {
+    fn new(entities: usize, ttl: Option<i64>, ids: &'a [IdxSize], created: &'a [Option<i64>]) -> Self {
+        Self { ttl, ids, created, index: vec![0; entities], found: vec![false; entities], last: None }
+    }
+
+    fn visit(&mut self, g: u32, time: i64, is_entity: bool, row: u32) {
+        let id = self.ids[row as usize];
+        if !is_entity {
+            let candidate = (g, time, self.created.get(row as usize).copied().flatten(), id);
             // Sorted by time within the group: a later row wins; at an equal time, the greater
             // (created, row index).
-            if last.is_none_or(|l| l.0 != g || (l.1, l.2, l.3) < (candidate.1, candidate.2, candidate.3)) {
-                last = Some(candidate);
+            if self.last.is_none_or(|l| l.0 != g || (l.1, l.2, l.3) < (candidate.1, candidate.2, candidate.3)) {
+                self.last = Some(candidate);
             }
-        } else if let Some((lg, at, _, matched)) = last
+        } else if let Some((lg, at, _, matched)) = self.last
             && lg == g
-            && ttl.is_none_or(|ttl| i128::from(time) - i128::from(at) <= i128::from(ttl))
-            && let (Some(i), Some(f)) = (index.get_mut(id as usize), found.get_mut(id as usize))
+            && self.ttl.is_none_or(|ttl| i128::from(time) - i128::from(at) <= i128::from(ttl))
+            && let (Some(i), Some(f)) = (self.index.get_mut(id as usize), self.found.get_mut(id as usize))
         {
             *i = matched;
             *f = true;
         }
     }
-    DataFrame::new_infer_height(vec![
-        IdxCa::from_vec(INDEX.into(), index).into_column(),
-        BooleanChunked::from_slice(FOUND.into(), &found).into_column(),
-    ])
+
+    fn finish(self) -> (Vec<IdxSize>, Vec<bool>) {
+        (self.index, self.found)
+    }
 }
 
 fn check_entity_schema(schema: &Schema, timestamp_column: &str) -> Result<()> {
