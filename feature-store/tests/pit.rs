@@ -164,6 +164,47 @@ fn times_too_far_apart_for_a_64_bit_sort_word_give_the_same_answers() {
 }
 
 #[test]
+fn features_of_every_type_are_null_where_nothing_matches_and_keep_their_own_nulls() {
+    // User 1 has a row with a null score; user 2 has none at all.
+    let history = frame(vec![
+        Column::new("user".into(), [1i64, 1]),
+        times(EVENT_TIMESTAMP, &[10, 20]),
+        Column::new("channel".into(), ["email", "push"]),
+        Column::new("vip".into(), [true, false]),
+        Column::new("score".into(), [Some(0.5), None]),
+        times("last_seen", &[7, 8]),
+    ])
+    .lazy();
+    let view = ViewHistory {
+        name: "v".into(),
+        join_keys: vec!["user".into()],
+        features: ["channel", "vip", "score", "last_seen"].map(String::from).to_vec(),
+        ttl: None,
+        history,
+    };
+    for streaming in [false, true] {
+        let plan = get_historical_features(
+            entities(&[(1, 15), (2, 30), (1, 25)]),
+            "ts",
+            &[view.clone()],
+            &PitOptions::default(),
+        )
+        .expect("plan");
+        let out = if streaming { collect_streaming(plan) } else { plan.collect().expect("collect") };
+        let column = |name: &str| out.column(name).expect(name).as_materialized_series().clone();
+        assert_eq!(
+            column("channel").str().expect("str").iter().collect::<Vec<_>>(),
+            [Some("email"), None, Some("push")]
+        );
+        assert_eq!(column("vip").bool().expect("bool").iter().collect::<Vec<_>>(), [Some(true), None, Some(false)]);
+        assert_eq!(column("score").f64().expect("f64").iter().collect::<Vec<_>>(), [Some(0.5), None, None]);
+        assert_eq!(column("last_seen").dtype(), &timestamp_dtype());
+        let last_seen = column("last_seen").to_physical_repr().i64().expect("i64").iter().collect::<Vec<_>>();
+        assert_eq!(last_seen, [Some(7), None, Some(8)], "streaming: {streaming}");
+    }
+}
+
+#[test]
 fn views_with_different_join_keys_in_one_call() {
     // Entity rows carry both keys: a user and the item they look at, plus a label that passes through.
     let entity_rows = frame(vec![

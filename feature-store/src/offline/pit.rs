@@ -178,15 +178,15 @@ pub fn get_historical_features(
         //    without a match.
         let features: Vec<Expr> =
             view.outputs.iter().map(|(feature, output)| col(*feature).alias(output.as_str())).collect();
-        let masked: Vec<Expr> = view
-            .outputs
-            .iter()
-            .map(|(_, output)| when(col(FOUND)).then(col(output.as_str())).otherwise(lit(NULL)).alias(output.as_str()))
-            .collect();
         let gathered = history.select(features).gather(matched.clone().select([col(INDEX)]), true);
         let joined = concat_lf_horizontal([gathered, matched.select([col(FOUND)])], HConcatOptions::default())
             .map_err(Error::offline(format!("gathering the features of feature view `{}`", view.view.name)))?;
-        parts.push(joined.select(masked));
+        let output: Arc<dyn UdfSchema> = Arc::new(|input: &Schema| {
+            let mut schema = input.clone();
+            schema.shift_remove(FOUND);
+            Ok(Arc::new(schema))
+        });
+        parts.push(joined.map(null_misses, AllowedOptimizations::empty(), Some(output), Some("point-in-time misses")));
     }
     concat_lf_horizontal(parts, HConcatOptions { strict: true, ..Default::default() })
         .map_err(Error::offline("assembling the point-in-time result"))
@@ -289,6 +289,58 @@ fn merge(stacked: &DataFrame, keys: &[String], has_created: bool, ttl: Option<i6
     }
     let (index, found) = pass.finish();
     matched_frame(index, found)
+}
+
+/// Sets to null the rows of `frame`'s columns where [`FOUND`] is false, and drops [`FOUND`].
+/// Numeric columns (the common case) only get a new validity bitmap, their values untouched:
+/// a second copy of every gathered value would cost as much as the gather. Other columns are
+/// zipped with nulls.
+fn null_misses(mut frame: DataFrame) -> PolarsResult<DataFrame> {
+    let found = frame.drop_in_place(FOUND)?;
+    let found = found.bool()?.rechunk().into_owned();
+    let Some(mask) = found.downcast_iter().next().map(|chunk| chunk.values().clone()) else {
+        return Ok(frame);
+    };
+    let columns = frame
+        .into_columns()
+        .into_iter()
+        .map(|column| {
+            let series = column.as_materialized_series();
+            let dtype = series.dtype().clone();
+            let physical = series.to_physical_repr();
+            macro_rules! masked {
+                ($ca:expr) => {{
+                    let mut ca = $ca.rechunk().into_owned();
+                    let validity = match ca.rechunk_validity() {
+                        Some(valid) => &valid & &mask,
+                        None => mask.clone(),
+                    };
+                    ca.set_validity(Some(validity));
+                    ca.into_series()
+                }};
+            }
+            let masked = match physical.dtype() {
+                DataType::Int64 => masked!(physical.i64()?),
+                DataType::Int32 => masked!(physical.i32()?),
+                DataType::Int16 => masked!(physical.i16()?),
+                DataType::Int8 => masked!(physical.i8()?),
+                DataType::UInt64 => masked!(physical.u64()?),
+                DataType::UInt32 => masked!(physical.u32()?),
+                DataType::UInt16 => masked!(physical.u16()?),
+                DataType::UInt8 => masked!(physical.u8()?),
+                DataType::Float64 => masked!(physical.f64()?),
+                DataType::Float32 => masked!(physical.f32()?),
+                _ => {
+                    return series
+                        .zip_with(&found, &Series::full_null(series.name().clone(), series.len(), &dtype))
+                        .map(Column::from);
+                }
+            };
+            let masked = if masked.dtype() == &dtype { masked } else { masked.cast(&dtype)? };
+            Ok(Column::from(masked))
+        })
+        .collect::<PolarsResult<Vec<_>>>()?;
+    DataFrame::new_infer_height(columns)
 }
 
 fn matched_frame(index: Vec<IdxSize>, found: Vec<bool>) -> PolarsResult<DataFrame> {
