@@ -186,7 +186,7 @@ fn features_of_every_type_are_null_where_nothing_matches_and_keep_their_own_null
         let plan = get_historical_features(
             entities(&[(1, 15), (2, 30), (1, 25)]),
             "ts",
-            &[view.clone()],
+            std::slice::from_ref(&view),
             &PitOptions::default(),
         )
         .expect("plan");

@@ -231,10 +231,16 @@ async fn canaries(url: &str) {
     assert_eq!(err.to_string(), "alias: `prod` is not one of production, staging, shadow");
 }
 
-#[tokio::test]
-async fn canaries_on_sqlite() {
+/// A registry database in a new directory (kept alive by the returned guard).
+fn sqlite() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite:{}?mode=rwc", dir.path().join("registry.db").display());
+    (dir, url)
+}
+
+#[tokio::test]
+async fn canaries_on_sqlite() {
+    let (_dir, url) = sqlite();
     canaries(&url).await;
 }
 
@@ -245,8 +251,7 @@ async fn canaries_on_postgresql() {
 
 #[tokio::test]
 async fn the_registry_on_sqlite() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite:{}?mode=rwc", dir.path().join("registry.db").display());
+    let (_dir, url) = sqlite();
     conformance(&url).await;
 }
 
