@@ -27,9 +27,9 @@
 //! next segment when the current one starts, and keeps at most [`PREPARE_AHEAD`] bytes ahead of
 //! 5/4 of what has been appended to the current one, syncing each [`PREPARE_CHUNK`]. Writing a
 //! whole segment of zeros in one go (the first version) queued tens of megabytes in front of the
-//! log's own syncs: p99 at 100,000 events/s rose from 8–18 ms to 30–156 ms. When the next segment
-//! is not ready in time the writer starts an empty one and appends grow it; nothing waits for
-//! the zeros.
+//! log's own syncs: p99 at 100,000 events/s was 32–156 ms in four runs (BENCHMARKS.md). When the
+//! next segment is not ready in time the writer starts an empty one and appends grow it; nothing
+//! waits for the zeros.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
