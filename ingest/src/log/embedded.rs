@@ -15,8 +15,9 @@
 //! At start-up a torn tail (a crash mid-write) is detected by length and checksum and cut off;
 //! such a record was never acknowledged.
 //!
-//! Segments are preallocated: the next segment is written full of zeros and synced before the
-//! writer takes it, and appends overwrite blocks the file already owns. `fdatasync` then has
+//! With `preallocate` (off by default), segments are preallocated: the next segment is written
+//! full of zeros and synced before the writer takes it, and appends overwrite blocks the file
+//! already owns. `fdatasync` then has
 //! only data to flush: the file's size and extents do not change, so it does not wait for a
 //! file-system journal commit, which an append to a growing file does (with everything else that
 //! commit carries: other files' metadata and, on ext4's ordered mode, their data). Zeros written
@@ -29,7 +30,10 @@
 //! whole segment of zeros in one go (the first version) queued tens of megabytes in front of the
 //! log's own syncs: p99 at 100,000 events/s was 32–156 ms in four runs (BENCHMARKS.md). When the
 //! next segment is not ready in time the writer starts an empty one and appends grow it; nothing
-//! waits for the zeros.
+//! waits for the zeros. Paced, it bounded the worst latency in three runs on an idle machine
+//! (max ≤ 30 ms against up to 134 ms), but in four later runs on a slower, busier machine its
+//! p99 was 14–290 ms against 19 ms for growing segments, and it costs about 15 % of the burst
+//! rate: hence off by default.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
@@ -73,9 +77,10 @@ pub struct EmbeddedLogConfig {
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
     /// Fill each new segment with zeros before appending to it, so that an append's
-    /// `fdatasync` waits for no file-system journal commit. Default `true`; turn it off on
-    /// copy-on-write file systems (btrfs, ZFS), where an overwrite allocates anyway and the
-    /// zeros are only extra writes.
+    /// `fdatasync` waits for no file-system journal commit. Default `false`: on the benchmark
+    /// machine it bounded the worst latency when the cores had room, made it worse when they
+    /// did not, and always cost about 15 % of the burst rate (BENCHMARKS.md). Pointless on
+    /// copy-on-write file systems (btrfs, ZFS), where an overwrite allocates anyway.
     pub preallocate: bool,
 }
 
@@ -85,7 +90,7 @@ impl Default for EmbeddedLogConfig {
             dir: None,
             segment_bytes: ByteSize::mib(64),
             retention: Duration::from_secs(7 * 86_400),
-            preallocate: true,
+            preallocate: false,
         }
     }
 }

@@ -10,6 +10,10 @@ fn small_segments() -> EmbeddedLogConfig {
     EmbeddedLogConfig { segment_bytes: ByteSize::mib(1), ..Default::default() }
 }
 
+fn preallocated() -> EmbeddedLogConfig {
+    EmbeddedLogConfig { preallocate: true, ..small_segments() }
+}
+
 async fn drain(consumer: &mut dyn LogConsumer) -> Vec<Delivery> {
     let mut all = Vec::new();
     loop {
@@ -179,7 +183,7 @@ fn numbers(deliveries: &[Delivery]) -> Vec<usize> {
 async fn segments_after_the_first_are_preallocated_and_read_while_they_fill() {
     let dir = tempfile::tempdir().unwrap();
     let segments = dir.path().join("segments");
-    let log = EmbeddedLog::open_with(dir.path(), &small_segments(), true).unwrap();
+    let log = EmbeddedLog::open_with(dir.path(), &preallocated(), true).unwrap();
     let mut consumer = log.consumer("c").await.unwrap();
     let mut read = Vec::new();
     // 10 KiB records over 1 MiB segments, read back in small steps as they are written: the
@@ -201,7 +205,7 @@ async fn segments_after_the_first_are_preallocated_and_read_while_they_fill() {
     drop(log);
 
     // A restart finds the end of the records inside the preallocated space and appends there.
-    let log = EmbeddedLog::open(dir.path(), &small_segments()).unwrap();
+    let log = EmbeddedLog::open(dir.path(), &preallocated()).unwrap();
     assert_eq!(log.end(), 300);
     assert_eq!(fs::metadata(&active).unwrap().len(), ByteSize::mib(1).0, "zeros are not a torn tail");
     append_numbered(&log, 300, 5, 10 * 1024).await;
@@ -214,7 +218,7 @@ async fn a_torn_write_in_a_preallocated_segment_is_cut_and_an_interrupted_prepar
     let dir = tempfile::tempdir().unwrap();
     let segments = dir.path().join("segments");
     {
-        let log = EmbeddedLog::open_with(dir.path(), &small_segments(), true).unwrap();
+        let log = EmbeddedLog::open_with(dir.path(), &preallocated(), true).unwrap();
         append_numbered(&log, 0, 150, 10 * 1024).await;
     }
     let bases = list_segments(&segments).unwrap();
@@ -229,14 +233,14 @@ async fn a_torn_write_in_a_preallocated_segment_is_cut_and_an_interrupted_prepar
     drop(file);
     fs::write(segments.join(PREPARED), b"half").unwrap();
 
-    let log = EmbeddedLog::open(dir.path(), &small_segments()).unwrap();
+    let log = EmbeddedLog::open(dir.path(), &preallocated()).unwrap();
     assert_eq!(log.end(), 150);
     assert_eq!(records, 150 - bases.last().unwrap());
     assert_eq!(fs::metadata(&active).unwrap().len(), used, "the torn tail is cut");
     assert!(!segments.join(PREPARED).exists());
     append_numbered(&log, 150, 3, 10 * 1024).await;
     drop(log);
-    let log = EmbeddedLog::open(dir.path(), &small_segments()).unwrap();
+    let log = EmbeddedLog::open(dir.path(), &preallocated()).unwrap();
     assert_eq!(log.end(), 153);
     let mut consumer = log.consumer("c").await.unwrap();
     assert_eq!(numbers(&drain(consumer.as_mut()).await), (0..153).collect::<Vec<_>>());
@@ -254,7 +258,9 @@ async fn an_empty_record_is_refused() {
 async fn without_preallocation_segments_grow_by_appends() {
     let dir = tempfile::tempdir().unwrap();
     let segments = dir.path().join("segments");
-    let config = EmbeddedLogConfig { preallocate: false, ..small_segments() };
+    // The default.
+    let config = small_segments();
+    assert!(!config.preallocate);
     let log = EmbeddedLog::open_with(dir.path(), &config, true).unwrap();
     append_numbered(&log, 0, 150, 10 * 1024).await;
     let bases = list_segments(&segments).unwrap();
@@ -270,7 +276,8 @@ async fn without_preallocation_segments_grow_by_appends() {
 async fn the_next_segment_is_zero_filled_at_the_pace_of_the_records() {
     let dir = tempfile::tempdir().unwrap();
     let prepared = dir.path().join("segments").join(PREPARED);
-    let log = EmbeddedLog::open(dir.path(), &Default::default()).unwrap();
+    let config = EmbeddedLogConfig { preallocate: true, ..Default::default() };
+    let log = EmbeddedLog::open(dir.path(), &config).unwrap();
     let size = || fs::metadata(&prepared).map_or(0, |m| m.len());
     // Nothing appended yet: the zeros stop at PREPARE_AHEAD, not at the segment's 64 MiB.
     let limit =
