@@ -20,7 +20,7 @@ use livora_feature_store::{FeatureServer, Registry};
 use livora_ingest::config::EventLogBackend;
 use livora_ingest::enrich::Enricher;
 use livora_ingest::lake::dedupe::DedupeStore;
-use livora_ingest::lake::{LakeError, LakeWriter, store};
+use livora_ingest::lake::{LakeWriter, store};
 use livora_ingest::log::embedded::EmbeddedLog;
 use livora_ingest::log::nats::NatsLog;
 use livora_ingest::metrics::Metrics;
@@ -88,7 +88,11 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
     let writer = LakeWriter::new(store.clone(), dedupe, config.lake.clone(), metrics.clone()).await?;
     let consumer = log.consumer(LAKE_CONSUMER).await?;
     let (stop_lake, lake_stopped) = watch::channel(false);
-    let mut lake = run_on_own_thread(writer, consumer, lake_stopped)?;
+    // The lake writer is CPU-bound in long stretches (decoding, Parquet encoding, compression):
+    // on the collector's runtime it would hold a worker thread and stall requests behind it, and
+    // at equal priority it would take a core from the collector in every burst. The log absorbs
+    // the difference: under a burst the lake lags behind and catches up when the burst ends.
+    let mut lake = in_background("livora-lake", "the lake writer", writer.run(consumer, lake_stopped))?;
 
     // One registry and one online store for the aggregator and the servers: redb admits one
     // opener per file.
@@ -117,11 +121,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
         // would hold a worker, and every request queued behind it, for the length of an fsync.
         // A thread and runtime of its own, at a lower priority: under a burst that takes every
         // core, features lag and catch up after it, and acknowledgements do not wait.
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        Some(tokio::task::spawn_blocking(move || {
-            lower_priority("the stream aggregator");
-            runtime.block_on(runner.run(consumer, stream_stopped))
-        }))
+        Some(in_background("livora-stream", "the stream aggregator", runner.run(consumer, stream_stopped))?)
     } else {
         None
     };
@@ -209,7 +209,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
     }
     http.await??;
     let _ = stop_stream.send(true);
-    if let Some(task) = stream.filter(|t| !t.is_finished()) {
+    if let Some(task) = stream.filter(|t| !t.is_terminated()) {
         task.await.context("the stream aggregator panicked")?.context("the stream aggregator failed while stopping")?;
     }
     let _ = stop_lake.send(true);
@@ -227,7 +227,7 @@ struct Serving {
     stopped: watch::Receiver<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     /// Writes scores back (prediction views, prediction log); ends once the server has.
-    predictions: tokio::task::JoinHandle<()>,
+    predictions: oneshot::Receiver<()>,
 }
 
 impl Serving {
@@ -283,11 +283,7 @@ impl Serving {
         );
         // The prediction log's bursts of encoding and compression would stall requests on the
         // serving runtime: the writer gets a thread and runtime of its own, at a lower priority.
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let predictions = tokio::task::spawn_blocking(move || {
-            lower_priority("the prediction writer");
-            runtime.block_on(writer);
-        });
+        let predictions = in_background("livora-predict", "the prediction writer", writer)?;
         let predictor = Arc::new(
             livora_inference::Predictor::new(
                 models,
@@ -330,21 +326,21 @@ impl Serving {
     }
 }
 
-/// Runs the lake writer on a thread and runtime of its own, at a lower CPU priority (nice 10).
-/// Its work is CPU-bound in long stretches (decoding, Parquet encoding, compression); on the
-/// collector's runtime it would hold a worker thread and stall requests behind it, and at equal
-/// priority it would take a core from the collector in every burst. The log absorbs the
-/// difference: under a burst the lake lags behind and catches up when the burst ends.
-fn run_on_own_thread(
-    writer: LakeWriter,
-    consumer: Box<dyn livora_ingest::LogConsumer>,
-    stop: watch::Receiver<bool>,
-) -> Result<oneshot::Receiver<Result<(), LakeError>>> {
+/// Runs `task` on a thread named `name` with a runtime of its own, at a lower CPU priority
+/// (nice 10): the background work of `livora serve` (lake writer, stream aggregator, prediction
+/// writer), which on the request runtime would hold a worker — and every request queued on it —
+/// through its CPU-bound stretches and fsyncs. The receiver gets `task`'s output, or an error if
+/// the thread panicked.
+fn in_background<T: Send + 'static>(
+    name: &str,
+    what: &'static str,
+    task: impl Future<Output = T> + Send + 'static,
+) -> Result<oneshot::Receiver<T>> {
     let (done, ended) = oneshot::channel();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    std::thread::Builder::new().name("livora-lake".into()).spawn(move || {
-        lower_priority("the lake writer");
-        let _ = done.send(runtime.block_on(writer.run(consumer, stop)));
+    std::thread::Builder::new().name(name.into()).spawn(move || {
+        lower_priority(what);
+        let _ = done.send(runtime.block_on(task));
     })?;
     Ok(ended)
 }
