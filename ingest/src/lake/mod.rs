@@ -6,8 +6,8 @@
 //!
 //! The [`LakeWriter`] consumes the event log, buffers events per partition and writes a file
 //! when a buffer reaches `lake.roll_bytes` or `lake.roll_interval`. Each file appears whole
-//! (object stores publish a put atomically; the local store writes a staging file and renames
-//! it). Each event lands exactly once: see [`dedupe`]. The log position is committed only once
+//! (object stores publish a put atomically; the local store writes a staging file, syncs it,
+//! renames it and syncs the directory: see [`store::DurableLocal`]). Each event lands exactly once: see [`dedupe`]. The log position is committed only once
 //! every event up to it is in a written file, so a crash or a failed write means redelivery,
 //! never loss. A write that fails is retried with backoff, without end: an outage of the store
 //! stalls the lake, it does not drop events. A log record that cannot be decoded, and every
