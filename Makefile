@@ -42,5 +42,5 @@ bench-train: services
 ## The Arrow Flight benchmark of BENCHMARKS.md: DoGet of ten million rows, beside DuckDB on the
 ## same Parquet files.
 bench-flight:
-	python3 -c 'import duckdb' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check duckdb
+	python3 -c 'import duckdb, pyarrow.flight' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check duckdb pyarrow
 	cargo bench -p livora-feature-store --bench flight

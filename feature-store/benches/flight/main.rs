@@ -8,15 +8,17 @@
 //! ```
 //!
 //! Flags: `--rows N` (10,000,000), `--batch-rows N` (65,536, `features.flight.batch_rows`),
-//! `--dataset events|history|both` (both), `--no-reference` (Livora only), `--dir PATH` (keep
-//! the data there).
+//! `--dataset events|history|both` (both), `--no-reference` (no DuckDB), `--no-pyarrow` (no
+//! pyarrow client), `--dir PATH` (keep the data there).
 //!
 //! Two datasets, one per path through the server: `events` (the lake's raw events, read by
 //! arrow-rs straight from Parquet) and `history` (a feature view's history, a polars scan whose
 //! chunks cross to arrow-rs as Arrow IPC). For each, three pulls: the time to the first record
 //! batch (from `GetFlightInfo`, so planning counts) and to the last, the rows, and the Arrow
 //! bytes received (the batches' buffers, as `batch_bytes` counts them). The server and the
-//! client run in this one process, on the same cores; DuckDB runs alone, after.
+//! arrow-rs client run in this one process, on the same cores; then `pyarrow_client.py` pulls
+//! the same dataset from that server with pyarrow.flight (a process of its own, the client a
+//! Python analyst uses); DuckDB runs alone, after.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -76,12 +78,13 @@ struct Args {
     batch_rows: usize,
     datasets: Vec<&'static str>,
     reference: bool,
+    pyarrow: bool,
     dir: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args> {
     let mut args =
-        Args { rows: 10_000_000, batch_rows: 65_536, datasets: vec!["events", "history"], reference: true, dir: None };
+        Args { rows: 10_000_000, batch_rows: 65_536, datasets: vec!["events", "history"], reference: true, pyarrow: true, dir: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -97,6 +100,7 @@ fn parse_args() -> Result<Args> {
                 }
             }
             "--no-reference" => args.reference = false,
+            "--no-pyarrow" => args.pyarrow = false,
             "--dir" => args.dir = Some(PathBuf::from(value()?)),
             // cargo bench passes --bench.
             "--bench" => {}
@@ -200,6 +204,29 @@ struct Pull {
     batches: usize,
 }
 
+/// Runs `name` (beside this file) with `args`; its pulls, one JSON line each.
+fn script(name: &str, args: &[String]) -> Result<Vec<Pull>> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/flight").join(name);
+    let out = Command::new("python3").arg(&script).args(args).output()?;
+    if !out.status.success() {
+        bail!("{name} failed (pip install duckdb pyarrow): {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut pulls = Vec::new();
+    for line in String::from_utf8(out.stdout)?.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        let seconds = |k: &str| Duration::from_secs_f64(v[k].as_f64().unwrap_or_default());
+        let count = |k: &str| v[k].as_u64().unwrap_or_default() as usize;
+        pulls.push(Pull {
+            first_batch: seconds("first_batch"),
+            total: seconds("total"),
+            rows: count("rows"),
+            bytes: count("bytes"),
+            batches: count("batches"),
+        });
+    }
+    Ok(pulls)
+}
+
 async fn pull(client: &mut FlightClient, descriptor: FlightDescriptor) -> Result<Pull> {
     let started = Instant::now();
     let info = client.get_flight_info(descriptor).await?;
@@ -291,28 +318,16 @@ async fn main() -> Result<()> {
         for _ in 0..RUNS {
             report("livora", dataset, &pull(&mut flight, descriptor.clone()).await?);
         }
+        if args.pyarrow {
+            let client_args =
+                [addr.to_string(), key.clone(), serde_json::to_string(&descriptor.path)?, RUNS.to_string()];
+            // The child pulls from this process's server: wait for it off the runtime's workers.
+            let pulls = tokio::task::spawn_blocking(move || script("pyarrow_client.py", &client_args)).await??;
+            pulls.iter().for_each(|p| report("pyarrow", dataset, p));
+        }
         if args.reference {
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/flight/reference.py");
-            let out = Command::new("python3")
-                .arg(&script)
-                .args([glob.as_str(), &args.batch_rows.to_string(), &RUNS.to_string()])
-                .output()?;
-            if !out.status.success() {
-                bail!("reference.py failed (pip install duckdb pyarrow): {}", String::from_utf8_lossy(&out.stderr));
-            }
-            for line in String::from_utf8(out.stdout)?.lines() {
-                let v: serde_json::Value = serde_json::from_str(line)?;
-                let seconds = |k: &str| Duration::from_secs_f64(v[k].as_f64().unwrap_or_default());
-                let count = |k: &str| v[k].as_u64().unwrap_or_default() as usize;
-                let p = Pull {
-                    first_batch: seconds("first_batch"),
-                    total: seconds("total"),
-                    rows: count("rows"),
-                    bytes: count("bytes"),
-                    batches: count("batches"),
-                };
-                report("duckdb", dataset, &p);
-            }
+            let reference_args = [glob.clone(), args.batch_rows.to_string(), RUNS.to_string()];
+            script("reference.py", &reference_args)?.iter().for_each(|p| report("duckdb", dataset, p));
         }
     }
     Ok(())

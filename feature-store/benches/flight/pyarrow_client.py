@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""The Python analyst's pull in the Flight benchmark (benches/flight/main.rs runs this):
+pyarrow.flight's client, in a process of its own, pulls a dataset from the bench's server.
+
+    python3 pyarrow_client.py ADDRESS API_KEY PATH_JSON RUNS
+
+PATH_JSON is the descriptor's path as a JSON list (["events"]). Prints one JSON line per run,
+as reference.py does: {"first_batch": s, "total": s, "rows": n, "bytes": n, "batches": n}, the
+first batch timed from GetFlightInfo and bytes being the Arrow buffers received (pyarrow's
+nbytes, as for DuckDB). Needs: pip install pyarrow.
+"""
+
+import json
+import sys
+import time
+
+import pyarrow.flight as flight
+
+
+def main() -> None:
+    address, key, path, runs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
+    client = flight.FlightClient(f"grpc://{address}")
+    options = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {key}".encode())])
+    for _ in range(runs):
+        started = time.perf_counter()
+        info = client.get_flight_info(flight.FlightDescriptor.for_path(*path), options)
+        reader = client.do_get(info.endpoints[0].ticket, options)
+        first, rows, size, batches = None, 0, 0, 0
+        for chunk in reader:
+            batch = chunk.data
+            if first is None:
+                first = time.perf_counter() - started
+            rows += batch.num_rows
+            size += batch.nbytes
+            batches += 1
+        total = time.perf_counter() - started
+        print(json.dumps({"first_batch": first or 0.0, "total": total, "rows": rows, "bytes": size, "batches": batches}))
+    client.close()
+
+
+if __name__ == "__main__":
+    main()
