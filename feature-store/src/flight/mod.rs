@@ -73,6 +73,7 @@ pub mod budget;
 pub mod command;
 pub mod config;
 pub mod datasets;
+pub mod frames;
 pub mod lake;
 mod service;
 pub mod sql;
@@ -84,7 +85,7 @@ use futures::stream::BoxStream;
 pub use command::Command;
 pub use config::FlightConfig;
 pub use datasets::Datasets;
-pub use service::{FlightDatasetService, MAX_MESSAGE_BYTES};
+pub use service::{FlightDatasetService, FlightServer, MAX_MESSAGE_BYTES};
 pub use uploads::Uploads;
 
 /// Record batches on their way to a client, each counted in its stream's memory budget.

@@ -1,7 +1,10 @@
 //! `arrow.flight.protocol.FlightService` over the [`Datasets`].
 
+use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
+
+use arrow_array::RecordBatch;
 
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -13,16 +16,19 @@ use arrow_flight::{
     HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult,
 };
 use arrow_ipc::writer::IpcWriteOptions;
-use arrow_schema::Schema;
+use arrow_schema::{Schema, SchemaRef};
 use futures::{Stream, StreamExt, TryStreamExt};
 use livora_common::ClientId;
 use livora_ingest::ClientStore;
+use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
+use tonic::server::{NamedService, ServerStreamingService};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::budget::{Held, StreamBudget};
 use super::command::{Command, FlightSqlCommand, SqlCommand, Ticket};
 use super::config::FlightConfig;
 use super::datasets::Datasets;
+use super::frames::{Frame, FrameCodec, frames};
 use super::sql::{self, FlightSql};
 use super::{BatchStream, auth};
 use crate::error::Error;
@@ -53,9 +59,33 @@ impl FlightDatasetService {
         Self { clients, datasets: Arc::new(datasets), config, metrics }
     }
 
-    /// The tonic server of this service, to add to the gRPC server's routes.
-    pub fn into_server(self) -> FlightServiceServer<Self> {
-        FlightServiceServer::new(self).max_decoding_message_size(MAX_MESSAGE_BYTES)
+    /// The tonic server of this service, to add to the gRPC server's routes: arrow-flight's,
+    /// but for `DoGet`, which writes its batches with [`FrameCodec`].
+    pub fn into_server(self) -> FlightServer {
+        let service = Arc::new(self);
+        let inner = FlightServiceServer::from_arc(service.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        FlightServer { inner, service }
+    }
+
+    /// The dataset a `DoGet` asks for: its schema and its batches, within the stream's budget.
+    async fn open_get(
+        &self,
+        request: Request<arrow_flight::Ticket>,
+    ) -> Result<(SchemaRef, impl Stream<Item = Result<RecordBatch, FlightError>> + Send + 'static), Status> {
+        let client = self.client(&request).await?;
+        let ticket = Ticket::decode(&request.get_ref().ticket).map_err(|e| status(&e))?;
+        if ticket.client != client.as_str() {
+            return Err(status(&Error::PermissionDenied(format!(
+                "ticket: issued to another client than `{client}`; ask GetFlightInfo for a ticket of your own"
+            ))));
+        }
+        let command = Command::from_value(ticket.command).map_err(|e| status(&e))?;
+        let dataset = self.datasets.open(&client, &command).await.map_err(|e| status(&e))?;
+        let schema = dataset.schema.clone();
+        let limit = u32::try_from(self.config.memory_budget.0).unwrap_or(u32::MAX);
+        let budget = StreamBudget::new(limit, self.metrics.clone());
+        let batches = self.datasets.stream(&client, dataset, self.config.batch_rows, budget);
+        Ok((schema, budgeted(batches, self.metrics.clone())))
     }
 
     async fn client<T>(&self, request: &Request<T>) -> Result<ClientId, Status> {
@@ -124,6 +154,63 @@ fn flight_info(
 }
 
 /// Hands each batch on, keeping it counted in the budget until the encoder asks for the next.
+/// `arrow.flight.protocol.FlightService` as served: arrow-flight's generated server, except
+/// `DoGet`, whose answer is written by [`FrameCodec`] (see [`frames`](super::frames)).
+#[derive(Clone)]
+pub struct FlightServer {
+    inner: FlightServiceServer<FlightDatasetService>,
+    service: Arc<FlightDatasetService>,
+}
+
+impl NamedService for FlightServer {
+    const NAME: &'static str = <FlightServiceServer<FlightDatasetService> as NamedService>::NAME;
+}
+
+const DO_GET: &str = "/arrow.flight.protocol.FlightService/DoGet";
+
+impl<B> Service<http::Request<B>> for FlightServer
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        Service::<http::Request<B>>::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != DO_GET {
+            return self.inner.call(request);
+        }
+        let method = DoGetFrames(self.service.clone());
+        Box::pin(async move {
+            let mut grpc =
+                tonic::server::Grpc::new(FrameCodec).apply_max_message_size_config(Some(MAX_MESSAGE_BYTES), None);
+            Ok(grpc.server_streaming(method, request).await)
+        })
+    }
+}
+
+/// `DoGet` answering [`Frame`]s.
+struct DoGetFrames(Arc<FlightDatasetService>);
+
+impl ServerStreamingService<arrow_flight::Ticket> for DoGetFrames {
+    type Response = Frame;
+    type ResponseStream = Boxed<Frame>;
+    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
+
+    fn call(&mut self, request: Request<arrow_flight::Ticket>) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move {
+            let (schema, batches) = service.open_get(request).await?;
+            Ok(Response::new(frames(schema, batches)))
+        })
+    }
+}
+
 fn budgeted(
     batches: BatchStream,
     metrics: Metrics,
@@ -219,20 +306,8 @@ impl FlightService for FlightDatasetService {
     }
 
     async fn do_get(&self, request: Request<arrow_flight::Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
-        let client = self.client(&request).await?;
-        let ticket = Ticket::decode(&request.get_ref().ticket).map_err(|e| status(&e))?;
-        if ticket.client != client.as_str() {
-            return Err(status(&Error::PermissionDenied(format!(
-                "ticket: issued to another client than `{client}`; ask GetFlightInfo for a ticket of your own"
-            ))));
-        }
-        let command = Command::from_value(ticket.command).map_err(|e| status(&e))?;
-        let dataset = self.datasets.open(&client, &command).await.map_err(|e| status(&e))?;
-        let schema = dataset.schema.clone();
-        let limit = u32::try_from(self.config.memory_budget.0).unwrap_or(u32::MAX);
-        let budget = StreamBudget::new(limit, self.metrics.clone());
-        let batches = self.datasets.stream(&client, dataset, self.config.batch_rows, budget);
-        let flight = FlightDataEncoderBuilder::new().with_schema(schema).build(budgeted(batches, self.metrics.clone()));
+        let (schema, batches) = self.open_get(request).await?;
+        let flight = FlightDataEncoderBuilder::new().with_schema(schema).build(batches);
         Ok(Response::new(flight.map_err(Status::from).boxed()))
     }
 
