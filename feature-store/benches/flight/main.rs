@@ -83,8 +83,14 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args> {
-    let mut args =
-        Args { rows: 10_000_000, batch_rows: 65_536, datasets: vec!["events", "history"], reference: true, pyarrow: true, dir: None };
+    let mut args = Args {
+        rows: 10_000_000,
+        batch_rows: 65_536,
+        datasets: vec!["events", "history"],
+        reference: true,
+        pyarrow: true,
+        dir: None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -169,6 +175,11 @@ fn write_events(root: &Path, rows: usize) -> Result<String> {
 
 /// `rows` rows of the `activity` view's history (100,000 users, three numeric features).
 fn write_history(root: &Path, rows: usize) -> Result<String> {
+    // Appends add parts: start from none, so that a kept `--dir` holds `rows` rows, not twice.
+    let view = root.join("features/client_id=bench/view=activity");
+    if view.exists() {
+        std::fs::remove_dir_all(&view)?;
+    }
     let store = LocalOfflineStore::new(root);
     let client = ClientId::new("bench").map_err(anyhow::Error::msg)?;
     for first in (0..rows).step_by(ROWS_PER_FILE) {
