@@ -16,6 +16,8 @@ import time
 
 import pyarrow.flight as flight
 
+from measure import report
+
 
 def main() -> None:
     address, key, path, runs = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), int(sys.argv[4])
@@ -25,16 +27,7 @@ def main() -> None:
         started = time.perf_counter()
         info = client.get_flight_info(flight.FlightDescriptor.for_path(*path), options)
         reader = client.do_get(info.endpoints[0].ticket, options)
-        first, rows, size, batches = None, 0, 0, 0
-        for chunk in reader:
-            batch = chunk.data
-            if first is None:
-                first = time.perf_counter() - started
-            rows += batch.num_rows
-            size += batch.nbytes
-            batches += 1
-        total = time.perf_counter() - started
-        print(json.dumps({"first_batch": first or 0.0, "total": total, "rows": rows, "bytes": size, "batches": batches}))
+        report(started, (chunk.data for chunk in reader))
     client.close()
 
 

@@ -8,11 +8,12 @@ Prints one JSON line per run: {"first_batch": s, "total": s, "rows": n, "bytes":
 bytes being the Arrow buffers received (pyarrow's nbytes). Needs: pip install duckdb pyarrow.
 """
 
-import json
 import sys
 import time
 
 import duckdb
+
+from measure import report
 
 
 def main() -> None:
@@ -20,16 +21,7 @@ def main() -> None:
     for _ in range(runs):
         con = duckdb.connect()
         started = time.perf_counter()
-        reader = con.sql(f"SELECT * FROM read_parquet('{glob}')").to_arrow_reader(batch_rows)
-        first, rows, size, batches = None, 0, 0, 0
-        for batch in reader:
-            if first is None:
-                first = time.perf_counter() - started
-            rows += batch.num_rows
-            size += batch.nbytes
-            batches += 1
-        total = time.perf_counter() - started
-        print(json.dumps({"first_batch": first or 0.0, "total": total, "rows": rows, "bytes": size, "batches": batches}))
+        report(started, con.sql(f"SELECT * FROM read_parquet('{glob}')").to_arrow_reader(batch_rows))
         con.close()
 
 
