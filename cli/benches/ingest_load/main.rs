@@ -49,6 +49,8 @@ use crate::report::{CpuMeter, Machine, PhaseReport, ServerHistograms, print_repo
 use crate::server::{NatsTarget, Server, create_client, delete_stream, settle, wait_ready};
 
 /// Events per request: the collector's default (and maximum) `ingest.max_batch_events`.
+/// The warning of `livora serve` for an embedded log group commit of 50 ms or more.
+const SLOW_COMMIT: &str = "slow event log commit";
 const BATCH: usize = 100;
 /// The client the benchmark creates and sends as.
 const CLIENT: &str = "bench";
@@ -364,6 +366,7 @@ async fn measure(
 
     let rate = args.latency_rate.unwrap_or(throughput.events_per_sec() * args.latency_fraction);
     eprintln!("ingest_load: phase 2, open loop at {rate:.0} events/s, {:.0}s", args.latency_seconds);
+    let slow_before = server.log_count(SLOW_COMMIT);
     let before = scrape(&http, server.addr).await;
     let cpu = CpuMeter::start(pid);
     let started = Instant::now();
@@ -373,9 +376,11 @@ async fn measure(
     let histograms = before.zip(after).and_then(|(b, a)| ServerHistograms::between(&b, &a));
     let latency = PhaseReport::new(tally, elapsed, cpu, histograms);
     eprintln!(
-        "ingest_load: phase 2: {:.0} events/s, p99 {:.1} ms from schedule",
+        "ingest_load: phase 2: {:.0} events/s, p99 {:.1} ms from schedule; {} embedded log commits of 50 ms or more \
+         (the server's warnings)",
         latency.events_per_sec(),
-        latency.latency.pct(0.99)
+        latency.latency.pct(0.99),
+        server.log_count(SLOW_COMMIT) - slow_before
     );
     // Close the keep-alive connections before the server's graceful shutdown waits on them.
     drop(http);

@@ -144,6 +144,11 @@ impl Server {
         bail!("the server did not stop within {SERVER_DEADLINE:?} of SIGTERM and was killed")
     }
 
+    /// How many lines of the server's log so far contain `needle`.
+    pub(crate) fn log_count(&self, needle: &str) -> usize {
+        std::fs::read_to_string(&self.log).unwrap_or_default().lines().filter(|l| l.contains(needle)).count()
+    }
+
     /// The last lines of the server's log.
     pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -59,6 +59,8 @@ const MAX_RECORD_BYTES: usize = 64 * 1024 * 1024;
 const MAX_GROUP_BYTES: usize = 16 * 1024 * 1024;
 /// The name of the segment being prepared.
 const PREPARED: &str = "next.prep";
+/// A group commit at least this slow is logged (a warning with its write and sync times).
+const SLOW_COMMIT: Duration = Duration::from_millis(50);
 /// How far the zeros of the next segment may run ahead of 5/4 of the current one's records.
 const PREPARE_AHEAD: u64 = 2 * 1024 * 1024;
 /// The zeros are written and synced in chunks of this size.
@@ -301,7 +303,22 @@ impl Writer {
             buf.extend_from_slice(&crc32fast::hash(&req.payload).to_le_bytes());
             buf.extend_from_slice(&req.payload);
         }
-        let written = self.file.write_all_at(buf, self.len).and_then(|()| self.file.sync_data());
+        let started = Instant::now();
+        let written = self.file.write_all_at(buf, self.len);
+        let wrote = started.elapsed();
+        let written = written.and_then(|()| self.file.sync_data());
+        let took = started.elapsed();
+        if took >= SLOW_COMMIT {
+            // Every append of the group waited this long: say where it went.
+            tracing::warn!(
+                write_ms = wrote.as_millis() as u64,
+                sync_ms = (took - wrote).as_millis() as u64,
+                records = group.len(),
+                bytes = buf.len(),
+                "slow event log commit: {} ms (the disk's fdatasync, unless write_ms says otherwise)",
+                took.as_millis()
+            );
+        }
         if let Err(e) = written {
             // Best effort: cut what may have been partly written so that a restart sees a clean tail.
             let _ = self.file.set_len(self.len);
