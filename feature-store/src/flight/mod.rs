@@ -66,6 +66,12 @@
 //! Raw events are read with arrow-rs straight from the lake's Parquet files ([`lake`]); feature
 //! history, prediction logs and point-in-time datasets are polars queries whose results cross to
 //! arrow-rs as Arrow IPC ([`bridge`]).
+//!
+//! # How they leave
+//! [`FlightServer`] is arrow-flight's generated server with `DoGet` taken over: record batches
+//! of flat columns are written from their buffers straight into gRPC's send buffer
+//! ([`frames`]): one copy, where arrow-flight's encoder copied into a growing body and tonic
+//! copied that body again.
 
 pub mod auth;
 pub mod bridge;

@@ -5,7 +5,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use arrow_array::RecordBatch;
-
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
@@ -153,7 +152,6 @@ fn flight_info(
         })
 }
 
-/// Hands each batch on, keeping it counted in the budget until the encoder asks for the next.
 /// `arrow.flight.protocol.FlightService` as served: arrow-flight's generated server, except
 /// `DoGet`, whose answer is written by [`FrameCodec`] (see [`frames`](super::frames)).
 #[derive(Clone)]
@@ -211,6 +209,7 @@ impl ServerStreamingService<arrow_flight::Ticket> for DoGetFrames {
     }
 }
 
+/// Hands each batch on, keeping it counted in the budget until the encoder asks for the next.
 fn budgeted(
     batches: BatchStream,
     metrics: Metrics,
@@ -305,6 +304,8 @@ impl FlightService for FlightDatasetService {
         Ok(Response::new(schema))
     }
 
+    /// arrow-flight's encoding of the batches, for a caller of the generated server itself;
+    /// [`FlightServer`], what `livora serve` runs, answers `DoGet` with [`frames`] instead.
     async fn do_get(&self, request: Request<arrow_flight::Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
         let (schema, batches) = self.open_get(request).await?;
         let flight = FlightDataEncoderBuilder::new().with_schema(schema).build(batches);
