@@ -32,7 +32,7 @@ pub fn arrow_schema(schema: &Schema) -> Result<SchemaRef> {
     Ok(reader.schema())
 }
 
-/// `frame`'s rows as record batches of `schema` (from [`arrow_schema`] of its schema).
+/// `frame`'s rows as record batches of `schema` (from [`arrow_schema()`] of its schema).
 pub fn record_batches(frame: &mut DataFrame, schema: &SchemaRef) -> Result<Vec<RecordBatch>> {
     let reader = StreamReader::try_new(Cursor::new(ipc_bytes(frame)?), None).map_err(arrow_error)?;
     reader

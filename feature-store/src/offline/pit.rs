@@ -22,7 +22,7 @@
 //!    This narrow frame is computed once and shared by every view.
 //! 2. Each history gets a row index of its own and is reduced to (join keys, event timestamp,
 //!    created, row index), without the rows that can never match (a null key or time).
-//! 3. For each view, both narrow frames are stacked into one, and one pass ([`merge`]) finds the
+//! 3. For each view, both narrow frames are stacked into one, and one pass (`merge`) finds the
 //!    matches: the join keys become group numbers (a hash group-by), the rows are sorted by
 //!    (group, time, side) — the history's rows before the entity rows at an equal time — and the
 //!    pass remembers the best history row of the current group so far: at an entity row it is

@@ -57,7 +57,7 @@ impl Default for OnlineConfig {
 const DEFAULT_BACKEND: &str = "redb";
 
 impl<'de> Deserialize<'de> for OnlineConfig {
-    /// The tagged form, with `backend` defaulting to [`DEFAULT_BACKEND`].
+    /// The tagged form, with `backend` defaulting to `redb`.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         use serde::de::Error as _;
         let mut table = toml::Table::deserialize(deserializer)?;
