@@ -82,7 +82,27 @@ fn print(text: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Makes a reader that closed the pipe (`livora models show … | head`) end the output quietly
+/// instead of with a panic: `println!` panics when stdout fails, and a closed pipe is the one
+/// failure that means "enough". Every other panic goes to the default hook.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     let config = match config::Config::load(cli.config.as_deref(), cli.data_dir.clone()) {
         Ok(config) => config,

@@ -78,3 +78,26 @@ fn apply_plan_list_describe_and_refusals() {
     let history = livora(data.path(), &["features", "history", "--client", "demo"]);
     assert_eq!(text(&history).0.lines().count(), 2, "only version 1 was recorded");
 }
+
+/// `livora … | head` closes the pipe early; the command's output ends there, quietly, and the
+/// command still succeeds (it used to panic in `println!`).
+#[test]
+fn a_reader_that_closes_the_pipe_ends_the_output_without_a_panic() {
+    let data = tempfile::tempdir().unwrap();
+    // A pipe whose reader is gone: every write to it fails with a broken pipe.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["clients", "create", "shop"])
+        .stdout(writer)
+        .output()
+        .expect("livora runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // The command itself was carried out.
+    let listed = livora(data.path(), &["clients", "list"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("shop"), "{}", text(&listed).1);
+}
