@@ -43,4 +43,6 @@ bench-train: services
 ## same Parquet files.
 bench-flight:
 	python3 -c 'import duckdb, pyarrow.flight' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check duckdb pyarrow
-	cargo bench -p livora-feature-store --bench flight
+	# With -p livora beside it, polars keeps the features of the other builds (alone, the feature
+	# store's benches resolve them differently and rebuild polars, about half an hour here).
+	cargo bench -p livora -p livora-feature-store --bench flight
