@@ -41,8 +41,8 @@ bench-train: services
 
 ## The Arrow Flight benchmark of BENCHMARKS.md: DoGet of ten million rows, beside DuckDB on the
 ## same Parquet files.
+## (-p livora beside the feature store keeps polars' features as in the other builds; alone,
+## the feature store's benches resolve them differently and rebuild polars, half an hour here.)
 bench-flight:
 	python3 -c 'import duckdb, pyarrow.flight' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check duckdb pyarrow
-	# With -p livora beside it, polars keeps the features of the other builds (alone, the feature
-	# store's benches resolve them differently and rebuild polars, about half an hour here).
 	cargo bench -p livora -p livora-feature-store --bench flight
