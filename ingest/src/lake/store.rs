@@ -76,8 +76,8 @@ pub fn open(root: &str, config: &LakeConfig) -> Result<Arc<dyn ObjectStore>, Ope
 const SYNC_SLICE: usize = 1 << 20;
 
 /// A local directory as an object store whose puts are durable before they are visible: the
-/// object is written beside its final name (`<name>#0`: a staging name, which listings skip and
-/// `LocalFileSystem`'s own uploads, numbered from 1, never take), synced a
+/// object is written beside its final name (`<name>#<random digits>`: a staging name, which
+/// listings skip), synced a
 /// [slice](SYNC_SLICE) at a time, renamed (or, for [`PutMode::Create`], hard-linked) into place,
 /// and the directory synced. Everything else is `object_store`'s [`LocalFileSystem`].
 #[derive(Debug)]
@@ -102,11 +102,13 @@ impl DurableLocal {
         };
         let dir = path.parent().ok_or_else(|| io(path)(std::io::Error::other("no parent directory")))?;
         std::fs::create_dir_all(dir).map_err(io(dir))?;
+        // A staging name of its own (concurrent puts to one path must not share one); digits
+        // after `#`, which listings skip.
         let mut staging = path.as_os_str().to_owned();
-        staging.push("#0");
+        staging.push(format!("#{}", uuid::Uuid::new_v4().as_u128()));
         let staging = PathBuf::from(staging);
         let written = (|| {
-            let mut file = File::create(&staging)?;
+            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&staging)?;
             let mut unsynced = 0;
             for chunk in payload.iter() {
                 for slice in chunk.chunks(SYNC_SLICE) {
@@ -249,7 +251,12 @@ mod tests {
         assert_eq!(got.len(), 4 + SYNC_SLICE + 3);
         assert_eq!(&got[..4], b"head");
         assert!(got[4..].iter().all(|&b| b == 7));
-        assert!(!staging.exists(), "the staging file became the object");
+        // The put's own staging file became the object; the crashed one is still not listed.
+        let names: Vec<String> = std::fs::read_dir(staging.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
         let listed: Vec<ObjectMeta> = store.list(None).try_collect().await.unwrap();
         assert_eq!(listed.iter().map(|m| m.location.clone()).collect::<Vec<_>>(), vec![location.clone()]);
     }
