@@ -395,7 +395,7 @@ mod tests {
         let got = received(batch.schema(), vec![batch.clone()]).await;
         let rows: usize = got.iter().map(RecordBatch::num_rows).sum();
         assert_eq!(rows, batch.num_rows());
-        assert_eq!(arrow_select_concat(&got), batch);
+        assert_eq!(concatenated(&got), batch);
     }
 
     #[tokio::test]
@@ -410,7 +410,7 @@ mod tests {
     }
 
     /// The rows of `batches` as one batch.
-    fn arrow_select_concat(batches: &[RecordBatch]) -> RecordBatch {
+    fn concatenated(batches: &[RecordBatch]) -> RecordBatch {
         let schema = batches[0].schema();
         let columns = (0..schema.fields().len())
             .map(|i| {

@@ -17,10 +17,10 @@
 //!
 //! With `preallocate` (off by default), segments are preallocated: the next segment is written
 //! full of zeros and synced before the writer takes it, and appends overwrite blocks the file
-//! already owns. `fdatasync` then has
-//! only data to flush: the file's size and extents do not change, so it does not wait for a
-//! file-system journal commit, which an append to a growing file does (with everything else that
-//! commit carries: other files' metadata and, on ext4's ordered mode, their data). Zeros written
+//! already owns. `fdatasync` then has only data to flush: the file's size and extents do not
+//! change, so it does not wait for a file-system journal commit, which an append to a growing
+//! file does (with everything else that commit carries: other files' metadata and, on ext4's
+//! ordered mode, their data). Zeros written
 //! with `fallocate` would not do: its unwritten extents are converted on first write, a journal
 //! commit again.
 //!

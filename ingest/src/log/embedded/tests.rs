@@ -274,6 +274,17 @@ async fn without_preallocation_segments_grow_by_appends() {
     assert_eq!(numbers(&drain(consumer.as_mut()).await), (0..150).collect::<Vec<_>>());
 }
 
+/// Waits until `size()` reaches `target`, for at most 30 s (the zero-filler is a thread of its
+/// own, slow on a loaded machine); the caller asserts the size it finds.
+async fn grown_to(size: &impl Fn() -> u64, target: u64) {
+    for _ in 0..3000 {
+        if size() >= target {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn the_next_segment_is_zero_filled_at_the_pace_of_the_records() {
     let dir = tempfile::tempdir().unwrap();
@@ -284,22 +295,12 @@ async fn the_next_segment_is_zero_filled_at_the_pace_of_the_records() {
     // Nothing appended yet: the zeros stop at PREPARE_AHEAD, not at the segment's 64 MiB.
     let limit =
         |appended: u64| (PREPARE_AHEAD + appended * 5 / 4).div_ceil(PREPARE_CHUNK as u64) * PREPARE_CHUNK as u64;
-    for _ in 0..3000 {
-        if size() >= limit(0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    grown_to(&size, limit(0)).await;
     assert_eq!(size(), limit(0));
     // 4 MiB of records: the zeros follow, to 5/4 of them plus PREPARE_AHEAD, and no further.
     append_numbered(&log, 0, 4, 1024 * 1024).await;
     let appended = 4 * (1024 * 1024 + FRAME_HEADER as u64);
-    for _ in 0..3000 {
-        if size() >= limit(appended) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    grown_to(&size, limit(appended)).await;
     assert_eq!(size(), limit(appended));
     assert!(limit(appended) < ByteSize::mib(64).0);
 }
