@@ -1,4 +1,4 @@
-//! What a request is, per API: gRPC `livora.v1.FeatureService/GetOnlineFeatures` (tonic, several
+//! What a request is, per API: gRPC `livora.v1.FeatureService/GetOnlineFeatures` (`h2`, several
 //! HTTP/2 connections), and a JSON `POST` (Livora's `/v1/features/online` and Feast's
 //! `/get-online-features` take the same body). Every answer is checked: all features, every
 //! entity row, every status `PRESENT`.
@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use bytes::{BufMut, BytesMut};
-use http_body_util::{BodyExt, Full};
+use bytes::{BufMut, Bytes, BytesMut};
 use livora_models::Column;
 use livora_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use livora_proto::inference::model_infer_request::InferInputTensor;
@@ -20,7 +19,6 @@ use pb::value::Val;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
-use tonic::client::GrpcService;
 use tonic::codegen::http;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
@@ -130,13 +128,28 @@ const PREDICT: &str = "/livora.v1.InferenceService/Predict";
 const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
 
 /// Unary calls of one gRPC method, authenticated, round-robin over several HTTP/2 connections.
+///
+/// The timed calls go over `h2`'s client directly: the request (HEADERS, then the whole message
+/// in one DATA frame that ends the stream) is handed to the connection task, and the answer is
+/// read from it, with no other task in between. tonic's `Channel` puts two more hops in the way
+/// (its buffer's worker task and hyper's dispatcher), each a wake-up per request, and the load
+/// generator takes every cycle it spends from the server's cores: a generator as lean as `h2load`
+/// or `ghz` is what measures the server rather than itself. The generated clients (over a tonic
+/// channel) check one answer in full before any timing.
 pub(crate) struct Unary {
-    channels: Vec<Channel>,
+    connections: Vec<h2::client::SendRequest<Bytes>>,
+    /// For the generated clients.
+    channel: Channel,
     /// `http://ADDR/<service>/<method>`.
     uri: http::Uri,
     auth: MetadataValue<Ascii>,
     client_id: MetadataValue<Ascii>,
 }
+
+/// The flow-control windows of the load generator's connections: hyper's client defaults (what
+/// tonic's channel used), so a 100-row answer (~100 KB) is never held back by a window update.
+const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
 
 impl Unary {
     /// `connections` HTTP/2 connections to `addr` for the method at `path`, authenticated as
@@ -148,20 +161,36 @@ impl Unary {
         client: &str,
         key: &str,
     ) -> Result<Self> {
-        let mut channels = Vec::with_capacity(connections);
+        let mut senders = Vec::with_capacity(connections);
         for _ in 0..connections {
-            let channel = Endpoint::from_shared(format!("http://{addr}"))?
-                .tcp_nodelay(true)
-                .timeout(REQUEST_TIMEOUT)
-                .connect_timeout(Duration::from_secs(5))
-                .connect()
+            let tcp = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
                 .await
+                .map_err(|_| anyhow::anyhow!("no connection to {addr} within 5 s"))?
                 .with_context(|| format!("cannot connect to the gRPC server at {addr}"))?;
-            // Answers of 100 entity rows are ~100 KB; the default 4 MB limit is far above.
-            channels.push(channel);
+            tcp.set_nodelay(true)?;
+            let (sender, connection) = h2::client::Builder::new()
+                .initial_window_size(STREAM_WINDOW)
+                .initial_connection_window_size(CONNECTION_WINDOW)
+                .handshake::<_, Bytes>(tcp)
+                .await
+                .with_context(|| format!("HTTP/2 handshake with {addr}"))?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    eprintln!("load generator: HTTP/2 connection ended: {e}");
+                }
+            });
+            senders.push(sender);
         }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+            .tcp_nodelay(true)
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to the gRPC server at {addr}"))?;
         Ok(Self {
-            channels,
+            connections: senders,
+            channel,
             uri: format!("http://{addr}{path}").parse().context("bad uri")?,
             auth: format!("Bearer {key}").parse().context("bad api key")?,
             client_id: client.parse().context("bad client id")?,
@@ -178,53 +207,52 @@ impl Unary {
 
     /// A channel for the generated clients.
     fn channel(&self) -> Channel {
-        self.channels[0].clone()
+        self.channel.clone()
     }
 
-    /// Sends `message` as request `n` through tonic's channel (HTTP/2) as one encoded message
-    /// with a known end, and returns the answer decoded as `A`.
-    ///
-    /// tonic's generated client sends a unary request as a stream body: HEADERS, then DATA, then
-    /// an empty DATA frame that ends the stream, three writes and up to three wake-ups of the
-    /// server for one request. A client that has its whole message up front (as this one has)
-    /// ends the stream on the DATA frame; that is what is sent here, so the load generator does
-    /// not charge the server for its own framing.
+    /// Sends `message` as request `n` (HEADERS, then one DATA frame that ends the stream, as a
+    /// client that has its whole message up front sends it) and returns the answer decoded as
+    /// `A`. A failure of the call, a status other than 200 or a `grpc-status` other than 0 is a
+    /// failed outcome.
     async fn call<A: prost::Message + Default>(&self, n: u64, message: &impl prost::Message) -> Result<A, Outcome> {
+        let transport = |e: h2::Error| Outcome::Failed("transport", e.to_string());
         let mut body = BytesMut::with_capacity(5 + message.encoded_len());
         body.put_u8(0);
         body.put_u32(u32::try_from(message.encoded_len()).unwrap_or(u32::MAX));
         message
             .encode(&mut body)
             .map_err(|e| Outcome::Failed("bad answer", format!("cannot encode the request: {e}")))?;
-        let http = http::Request::builder()
+        let request = http::Request::builder()
             .method(http::Method::POST)
             .uri(&self.uri)
             .header(http::header::CONTENT_TYPE, "application/grpc")
             .header(http::header::TE, "trailers")
             .header("authorization", self.auth.as_encoded_bytes())
             .header("x-client-id", self.client_id.as_encoded_bytes())
-            .body(tonic::body::Body::new(Full::new(body.freeze())))
+            .body(())
             .map_err(|e| Outcome::Failed("bad answer", format!("cannot build the request: {e}")))?;
-        let mut channel = self.channels[n as usize % self.channels.len()].clone();
-        std::future::poll_fn(|cx| GrpcService::poll_ready(&mut channel, cx))
-            .await
-            .map_err(|e| Outcome::Failed("transport", e.to_string()))?;
-        let response =
-            GrpcService::call(&mut channel, http).await.map_err(|e| Outcome::Failed("transport", e.to_string()))?;
-        let (parts, body) = response.into_parts();
-        let collected = body.collect().await.map_err(|e| Outcome::Failed("transport", e.to_string()))?;
-        let trailers = collected.trailers().cloned();
+        let sender = self.connections[n as usize % self.connections.len()].clone();
+        let mut sender = sender.ready().await.map_err(transport)?;
+        let (response, mut stream) = sender.send_request(request, false).map_err(transport)?;
+        stream.send_data(body.freeze(), true).map_err(transport)?;
+        let (parts, mut answer) = response.await.map_err(transport)?.into_parts();
+        let mut bytes = BytesMut::new();
+        while let Some(chunk) = answer.data().await {
+            let chunk = chunk.map_err(transport)?;
+            let _ = answer.flow_control().release_capacity(chunk.len());
+            bytes.extend_from_slice(&chunk);
+        }
+        let trailers = answer.trailers().await.map_err(transport)?;
         let status = trailers.as_ref().and_then(|t| t.get("grpc-status")).or_else(|| parts.headers.get("grpc-status"));
         if parts.status != http::StatusCode::OK || status.map(|s| s.as_bytes()) != Some(b"0") {
             let message =
                 trailers.as_ref().and_then(|t| t.get("grpc-message")).or_else(|| parts.headers.get("grpc-message"));
             return Err(Outcome::Failed("grpc status", format!("{} {status:?} {message:?}", parts.status)));
         }
-        let bytes = collected.to_bytes();
         if bytes.len() < 5 {
             return Err(Outcome::Failed("bad answer", format!("{} bytes answered", bytes.len())));
         }
-        A::decode(bytes.slice(5..)).map_err(|e| Outcome::Failed("bad answer", e.to_string()))
+        A::decode(bytes.freeze().slice(5..)).map_err(|e| Outcome::Failed("bad answer", e.to_string()))
     }
 }
 
