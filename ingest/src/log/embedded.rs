@@ -4,8 +4,8 @@
 //! - `segments/<base offset, 20 digits>.log`: frames `[len u32 LE][crc32 u32 LE][payload]`,
 //!   then zeros to the end of the file: a zero length marks the end of the records;
 //! - `segments/next.prep`: the next segment, being filled with zeros ahead of its use;
-//! - `consumers/<name>.pos`: the last committed position of a durable consumer (replaced
-//!   atomically);
+//! - `consumers/<name>.pos`: the last committed position of a durable consumer, one line of
+//!   fixed width (the position and its CRC-32, see [`PositionFile`]) overwritten in place;
 //! - `LOCK`: held by the one process that writes the log.
 //!
 //! One writer thread owns the active segment. Appends queue on a channel; the writer drains
@@ -217,18 +217,11 @@ impl EventLog for EmbeddedLog {
 
     async fn consumer(&self, name: &str) -> Result<Box<dyn LogConsumer>, LogError> {
         check_consumer_name(name)?;
-        let pos_file = self.dir.join("consumers").join(format!("{name}.pos"));
-        let next = match fs::read_to_string(&pos_file) {
-            Ok(s) => s.trim().parse::<Position>().map(|p| p + 1).map_err(|e| LogError::Io {
-                path: pos_file.clone(),
-                source: std::io::Error::new(ErrorKind::InvalidData, e),
-            })?,
-            Err(e) if e.kind() == ErrorKind::NotFound => 0,
-            Err(source) => return Err(LogError::Io { path: pos_file, source }),
-        };
+        let pos_file = PositionFile::new(self.dir.join("consumers").join(format!("{name}.pos")));
+        let next = pos_file.read()?.map_or(0, |p| p + 1);
         Ok(Box::new(EmbeddedConsumer {
             reader: Some(Reader::new(self.dir.join("segments"), next)),
-            pos_file,
+            pos_file: Some(pos_file),
             durable: self.durable.clone(),
         }))
     }
@@ -388,8 +381,8 @@ impl Writer {
         for entry in fs::read_dir(&self.consumers_dir)? {
             let path = entry?.path();
             if path.extension().is_some_and(|e| e == "pos") {
-                let committed = fs::read_to_string(&path)?.trim().parse::<Position>().unwrap_or(0);
-                min_next = min_next.min(committed + 1);
+                let committed = PositionFile::new(path).read().map_err(|e| std::io::Error::other(e.to_string()))?;
+                min_next = min_next.min(committed.map_or(0, |p| p + 1));
             }
         }
         if min_next == Position::MAX {
@@ -602,7 +595,8 @@ impl Reader {
 struct EmbeddedConsumer {
     /// Taken while a blocking read runs.
     reader: Option<Reader>,
-    pos_file: PathBuf,
+    /// Taken while a blocking commit runs.
+    pos_file: Option<PositionFile>,
     durable: watch::Receiver<Position>,
 }
 
@@ -631,10 +625,92 @@ impl LogConsumer for EmbeddedConsumer {
     }
 
     async fn commit(&mut self, position: Position) -> Result<(), LogError> {
-        let path = self.pos_file.clone();
-        tokio::task::spawn_blocking(move || write_atomically(&path, format!("{position}\n").as_bytes()))
-            .await
-            .map_err(|_| LogError::Closed)?
+        let mut pos_file = self.pos_file.take().ok_or(LogError::Closed)?;
+        let (pos_file, written) = tokio::task::spawn_blocking(move || {
+            let written = pos_file.write(position);
+            (pos_file, written)
+        })
+        .await
+        .map_err(|_| LogError::Closed)?;
+        self.pos_file = Some(pos_file);
+        written
+    }
+}
+
+/// The committed position of a consumer: `<position, 20 digits> <CRC-32 of those digits, 8 hex
+/// digits>\n`, [`POSITION_LINE`] bytes, overwritten in place and made durable with
+/// `fdatasync`.
+///
+/// Replacing the file on every commit (a new file, synced, renamed over the old one, the
+/// directory synced) changed the file system's metadata each time: each commit forced a journal
+/// commit of its own and freed a block (a discard, on a file system mounted with `discard`),
+/// and the log's group commits, whose `fdatasync` of a growing segment needs a journal commit
+/// too, queued behind them. The lake writer and the stream aggregator commit many times a
+/// second under load. A line of fixed width written over itself changes no metadata that
+/// `fdatasync` must flush, and lies within one disk sector, which devices write whole; the
+/// CRC catches the device that does not, and such a file is refused rather than guessed at.
+/// The file is created (once) by an atomic replace, and a file of the earlier form (the
+/// position alone) is read and replaced the same way at its next commit.
+struct PositionFile {
+    path: PathBuf,
+    /// Open for writing once the file has the fixed-width form.
+    file: Option<File>,
+}
+
+/// The length of a position line: 20 digits, a space, 8 hex digits, a newline.
+const POSITION_LINE: usize = 30;
+
+impl PositionFile {
+    fn new(path: PathBuf) -> Self {
+        Self { path, file: None }
+    }
+
+    /// The committed position; `None` when nothing was committed yet.
+    fn read(&self) -> Result<Option<Position>, LogError> {
+        let invalid = |why: String| LogError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::new(ErrorKind::InvalidData, why),
+        };
+        let text = match fs::read_to_string(&self.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(LogError::Io { path: self.path.clone(), source }),
+        };
+        let line = text.trim_end();
+        let digits = match line.split_once(' ') {
+            None => line, // the earlier form: the position alone
+            Some((digits, crc)) => {
+                let stored = u32::from_str_radix(crc, 16).map_err(|e| invalid(format!("bad checksum `{crc}`: {e}")))?;
+                if stored != crc32fast::hash(digits.as_bytes()) {
+                    return Err(invalid(format!(
+                        "the committed position `{digits}` does not match its checksum (a torn or corrupt write); \
+                         check which position the consumer had reached before replacing the file"
+                    )));
+                }
+                digits
+            }
+        };
+        digits.parse::<Position>().map(Some).map_err(|e| invalid(format!("bad position `{digits}`: {e}")))
+    }
+
+    /// Commits `position`: in place once the file has the fixed-width form, else by replacing it.
+    fn write(&mut self, position: Position) -> Result<(), LogError> {
+        let digits = format!("{position:020}");
+        let line = format!("{digits} {:08x}\n", crc32fast::hash(digits.as_bytes()));
+        debug_assert_eq!(line.len(), POSITION_LINE);
+        let io = |source| LogError::Io { path: self.path.clone(), source };
+        if self.file.is_none() {
+            let fixed = fs::metadata(&self.path).is_ok_and(|m| m.len() == POSITION_LINE as u64);
+            if !fixed {
+                write_atomically(&self.path, line.as_bytes())?;
+            }
+            self.file = Some(OpenOptions::new().write(true).open(&self.path).map_err(io)?);
+            if !fixed {
+                return Ok(());
+            }
+        }
+        let file = self.file.as_ref().ok_or(LogError::Closed)?;
+        file.write_all_at(line.as_bytes(), 0).and_then(|()| file.sync_data()).map_err(io)
     }
 }
 

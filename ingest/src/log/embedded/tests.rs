@@ -304,3 +304,68 @@ async fn the_next_segment_is_zero_filled_at_the_pace_of_the_records() {
     assert_eq!(size(), limit(appended));
     assert!(limit(appended) < ByteSize::mib(64).0);
 }
+
+fn pos_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join("consumers").join(format!("{name}.pos"))
+}
+
+#[tokio::test]
+async fn a_commit_overwrites_one_fixed_width_line_in_place() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), &Default::default()).unwrap();
+    for i in 0..10u8 {
+        log.append(&client(), Bytes::from(vec![i; 10])).await.unwrap();
+    }
+    let mut consumer = log.consumer("lake").await.unwrap();
+    let path = pos_path(dir.path(), "lake");
+    consumer.commit(2).await.unwrap();
+    let first = fs::metadata(&path).unwrap();
+    assert_eq!(first.len(), POSITION_LINE as u64);
+    for position in [3, 5, 8] {
+        consumer.commit(position).await.unwrap();
+        let now = fs::metadata(&path).unwrap();
+        assert_eq!((now.ino(), now.len()), (first.ino(), first.len()), "the same file, the same size");
+    }
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        format!("{:020} {:08x}\n", 8, crc32fast::hash(b"00000000000000000008"))
+    );
+    drop(consumer);
+    let mut consumer = log.consumer("lake").await.unwrap();
+    let got: Vec<_> = drain(consumer.as_mut()).await.iter().map(|d| d.position).collect();
+    assert_eq!(got, vec![9]);
+}
+
+#[tokio::test]
+async fn a_position_file_of_the_earlier_form_is_read_then_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), &Default::default()).unwrap();
+    for i in 0..10u8 {
+        log.append(&client(), Bytes::from(vec![i; 10])).await.unwrap();
+    }
+    let path = pos_path(dir.path(), "lake");
+    fs::write(&path, "6\n").unwrap();
+    let mut consumer = log.consumer("lake").await.unwrap();
+    assert_eq!(drain(consumer.as_mut()).await.first().map(|d| d.position), Some(7));
+    consumer.commit(8).await.unwrap();
+    assert_eq!(fs::metadata(&path).unwrap().len(), POSITION_LINE as u64);
+    consumer.commit(9).await.unwrap();
+    drop(consumer);
+    let mut consumer = log.consumer("lake").await.unwrap();
+    assert!(drain(consumer.as_mut()).await.is_empty(), "everything was committed");
+}
+
+#[tokio::test]
+async fn a_position_that_does_not_match_its_checksum_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedLog::open(dir.path(), &Default::default()).unwrap();
+    let path = pos_path(dir.path(), "lake");
+    // Position 8 with the checksum of position 3: a torn or corrupt write.
+    fs::write(&path, format!("{:020} {:08x}\n", 8, crc32fast::hash(b"00000000000000000003"))).unwrap();
+    let err = log.consumer("lake").await.err().unwrap().to_string();
+    assert!(err.contains("lake.pos") && err.contains("checksum"), "{err}");
+    fs::write(&path, "eight\n").unwrap();
+    let err = log.consumer("lake").await.err().unwrap().to_string();
+    assert!(err.contains("lake.pos") && err.contains("bad position `eight`"), "{err}");
+}
