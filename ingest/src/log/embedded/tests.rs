@@ -305,6 +305,15 @@ async fn the_next_segment_is_zero_filled_at_the_pace_of_the_records() {
     assert!(limit(appended) < ByteSize::mib(64).0);
 }
 
+/// A log in `dir` holding ten records at positions 0 to 9.
+async fn ten_records(dir: &Path) -> EmbeddedLog {
+    let log = EmbeddedLog::open(dir, &Default::default()).unwrap();
+    for i in 0..10u8 {
+        log.append(&client(), Bytes::from(vec![i; 10])).await.unwrap();
+    }
+    log
+}
+
 fn pos_path(dir: &Path, name: &str) -> PathBuf {
     dir.join("consumers").join(format!("{name}.pos"))
 }
@@ -313,10 +322,7 @@ fn pos_path(dir: &Path, name: &str) -> PathBuf {
 async fn a_commit_overwrites_one_fixed_width_line_in_place() {
     use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().unwrap();
-    let log = EmbeddedLog::open(dir.path(), &Default::default()).unwrap();
-    for i in 0..10u8 {
-        log.append(&client(), Bytes::from(vec![i; 10])).await.unwrap();
-    }
+    let log = ten_records(dir.path()).await;
     let mut consumer = log.consumer("lake").await.unwrap();
     let path = pos_path(dir.path(), "lake");
     consumer.commit(2).await.unwrap();
@@ -340,10 +346,7 @@ async fn a_commit_overwrites_one_fixed_width_line_in_place() {
 #[tokio::test]
 async fn a_position_file_of_the_earlier_form_is_read_then_rewritten() {
     let dir = tempfile::tempdir().unwrap();
-    let log = EmbeddedLog::open(dir.path(), &Default::default()).unwrap();
-    for i in 0..10u8 {
-        log.append(&client(), Bytes::from(vec![i; 10])).await.unwrap();
-    }
+    let log = ten_records(dir.path()).await;
     let path = pos_path(dir.path(), "lake");
     fs::write(&path, "6\n").unwrap();
     let mut consumer = log.consumer("lake").await.unwrap();
