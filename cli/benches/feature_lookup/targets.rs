@@ -133,9 +133,9 @@ const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
 /// in one DATA frame that ends the stream) is handed to the connection task, and the answer is
 /// read from it, with no other task in between. tonic's `Channel` puts two more hops in the way
 /// (its buffer's worker task and hyper's dispatcher), each a wake-up per request, and the load
-/// generator takes every cycle it spends from the server's cores: a generator as lean as `h2load`
-/// or `ghz` is what measures the server rather than itself. The generated clients (over a tonic
-/// channel) check one answer in full before any timing.
+/// generator takes every cycle it spends from the server's cores: a generator that costs little
+/// per request, as `h2load` does, measures the server rather than itself. The generated clients
+/// (over a tonic channel) check one answer in full before any timing.
 pub(crate) struct Unary {
     connections: Vec<h2::client::SendRequest<Bytes>>,
     /// For the generated clients.

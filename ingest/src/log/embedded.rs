@@ -643,14 +643,14 @@ impl LogConsumer for EmbeddedConsumer {
 ///
 /// Replacing the file on every commit (a new file, synced, renamed over the old one, the
 /// directory synced) changed the file system's metadata each time: each commit forced a journal
-/// commit of its own and freed a block (a discard, on a file system mounted with `discard`),
-/// and the log's group commits, whose `fdatasync` of a growing segment needs a journal commit
-/// too, queued behind them. The lake writer and the stream aggregator commit many times a
-/// second under load. A line of fixed width written over itself changes no metadata that
-/// `fdatasync` must flush, and lies within one disk sector, which devices write whole; the
-/// CRC catches the device that does not, and such a file is refused rather than guessed at.
-/// The file is created (once) by an atomic replace, and a file of the earlier form (the
-/// position alone) is read and replaced the same way at its next commit.
+/// commit of its own, which the log's group commits (whose `fdatasync` of a growing segment
+/// needs one too) can queue behind, and freed a block (a discard, on a file system mounted with
+/// `discard`). The stream aggregator commits on every round, many times a second under load. A
+/// line of fixed width written over itself changes no metadata that `fdatasync` must flush
+/// (a quarter of the cost on our disk, BENCHMARKS.md), and lies within one disk sector, which
+/// devices write whole; the CRC catches the device that does not, and such a file is refused
+/// rather than guessed at. The file is created (once) by an atomic replace, and a file of the
+/// earlier form (the position alone) is read and replaced the same way at its next commit.
 struct PositionFile {
     path: PathBuf,
     /// Open for writing once the file has the fixed-width form.
@@ -683,8 +683,9 @@ impl PositionFile {
                 let stored = u32::from_str_radix(crc, 16).map_err(|e| invalid(format!("bad checksum `{crc}`: {e}")))?;
                 if stored != crc32fast::hash(digits.as_bytes()) {
                     return Err(invalid(format!(
-                        "the committed position `{digits}` does not match its checksum (a torn or corrupt write); \
-                         check which position the consumer had reached before replacing the file"
+                        "the committed position `{digits}` does not match its checksum (a torn or corrupt write), \
+                         so where the consumer stopped is unknown: write the position it had reached into the \
+                         file (the number alone), or delete the file to read the retained log from its start"
                     )));
                 }
                 digits
