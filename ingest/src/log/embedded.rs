@@ -217,7 +217,7 @@ impl EventLog for EmbeddedLog {
 
     async fn consumer(&self, name: &str) -> Result<Box<dyn LogConsumer>, LogError> {
         check_consumer_name(name)?;
-        let pos_file = PositionFile::new(self.dir.join("consumers").join(format!("{name}.pos")));
+        let pos_file = PositionFile::of(&self.dir, name);
         let next = pos_file.read()?.map_or(0, |p| p + 1);
         Ok(Box::new(EmbeddedConsumer {
             reader: Some(Reader::new(self.dir.join("segments"), next)),
@@ -665,6 +665,11 @@ impl PositionFile {
         Self { path, file: None }
     }
 
+    /// The position file of consumer `name` of the log in `dir`.
+    fn of(dir: &Path, name: &str) -> Self {
+        Self::new(dir.join("consumers").join(format!("{name}.pos")))
+    }
+
     /// The committed position; `None` when nothing was committed yet.
     fn read(&self) -> Result<Option<Position>, LogError> {
         let invalid = |why: String| LogError::Io {
@@ -700,18 +705,20 @@ impl PositionFile {
         let line = format!("{digits} {:08x}\n", crc32fast::hash(digits.as_bytes()));
         debug_assert_eq!(line.len(), POSITION_LINE);
         let io = |source| LogError::Io { path: self.path.clone(), source };
-        if self.file.is_none() {
-            let fixed = fs::metadata(&self.path).is_ok_and(|m| m.len() == POSITION_LINE as u64);
-            if !fixed {
-                write_atomically(&self.path, line.as_bytes())?;
+        let file = match self.file.take() {
+            Some(file) => file,
+            None if fs::metadata(&self.path).is_ok_and(|m| m.len() == POSITION_LINE as u64) => {
+                OpenOptions::new().write(true).open(&self.path).map_err(io)?
             }
-            self.file = Some(OpenOptions::new().write(true).open(&self.path).map_err(io)?);
-            if !fixed {
+            None => {
+                write_atomically(&self.path, line.as_bytes())?;
+                self.file = Some(OpenOptions::new().write(true).open(&self.path).map_err(io)?);
                 return Ok(());
             }
-        }
-        let file = self.file.as_ref().ok_or(LogError::Closed)?;
-        file.write_all_at(line.as_bytes(), 0).and_then(|()| file.sync_data()).map_err(io)
+        };
+        let written = file.write_all_at(line.as_bytes(), 0).and_then(|()| file.sync_data()).map_err(io);
+        self.file = Some(file);
+        written
     }
 }
 

@@ -315,7 +315,7 @@ async fn ten_records(dir: &Path) -> EmbeddedLog {
 }
 
 fn pos_path(dir: &Path, name: &str) -> PathBuf {
-    dir.join("consumers").join(format!("{name}.pos"))
+    PositionFile::of(dir, name).path
 }
 
 #[tokio::test]
