@@ -264,6 +264,13 @@ fn the_lake_on_s3_holds_each_unique_event_once_in_its_hour_partition() {
         let rejected_at = append(&log, "shop-a", LogRecord::Rejected(rejection.clone()).encode()).await;
         append_events(&log, &[&c1]).await;
         let undecodable_at = append(&log, "shop-a", Bytes::from_static(b"\x09not a log record")).await;
+        // A record that decodes but names a client no partition can take (upper case): the
+        // collector never appends one; the lake quarantines it whole, never drops it.
+        let stray = event("shop-a", id(), "2025-03-09T08:10:00Z", "page_view");
+        let mut bad_client = LogRecord::Events(vec![stray]).encode().to_vec();
+        let at = bad_client.windows(6).position(|w| w == b"shop-a").unwrap();
+        bad_client[at..at + 6].copy_from_slice(b"Shop-A");
+        let bad_client_at = append(&log, "shop-a", Bytes::from(bad_client)).await;
         append_events(&log, &[&a5, &a1]).await;
         let delivered = 3 + 1 + 3 + 2 + 1 + 2;
 
@@ -276,7 +283,7 @@ fn the_lake_on_s3_holds_each_unique_event_once_in_its_hour_partition() {
         assert_eq!(lake_ids(&reader, "shop-c").await, ids(&[&c1]));
         assert_eq!(metrics.lake_events_written.get(), 8);
         assert_eq!(metrics.lake_duplicates.get(), delivered - 8);
-        assert_eq!(metrics.lake_quarantined.get(), 2);
+        assert_eq!(metrics.lake_quarantined.get(), 3);
 
         // The log delivers everything again (a new consumer starts at the beginning, as after a
         // crash before any commit), plus one new event and one more duplicate.
@@ -321,9 +328,12 @@ fn the_lake_on_s3_holds_each_unique_event_once_in_its_hour_partition() {
         for path in reader.files(&quarantine_prefix("shop-a")).await.unwrap() {
             assert!(path.as_ref().starts_with("quarantine/client_id=shop-a/dt=2025-03-09/part-"), "{path}");
         }
-        let undecodable = reader.quarantine("_unknown").await.unwrap();
-        assert_eq!(undecodable.len(), 1, "{undecodable:?}");
+        let mut undecodable = reader.quarantine("_unknown").await.unwrap();
+        undecodable.sort_by_key(|r| r.log_position);
+        assert_eq!(undecodable.len(), 2, "{undecodable:?}");
         assert_eq!((undecodable[0].stage.as_str(), undecodable[0].log_position), ("decode", undecodable_at));
+        assert_eq!((undecodable[1].stage.as_str(), undecodable[1].log_position), ("decode", bad_client_at));
+        assert!(undecodable[1].reason.contains("client_id"), "{}", undecodable[1].reason);
         assert!(reader.quarantine("shop-b").await.unwrap().is_empty());
 
         // Seen from the bucket's root, everything is under the configured prefix.

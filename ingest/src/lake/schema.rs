@@ -16,6 +16,8 @@ use arrow_array::{Array, ArrayRef, BooleanArray, PrimitiveArray, RecordBatch, St
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
 use livora_common::{ClientId, Enrichment, Event, JsonObject};
+
+use crate::log::EventRef;
 use serde_json::value::RawValue;
 
 fn ts() -> DataType {
@@ -101,60 +103,143 @@ pub struct QuarantineRecord {
 
 /// Builds a record batch of events.
 pub fn events_batch<'a>(events: impl ExactSizeIterator<Item = &'a Event>) -> Result<RecordBatch, ArrowError> {
-    let n = events.len();
-    let text = || StringBuilder::with_capacity(n, n * 16);
-    let time = || TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-    let (mut event_id, mut timestamp, mut received_at) = (text(), time(), time());
-    let (mut user_id, mut anon_id, mut session_id, mut event_type) = (text(), text(), text(), text());
-    let (mut props, mut context, mut ip, mut user_agent) = (text(), text(), text(), text());
-    let (mut browser, mut browser_version, mut os, mut device_type) = (text(), text(), text(), text());
-    let mut is_bot = BooleanBuilder::with_capacity(n);
-    let (mut geo_country, mut geo_region, mut geo_city) = (text(), text(), text());
-    let mut uuid_buf = uuid::Uuid::encode_buffer();
+    let mut builder = EventsBuilder::with_capacity(events.len(), 0);
     for e in events {
-        let en = &e.enrichment;
-        event_id.append_value(e.event_id.hyphenated().encode_lower(&mut uuid_buf));
-        timestamp.append_value(e.timestamp.timestamp_micros());
-        received_at.append_value(e.received_at.timestamp_micros());
-        user_id.append_option(e.user_id.as_deref());
-        anon_id.append_option(e.anon_id.as_deref());
-        session_id.append_option(e.session_id.as_deref());
-        event_type.append_value(&e.event_type);
-        props.append_value(e.props.get());
-        context.append_value(e.context.get());
-        ip.append_option(en.ip.as_deref());
-        user_agent.append_option(en.user_agent.as_deref());
-        browser.append_option(en.browser.as_deref());
-        browser_version.append_option(en.browser_version.as_deref());
-        os.append_option(en.os.as_deref());
-        device_type.append_option(en.device_type.as_deref());
-        is_bot.append_value(en.is_bot);
-        geo_country.append_option(en.geo_country.as_deref());
-        geo_region.append_option(en.geo_region.as_deref());
-        geo_city.append_option(en.geo_city.as_deref());
+        builder.append(&EventRef::of(e));
     }
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(event_id.finish()),
-        Arc::new(timestamp.finish()),
-        Arc::new(received_at.finish()),
-        Arc::new(user_id.finish()),
-        Arc::new(anon_id.finish()),
-        Arc::new(session_id.finish()),
-        Arc::new(event_type.finish()),
-        Arc::new(props.finish()),
-        Arc::new(context.finish()),
-        Arc::new(ip.finish()),
-        Arc::new(user_agent.finish()),
-        Arc::new(browser.finish()),
-        Arc::new(browser_version.finish()),
-        Arc::new(os.finish()),
-        Arc::new(device_type.finish()),
-        Arc::new(is_bot.finish()),
-        Arc::new(geo_country.finish()),
-        Arc::new(geo_region.finish()),
-        Arc::new(geo_city.finish()),
-    ];
-    RecordBatch::try_new(EVENTS_SCHEMA.clone(), columns)
+    builder.finish(None)
+}
+
+/// The columns of a `raw/events` batch being built, one event at a time: what the lake writer
+/// buffers per partition, copying each event's fields straight from its log record (no owned
+/// [`Event`] in between).
+pub struct EventsBuilder {
+    ids: Vec<u128>,
+    event_id: StringBuilder,
+    timestamp: TimestampMicrosecondBuilder,
+    received_at: TimestampMicrosecondBuilder,
+    user_id: StringBuilder,
+    anon_id: StringBuilder,
+    session_id: StringBuilder,
+    event_type: StringBuilder,
+    props: StringBuilder,
+    context: StringBuilder,
+    ip: StringBuilder,
+    user_agent: StringBuilder,
+    browser: StringBuilder,
+    browser_version: StringBuilder,
+    os: StringBuilder,
+    device_type: StringBuilder,
+    is_bot: BooleanBuilder,
+    geo_country: StringBuilder,
+    geo_region: StringBuilder,
+    geo_city: StringBuilder,
+}
+
+impl EventsBuilder {
+    /// A builder with room for `rows` events; `json_bytes`, the size of their `props` and
+    /// `context`, sizes those two columns (0 when unknown: they grow as needed).
+    pub fn with_capacity(rows: usize, json_bytes: usize) -> Self {
+        let text = || StringBuilder::with_capacity(rows, rows * 16);
+        let time = || TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
+        Self {
+            ids: Vec::with_capacity(rows),
+            event_id: StringBuilder::with_capacity(rows, rows * 36),
+            timestamp: time(),
+            received_at: time(),
+            user_id: text(),
+            anon_id: text(),
+            session_id: text(),
+            event_type: text(),
+            props: StringBuilder::with_capacity(rows, json_bytes.max(rows * 16)),
+            context: StringBuilder::with_capacity(rows, json_bytes.max(rows * 16)),
+            ip: text(),
+            user_agent: text(),
+            browser: text(),
+            browser_version: text(),
+            os: text(),
+            device_type: text(),
+            is_bot: BooleanBuilder::with_capacity(rows),
+            geo_country: text(),
+            geo_region: text(),
+            geo_city: text(),
+        }
+    }
+
+    /// Appends one event.
+    pub fn append(&mut self, e: &EventRef<'_>) {
+        self.ids.push(e.event_id.as_u128());
+        self.event_id.append_value(e.event_id.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()));
+        self.timestamp.append_value(e.timestamp.timestamp_micros());
+        self.received_at.append_value(e.received_at.timestamp_micros());
+        self.user_id.append_option(e.user_id);
+        self.anon_id.append_option(e.anon_id);
+        self.session_id.append_option(e.session_id);
+        self.event_type.append_value(e.event_type);
+        self.props.append_value(e.props);
+        self.context.append_value(e.context);
+        self.ip.append_option(e.ip);
+        self.user_agent.append_option(e.user_agent);
+        self.browser.append_option(e.browser);
+        self.browser_version.append_option(e.browser_version);
+        self.os.append_option(e.os);
+        self.device_type.append_option(e.device_type);
+        self.is_bot.append_value(e.is_bot);
+        self.geo_country.append_option(e.geo_country);
+        self.geo_region.append_option(e.geo_region);
+        self.geo_city.append_option(e.geo_city);
+    }
+
+    /// How many events it holds.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The event ids, in the order appended.
+    pub fn ids(&self) -> &[u128] {
+        &self.ids
+    }
+
+    /// The batch of the events appended; with `keep`, only the rows it marks (one flag per
+    /// event, in the order appended).
+    pub fn finish(mut self, keep: Option<&[bool]>) -> Result<RecordBatch, ArrowError> {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.event_id.finish()),
+            Arc::new(self.timestamp.finish()),
+            Arc::new(self.received_at.finish()),
+            Arc::new(self.user_id.finish()),
+            Arc::new(self.anon_id.finish()),
+            Arc::new(self.session_id.finish()),
+            Arc::new(self.event_type.finish()),
+            Arc::new(self.props.finish()),
+            Arc::new(self.context.finish()),
+            Arc::new(self.ip.finish()),
+            Arc::new(self.user_agent.finish()),
+            Arc::new(self.browser.finish()),
+            Arc::new(self.browser_version.finish()),
+            Arc::new(self.os.finish()),
+            Arc::new(self.device_type.finish()),
+            Arc::new(self.is_bot.finish()),
+            Arc::new(self.geo_country.finish()),
+            Arc::new(self.geo_region.finish()),
+            Arc::new(self.geo_city.finish()),
+        ];
+        let batch = RecordBatch::try_new(EVENTS_SCHEMA.clone(), columns)?;
+        match keep {
+            Some(keep) if keep.len() != batch.num_rows() => {
+                Err(ArrowError::InvalidArgumentError(format!("{} flags for {} events", keep.len(), batch.num_rows())))
+            }
+            Some(keep) if !keep.iter().all(|&k| k) => {
+                arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep.to_vec()))
+            }
+            _ => Ok(batch),
+        }
+    }
 }
 
 /// Why a `raw/events` batch cannot be read back as events.

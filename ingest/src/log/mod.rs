@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use livora_common::ClientId;
 
-pub use record::{LogRecord, RecordError, Rejection};
+pub use record::{Borrowed, EventRef, LogRecord, RecordError, Rejection};
 
 /// Why the log could not do what was asked.
 #[derive(Debug, thiserror::Error)]

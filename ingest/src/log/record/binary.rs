@@ -52,50 +52,153 @@ pub fn encode(events: &[Event], buf: &mut BytesMut) {
     }
 }
 
+/// One event of a binary record, borrowed from the record's bytes: what a consumer that copies
+/// events elsewhere (the lake writer, into Arrow) reads without an allocation per field.
+///
+/// `props` and `context` are the text the collector validated as JSON objects before the record
+/// was appended (the log checksums every record); they are not parsed again here.
+/// [`EventRef::to_event`] makes an owned [`Event`], checking them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EventRef<'a> {
+    /// See [`Event::event_id`].
+    pub event_id: Uuid,
+    /// See [`Event::timestamp`].
+    pub timestamp: DateTime<Utc>,
+    /// See [`Event::received_at`].
+    pub received_at: DateTime<Utc>,
+    /// See [`Event::client_id`].
+    pub client_id: &'a str,
+    /// See [`Event::user_id`].
+    pub user_id: Option<&'a str>,
+    /// See [`Event::anon_id`].
+    pub anon_id: Option<&'a str>,
+    /// See [`Event::session_id`].
+    pub session_id: Option<&'a str>,
+    /// See [`Event::event_type`].
+    pub event_type: &'a str,
+    /// See [`Event::props`].
+    pub props: &'a str,
+    /// See [`Event::context`].
+    pub context: &'a str,
+    /// See [`Enrichment::ip`].
+    pub ip: Option<&'a str>,
+    /// See [`Enrichment::user_agent`].
+    pub user_agent: Option<&'a str>,
+    /// See [`Enrichment::browser`].
+    pub browser: Option<&'a str>,
+    /// See [`Enrichment::browser_version`].
+    pub browser_version: Option<&'a str>,
+    /// See [`Enrichment::os`].
+    pub os: Option<&'a str>,
+    /// See [`Enrichment::device_type`].
+    pub device_type: Option<&'a str>,
+    /// See [`Enrichment::is_bot`].
+    pub is_bot: bool,
+    /// See [`Enrichment::geo_country`].
+    pub geo_country: Option<&'a str>,
+    /// See [`Enrichment::geo_region`].
+    pub geo_region: Option<&'a str>,
+    /// See [`Enrichment::geo_city`].
+    pub geo_city: Option<&'a str>,
+}
+
+impl<'a> EventRef<'a> {
+    /// A view of an owned event (an event of a JSON record, which cannot be borrowed from its
+    /// bytes).
+    pub fn of(e: &'a Event) -> Self {
+        let en = &e.enrichment;
+        Self {
+            event_id: e.event_id,
+            timestamp: e.timestamp,
+            received_at: e.received_at,
+            client_id: e.client_id.as_str(),
+            user_id: e.user_id.as_deref(),
+            anon_id: e.anon_id.as_deref(),
+            session_id: e.session_id.as_deref(),
+            event_type: &e.event_type,
+            props: e.props.get(),
+            context: e.context.get(),
+            ip: en.ip.as_deref(),
+            user_agent: en.user_agent.as_deref(),
+            browser: en.browser.as_deref(),
+            browser_version: en.browser_version.as_deref(),
+            os: en.os.as_deref(),
+            device_type: en.device_type.as_deref(),
+            is_bot: en.is_bot,
+            geo_country: en.geo_country.as_deref(),
+            geo_region: en.geo_region.as_deref(),
+            geo_city: en.geo_city.as_deref(),
+        }
+    }
+
+    /// The owned event, its client id and its `props` and `context` checked.
+    pub fn to_event(&self) -> Result<Event, BinaryError> {
+        let owned = |s: Option<&str>| s.map(str::to_owned);
+        Ok(Event {
+            event_id: self.event_id,
+            timestamp: self.timestamp,
+            client_id: ClientId::new(self.client_id).map_err(|e| bad(format!("client_id: {e}")))?,
+            user_id: owned(self.user_id),
+            anon_id: owned(self.anon_id),
+            session_id: owned(self.session_id),
+            event_type: self.event_type.to_owned(),
+            props: object(self.props)?,
+            context: object(self.context)?,
+            received_at: self.received_at,
+            enrichment: Enrichment {
+                ip: owned(self.ip),
+                user_agent: owned(self.user_agent),
+                browser: owned(self.browser),
+                browser_version: owned(self.browser_version),
+                os: owned(self.os),
+                device_type: owned(self.device_type),
+                is_bot: self.is_bot,
+                geo_country: owned(self.geo_country),
+                geo_region: owned(self.geo_region),
+                geo_city: owned(self.geo_city),
+            },
+        })
+    }
+}
+
+fn object(text: &str) -> Result<JsonObject, BinaryError> {
+    let raw = RawValue::from_string(text.to_owned()).map_err(|e| bad(format!("json: {e}")))?;
+    JsonObject::new(raw).map_err(|e| bad(e.to_string()))
+}
+
 /// Reads events written by [`encode`].
 pub fn decode(bytes: &[u8]) -> Result<Vec<Event>, BinaryError> {
+    decode_refs(bytes)?.iter().map(EventRef::to_event).collect()
+}
+
+/// Reads events written by [`encode`] without copying them: every field borrowed from `bytes`.
+pub fn decode_refs(bytes: &[u8]) -> Result<Vec<EventRef<'_>>, BinaryError> {
     let mut r = Reader { bytes, at: 0 };
     let count = r.u32()? as usize;
     // Each event takes at least 80 bytes: a corrupt count cannot make us allocate wildly.
     let mut events = Vec::with_capacity(count.min(bytes.len() / 80 + 1));
     for _ in 0..count {
-        let event_id = Uuid::from_bytes(r.take(16)?.try_into().map_err(|_| bad("event_id"))?);
-        let timestamp = r.time()?;
-        let received_at = r.time()?;
-        let client_id = ClientId::new(r.str()?).map_err(|e| bad(format!("client_id: {e}")))?;
-        let user_id = r.opt()?;
-        let anon_id = r.opt()?;
-        let session_id = r.opt()?;
-        let event_type = r.str()?.to_owned();
-        let props = r.object()?;
-        let context = r.object()?;
-        let (ip, user_agent, browser, browser_version, os, device_type) =
-            (r.opt()?, r.opt()?, r.opt()?, r.opt()?, r.opt()?, r.opt()?);
-        let is_bot = r.u8()? != 0;
-        let (geo_country, geo_region, geo_city) = (r.opt()?, r.opt()?, r.opt()?);
-        events.push(Event {
-            event_id,
-            timestamp,
-            client_id,
-            user_id,
-            anon_id,
-            session_id,
-            event_type,
-            props,
-            context,
-            received_at,
-            enrichment: Enrichment {
-                ip,
-                user_agent,
-                browser,
-                browser_version,
-                os,
-                device_type,
-                is_bot,
-                geo_country,
-                geo_region,
-                geo_city,
-            },
+        events.push(EventRef {
+            event_id: Uuid::from_bytes(r.take(16)?.try_into().map_err(|_| bad("event_id"))?),
+            timestamp: r.time()?,
+            received_at: r.time()?,
+            client_id: r.str()?,
+            user_id: r.opt()?,
+            anon_id: r.opt()?,
+            session_id: r.opt()?,
+            event_type: r.str()?,
+            props: r.str()?,
+            context: r.str()?,
+            ip: r.opt()?,
+            user_agent: r.opt()?,
+            browser: r.opt()?,
+            browser_version: r.opt()?,
+            os: r.opt()?,
+            device_type: r.opt()?,
+            is_bot: r.u8()? != 0,
+            geo_country: r.opt()?,
+            geo_region: r.opt()?,
+            geo_city: r.opt()?,
         });
     }
     if r.at != bytes.len() {
@@ -156,16 +259,11 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(self.take(len)?).map_err(|_| bad("invalid UTF-8"))
     }
 
-    fn opt(&mut self) -> Result<Option<String>, BinaryError> {
+    fn opt(&mut self) -> Result<Option<&'a str>, BinaryError> {
         match self.u8()? {
             0 => Ok(None),
-            1 => Ok(Some(self.str()?.to_owned())),
+            1 => Ok(Some(self.str()?)),
             other => Err(bad(format!("option flag {other}"))),
         }
-    }
-
-    fn object(&mut self) -> Result<JsonObject, BinaryError> {
-        let raw = RawValue::from_string(self.str()?.to_owned()).map_err(|e| bad(format!("json: {e}")))?;
-        JsonObject::new(raw).map_err(|e| bad(e.to_string()))
     }
 }

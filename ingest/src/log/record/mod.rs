@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 
 mod binary;
 
+pub use binary::EventRef;
+
 /// Events as JSON: written by the first versions, still read.
 const KIND_EVENTS_JSON: u8 = 1;
 const KIND_REJECTED: u8 = 2;
@@ -85,6 +87,25 @@ impl LogRecord {
             other => Err(RecordError::UnknownKind(other)),
         }
     }
+
+    /// Decodes a record written by [`LogRecord::encode`], borrowing the events of a binary
+    /// record from `bytes` rather than copying them (records of other kinds are decoded as
+    /// [`LogRecord::decode`] does).
+    pub fn decode_borrowed(bytes: &[u8]) -> Result<Borrowed<'_>, RecordError> {
+        match bytes.split_first() {
+            Some((&KIND_EVENTS, body)) => Ok(Borrowed::Events(binary::decode_refs(body)?)),
+            _ => Self::decode(bytes).map(Borrowed::Owned),
+        }
+    }
+}
+
+/// A record decoded by [`LogRecord::decode_borrowed`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Borrowed<'a> {
+    /// The events of a binary record, borrowed.
+    Events(Vec<EventRef<'a>>),
+    /// Any other record, owned.
+    Owned(LogRecord),
 }
 
 #[cfg(test)]
@@ -127,12 +148,30 @@ mod tests {
         let bytes = LogRecord::Events(vec![event(1, true), event(2, false)]).encode();
         for cut in 1..bytes.len() {
             assert!(LogRecord::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(LogRecord::decode_borrowed(&bytes[..cut]).is_err(), "cut at {cut}, borrowed");
         }
         for i in 1..bytes.len() {
             let mut bad = bytes.to_vec();
             bad[i] ^= 0xff;
             let _ = LogRecord::decode(&bad);
+            let _ = LogRecord::decode_borrowed(&bad);
         }
+    }
+
+    #[test]
+    fn borrowed_events_are_the_owned_events_field_for_field() {
+        let events = vec![event(1, true), event(2, false), event(3, true)];
+        let bytes = LogRecord::Events(events.clone()).encode();
+        let Borrowed::Events(borrowed) = LogRecord::decode_borrowed(&bytes).unwrap() else {
+            panic!("a binary events record is borrowed");
+        };
+        assert_eq!(borrowed, events.iter().map(EventRef::of).collect::<Vec<_>>());
+        let owned: Vec<Event> = borrowed.iter().map(|e| e.to_event().unwrap()).collect();
+        assert_eq!(owned, events);
+        // Records of the other kinds come back owned, as `decode` reads them.
+        let mut old = vec![KIND_EVENTS_JSON];
+        old.extend(serde_json::to_vec(&events).unwrap());
+        assert_eq!(LogRecord::decode_borrowed(&old).unwrap(), Borrowed::Owned(LogRecord::Events(events)));
     }
 
     #[test]
