@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use livora_common::ClientId;
+use livora_common::{ClientId, Event};
 use livora_ingest::LogConsumer;
-use livora_ingest::log::LogRecord;
+use livora_ingest::log::{Borrowed, LogRecord};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -182,33 +182,30 @@ impl StreamRunner {
                     continue; // Already in the checkpointed states.
                 }
                 round.position = Some(d.position);
-                match LogRecord::decode(&d.payload) {
-                    Ok(LogRecord::Events(events)) => {
+                // Events are borrowed from the record, and only those of clients with streaming
+                // views are made into owned events: the others cost a scan of their bytes.
+                match LogRecord::decode_borrowed(&d.payload) {
+                    Ok(Borrowed::Events(events)) => {
                         for e in &events {
-                            // A client without streaming views: nothing to apply, so nothing to
-                            // dedupe (should views come, a resent event was never counted).
-                            if !self.agg.feeds(e.client_id.as_str()) {
+                            if !self.agg.feeds(e.client_id) {
                                 continue;
                             }
-                            let id = (e.client_id.as_str().to_owned(), e.event_id.as_u128());
-                            if round.seen.contains(&id) || self.checkpoints.seen(&id.0, id.1)? {
-                                self.metrics.stream_duplicates.inc();
-                                continue;
+                            match e.to_event() {
+                                Ok(event) => self.apply(&event, &mut round, &mut received)?,
+                                Err(error) => tracing::warn!(
+                                    position = d.position, event_id = %e.event_id, %error, "undecodable event skipped"
+                                ),
                             }
-                            let before = self.agg.counters;
-                            self.agg.apply(e);
-                            let after = self.agg.counters;
-                            self.metrics.stream_late_events.inc_by(after.late - before.late);
-                            self.metrics.stream_skipped_values.inc_by(after.skipped_values - before.skipped_values);
-                            if after.applied > before.applied {
-                                self.metrics.stream_events.inc();
-                                received.push(e.received_at.timestamp_micros());
-                            }
-                            round.seen.insert(id.clone());
-                            round.new_seen.push(id);
                         }
                     }
-                    Ok(LogRecord::Rejected(_)) => {}
+                    Ok(Borrowed::Owned(LogRecord::Events(events))) => {
+                        for e in &events {
+                            if self.agg.feeds(e.client_id.as_str()) {
+                                self.apply(e, &mut round, &mut received)?;
+                            }
+                        }
+                    }
+                    Ok(Borrowed::Owned(LogRecord::Rejected(_))) => {}
                     Err(e) => tracing::warn!(position = d.position, error = %e, "undecodable log record skipped"),
                 }
             }
@@ -231,6 +228,28 @@ impl StreamRunner {
             self.checkpoint(&mut round, consumer.as_mut(), &stop).await?;
         }
         tracing::info!(states = self.agg.len(), "stream aggregator stopped");
+        Ok(())
+    }
+
+    /// Applies one event of a client with streaming views, unless this round or a checkpoint
+    /// has seen it; `received` collects the receive times of the events applied.
+    fn apply(&mut self, e: &Event, round: &mut Round, received: &mut Vec<i64>) -> Result<()> {
+        let id = (e.client_id.as_str().to_owned(), e.event_id.as_u128());
+        if round.seen.contains(&id) || self.checkpoints.seen(&id.0, id.1)? {
+            self.metrics.stream_duplicates.inc();
+            return Ok(());
+        }
+        let before = self.agg.counters;
+        self.agg.apply(e);
+        let after = self.agg.counters;
+        self.metrics.stream_late_events.inc_by(after.late - before.late);
+        self.metrics.stream_skipped_values.inc_by(after.skipped_values - before.skipped_values);
+        if after.applied > before.applied {
+            self.metrics.stream_events.inc();
+            received.push(e.received_at.timestamp_micros());
+        }
+        round.seen.insert(id.clone());
+        round.new_seen.push(id);
         Ok(())
     }
 
