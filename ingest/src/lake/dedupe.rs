@@ -24,10 +24,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 const INTENTS: &str = "intents";
 const SEEN_PREFIX: &str = "seen_";
+/// The first byte of an intent in binary: `[0][bucket u64 LE][path length u32 LE][path]`, then
+/// each claimed key as [`encode_key`] writes it. The first versions wrote intents as JSON,
+/// which starts with `{`; those are still read.
+const INTENT_BINARY: u8 = 0;
 
 /// Why the dedupe store failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +51,7 @@ impl From<serde_json::Error> for DedupeError {
 }
 
 /// A file the writer is about to write.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Intent {
     /// The object path.
     pub path: String,
@@ -116,21 +120,25 @@ impl DedupeStore {
         };
         let mut fresh = Vec::with_capacity(keys.len());
         let mut in_batch = HashSet::with_capacity(keys.len());
-        let mut claimed = Vec::new();
+        // The intent is written as the keys are claimed, each key's bytes copied as they are.
+        let mut intent = Vec::with_capacity(13 + path.len() + keys.len() * 24);
+        intent.push(INTENT_BINARY);
+        intent.extend_from_slice(&bucket.to_le_bytes());
+        intent.extend_from_slice(&u32::try_from(path.len()).unwrap_or(u32::MAX).to_le_bytes());
+        intent.extend_from_slice(path.as_bytes());
         let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
         for &(client, id) in keys {
             let key = encode_key(client, id);
-            let seen = !in_batch.insert(key.clone())
+            let seen = !in_batch.insert((client, id))
                 || current.contains_key(&key)?
                 || previous.as_ref().map(|p| p.contains_key(&key)).transpose()?.unwrap_or(false);
             if !seen {
+                intent.extend_from_slice(&key);
                 batch.insert(&current, key, []);
-                claimed.push((client.to_owned(), id));
             }
             fresh.push(!seen);
         }
         let id = self.next_intent.fetch_add(1, Ordering::Relaxed);
-        let intent = serde_json::to_vec(&Intent { path: path.to_owned(), bucket, keys: claimed })?;
         batch.insert(&self.intents, id.to_be_bytes(), intent);
         batch.commit()?;
         Ok((id, fresh))
@@ -146,7 +154,7 @@ impl DedupeStore {
     /// Abandons an intent whose file was not written: its keys are released.
     pub fn abandon(&self, id: u64) -> Result<(), DedupeError> {
         let Some(raw) = self.intents.get(id.to_be_bytes())? else { return Ok(()) };
-        let intent: Intent = serde_json::from_slice(&raw)?;
+        let intent = decode_intent(&raw)?;
         let bucket = self.buckets.lock().unwrap_or_else(|p| p.into_inner()).get(&intent.bucket).cloned();
         let mut batch = self.db.batch();
         if let Some(bucket) = bucket {
@@ -166,7 +174,7 @@ impl DedupeStore {
             let (key, value) = entry.into_inner()?;
             let id =
                 <[u8; 8]>::try_from(&*key).map(u64::from_be_bytes).map_err(|_| DedupeError("bad intent key".into()))?;
-            out.push((id, serde_json::from_slice(&value)?));
+            out.push((id, decode_intent(&value)?));
         }
         Ok(out)
     }
@@ -198,6 +206,43 @@ fn encode_key(client: &str, id: u128) -> Vec<u8> {
     key.extend_from_slice(client.as_bytes());
     key.extend_from_slice(&id.to_be_bytes());
     key
+}
+
+/// An intent as [`DedupeStore::claim`] writes it, or in the JSON of the first versions.
+fn decode_intent(raw: &[u8]) -> Result<Intent, DedupeError> {
+    match raw.split_first() {
+        Some((b'{', _)) => Ok(serde_json::from_slice(raw)?),
+        Some((&INTENT_BINARY, mut rest)) => {
+            let bucket = u64::from_le_bytes(take(&mut rest)?);
+            let path_len = u32::from_le_bytes(take(&mut rest)?) as usize;
+            let path = text(take_n(&mut rest, path_len)?)?;
+            let mut keys = Vec::new();
+            while !rest.is_empty() {
+                let [client_len] = take(&mut rest)?;
+                let client = text(take_n(&mut rest, usize::from(client_len))?)?;
+                keys.push((client, u128::from_be_bytes(take(&mut rest)?)));
+            }
+            Ok(Intent { path, bucket, keys })
+        }
+        _ => Err(DedupeError("corrupt intent: neither binary nor JSON".into())),
+    }
+}
+
+fn take_n<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], DedupeError> {
+    if rest.len() < n {
+        return Err(DedupeError("corrupt intent: truncated".into()));
+    }
+    let (part, tail) = rest.split_at(n);
+    *rest = tail;
+    Ok(part)
+}
+
+fn take<const N: usize>(rest: &mut &[u8]) -> Result<[u8; N], DedupeError> {
+    take_n(rest, N)?.try_into().map_err(|_| DedupeError("corrupt intent: truncated".into()))
+}
+
+fn text(bytes: &[u8]) -> Result<String, DedupeError> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| DedupeError("corrupt intent: not UTF-8".into()))
 }
 
 fn now_secs() -> u64 {
@@ -239,6 +284,27 @@ mod tests {
         assert_eq!(store.pending().unwrap().len(), 1);
         let (_, fresh) = store.claim("f3", &[("a", 1), ("a", 9)]).unwrap();
         assert_eq!(fresh, vec![true, false]);
+    }
+
+    #[test]
+    fn intents_of_the_first_versions_in_json_are_still_read_and_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DedupeStore::open(dir.path(), DAY).unwrap();
+        let (_, fresh) = store.claim("f0", &[("a", 1)]).unwrap();
+        assert_eq!(fresh, vec![true]);
+        // An intent as the first versions wrote it, left by a crash, claiming ("a", 1).
+        let bucket = now_secs() / DAY.as_secs();
+        let json = format!(r#"{{"path":"f1","bucket":{bucket},"keys":[["a",1],["a",2]]}}"#);
+        store.intents.insert(7u64.to_be_bytes(), json.as_bytes()).unwrap();
+        let pending = store.pending().unwrap();
+        let old = pending.iter().find(|(id, _)| *id == 7).unwrap();
+        assert_eq!(old.1, Intent { path: "f1".into(), bucket, keys: vec![("a".into(), 1), ("a".into(), 2)] });
+        store.abandon(7).unwrap();
+        assert_eq!(store.claim("f2", &[("a", 1)]).unwrap().1, vec![true]);
+        // Garbage is an error, not a panic.
+        for raw in [&[0u8, 1, 2][..], &[9, 9], &[]] {
+            assert!(decode_intent(raw).is_err(), "{raw:?}");
+        }
     }
 
     #[test]
