@@ -183,7 +183,9 @@ impl StreamRunner {
                 }
                 round.position = Some(d.position);
                 // Events are borrowed from the record, and only those of clients with streaming
-                // views are made into owned events: the others cost a scan of their bytes.
+                // views are made into owned events: the others cost a scan of their bytes. A
+                // client without streaming views has nothing to apply, so nothing to dedupe
+                // (should views come, a resent event was never counted).
                 match LogRecord::decode_borrowed(&d.payload) {
                     Ok(Borrowed::Events(events)) => {
                         for e in &events {

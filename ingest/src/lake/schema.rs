@@ -16,9 +16,9 @@ use arrow_array::{Array, ArrayRef, BooleanArray, PrimitiveArray, RecordBatch, St
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::{DateTime, Utc};
 use livora_common::{ClientId, Enrichment, Event, JsonObject};
+use serde_json::value::RawValue;
 
 use crate::log::EventRef;
-use serde_json::value::RawValue;
 
 fn ts() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
