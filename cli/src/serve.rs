@@ -348,8 +348,9 @@ fn in_background<T: Send + 'static>(
 /// Lowers the calling thread's priority to nice 10 (threads it starts inherit it).
 fn lower_priority(what: &str) {
     use thread_priority::{ThreadPriority, ThreadPriorityValue, set_current_thread_priority};
-    // The crate maps 0..=99 onto nice 20..=-20: 24 is nice 10.
-    let lowered = ThreadPriorityValue::try_from(24u8)
+    // The crate maps 0..=99 onto nice 19..=-20, truncating: 22 is nice 10 (24, used before,
+    // was nice 9).
+    let lowered = ThreadPriorityValue::try_from(22u8)
         .map_err(|e| e.to_string())
         .and_then(|p| set_current_thread_priority(ThreadPriority::Crossplatform(p)).map_err(|e| format!("{e:?}")));
     if let Err(e) = lowered {
@@ -413,4 +414,26 @@ async fn feed_demo(url: &str, key: &str) -> Result<()> {
     let summary = sender.send(sim.events()).await?;
     tracing::info!(%summary, "demo traffic sent");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The nice value of the calling thread, from `/proc/thread-self/stat` (field 19).
+    fn nice() -> i32 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // The command name, in parentheses, may hold spaces: count the fields after it.
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        after_name.split(' ').nth(16).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn background_work_runs_at_nice_10() {
+        let lowered = std::thread::spawn(|| {
+            super::lower_priority("a test thread");
+            nice()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(lowered, 10);
+    }
 }
