@@ -145,6 +145,18 @@ fn stopped() -> Error {
     Error::Inference("the prediction log writer has stopped".into())
 }
 
+/// What woke the writer.
+enum Due {
+    /// The batch tick: take what has queued.
+    Take,
+    /// A caller's flush.
+    Flush(FlushDone),
+    /// The online write's tick.
+    Online,
+    /// The log's tick.
+    Log,
+}
+
 /// What the online write needs of an entity's latest prediction (not the features it read).
 struct Latest {
     entity: String,
@@ -176,40 +188,36 @@ impl Writer {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
         loop {
-            // Every branch takes what has queued first, so each write holds every score sent
-            // before it; `open` turns false once every sink is gone and the queue is empty.
-            tokio::select! {
-                _ = batch_tick.tick() => {
-                    if !self.take(&mut queued).await {
-                        break;
-                    }
-                }
-                request = flush_requests.recv() => {
-                    let open = self.take(&mut queued).await;
-                    let Some(done) = request else { break };
+            let due = tokio::select! {
+                _ = batch_tick.tick() => Due::Take,
+                request = flush_requests.recv() => match request {
+                    Some(done) => Due::Flush(done),
+                    None => break,
+                },
+                _ = online_tick.tick() => Due::Online,
+                _ = log_tick.tick() => Due::Log,
+            };
+            // Whatever is due, what has queued is taken first, so each write holds every score
+            // sent before it; `open` turns false once every sink is gone and the queue is empty.
+            let open = self.take(&mut queued).await;
+            match due {
+                Due::Take => {}
+                Due::Flush(done) => {
                     let online = self.write_online().await;
                     let log = self.write_log().await;
                     let _ = done.send(online.and(log));
-                    if !open {
-                        break;
-                    }
                 }
-                _ = online_tick.tick() => {
-                    let open = self.take(&mut queued).await;
+                Due::Online => {
                     let written = self.write_online().await;
                     self.report(written);
-                    if !open {
-                        break;
-                    }
                 }
-                _ = log_tick.tick() => {
-                    let open = self.take(&mut queued).await;
+                Due::Log => {
                     let written = self.write_log().await;
                     self.report(written);
-                    if !open {
-                        break;
-                    }
                 }
+            }
+            if !open {
+                break;
             }
         }
         // Every sink is gone: write what is left.

@@ -107,7 +107,7 @@ pub fn events_batch<'a>(events: impl ExactSizeIterator<Item = &'a Event>) -> Res
     for e in events {
         builder.append(&EventRef::of(e));
     }
-    builder.finish(None)
+    builder.finish().map(|(_, batch)| batch)
 }
 
 /// The columns of a `raw/events` batch being built, one event at a time: what the lake writer
@@ -190,24 +190,8 @@ impl EventsBuilder {
         self.geo_city.append_option(e.geo_city);
     }
 
-    /// How many events it holds.
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    /// Whether it holds none.
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-
-    /// The event ids, in the order appended.
-    pub fn ids(&self) -> &[u128] {
-        &self.ids
-    }
-
-    /// The batch of the events appended; with `keep`, only the rows it marks (one flag per
-    /// event, in the order appended).
-    pub fn finish(mut self, keep: Option<&[bool]>) -> Result<RecordBatch, ArrowError> {
+    /// The event ids, in the order appended, and the batch of the events.
+    pub fn finish(mut self) -> Result<(Vec<u128>, RecordBatch), ArrowError> {
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.event_id.finish()),
             Arc::new(self.timestamp.finish()),
@@ -229,16 +213,7 @@ impl EventsBuilder {
             Arc::new(self.geo_region.finish()),
             Arc::new(self.geo_city.finish()),
         ];
-        let batch = RecordBatch::try_new(EVENTS_SCHEMA.clone(), columns)?;
-        match keep {
-            Some(keep) if keep.len() != batch.num_rows() => {
-                Err(ArrowError::InvalidArgumentError(format!("{} flags for {} events", keep.len(), batch.num_rows())))
-            }
-            Some(keep) if !keep.iter().all(|&k| k) => {
-                arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep.to_vec()))
-            }
-            _ => Ok(batch),
-        }
+        Ok((self.ids, RecordBatch::try_new(EVENTS_SCHEMA.clone(), columns)?))
     }
 }
 

@@ -103,7 +103,10 @@ struct Sealed {
 impl Buffer {
     fn seal(self) -> Result<Sealed, ArrowError> {
         Ok(match self.rows {
-            Rows::Events(rows) => Sealed { keys: rows.ids().to_vec(), batch: rows.finish(None)? },
+            Rows::Events(rows) => {
+                let (keys, batch) = rows.finish()?;
+                Sealed { keys, batch }
+            }
             Rows::Quarantine(rows) => Sealed {
                 keys: rows.iter().map(|r| u128::from(r.log_position)).collect(),
                 batch: quarantine_batch(rows.iter())?,
