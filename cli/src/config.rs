@@ -32,6 +32,8 @@ pub struct Config {
     pub online_store: OnlineConfig,
     /// Model inference (`[inference]`).
     pub inference: livora_inference::InferenceConfig,
+    /// The CPU priority of `livora serve`'s background work (`[scheduling]`).
+    pub scheduling: crate::sched::SchedulingConfig,
 }
 
 /// Logging (`[telemetry]`).
@@ -237,5 +239,22 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("lake.compression"), "{err}");
+    }
+
+    #[test]
+    fn background_priorities_are_set_per_kind_of_work_and_a_bad_one_names_the_key() {
+        use crate::sched::Priority;
+        let c: Config =
+            livora_common::config::load(None, vec![("LIVORA__SCHEDULING__LAKE".to_owned(), "low".to_owned())]).unwrap();
+        assert_eq!(
+            (c.scheduling.lake, c.scheduling.stream, c.scheduling.predictions),
+            (Priority::Low, Priority::Low, Priority::Idle)
+        );
+        let err = livora_common::config::load::<Config>(
+            None,
+            vec![("LIVORA__SCHEDULING__PREDICTIONS".to_owned(), "realtime".to_owned())],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("scheduling.predictions"), "{err}");
     }
 }

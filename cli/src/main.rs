@@ -10,6 +10,7 @@ mod events;
 mod features;
 mod materialize;
 mod models;
+mod sched;
 mod score;
 mod serve;
 mod simulate;

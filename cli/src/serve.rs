@@ -30,6 +30,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
 use crate::config::Config;
+use crate::sched::Priority;
 use crate::simulate::{Sender, default_start};
 
 /// The durable consumer name of the lake writer.
@@ -85,7 +86,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
     let lake_root = config.lake_root();
     let store = store::open(&lake_root, &config.lake)?;
     // Opened at background priority: the store's compaction thread inherits it.
-    let dedupe = in_background_thread("the lake's dedupe store", || {
+    let dedupe = in_background_thread("the lake's dedupe store", config.scheduling.lake, || {
         DedupeStore::open(&data_dir.join("lake-state").join("dedupe"), config.lake.dedupe_window)
     })?;
     let writer = LakeWriter::new(store.clone(), dedupe, config.lake.clone(), metrics.clone()).await?;
@@ -95,7 +96,8 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
     // on the collector's runtime it would hold a worker thread and stall requests behind it, and
     // at equal priority it would take a core from the collector in every burst. The log absorbs
     // the difference: under a burst the lake lags behind and catches up when the burst ends.
-    let mut lake = in_background("livora-lake", "the lake writer", writer.run(consumer, lake_stopped))?;
+    let mut lake =
+        in_background("livora-lake", "the lake writer", config.scheduling.lake, writer.run(consumer, lake_stopped))?;
 
     // One registry and one online store for the aggregator and the servers: redb admits one
     // opener per file.
@@ -109,7 +111,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
     let (stop_stream, stream_stopped) = watch::channel(false);
     let mut stream = if config.features.stream.enabled {
         // As the dedupe store: its compaction thread at background priority.
-        let checkpoints = in_background_thread("the stream's checkpoints", || {
+        let checkpoints = in_background_thread("the stream's checkpoints", config.scheduling.stream, || {
             Checkpoints::open(&data_dir.join("features").join("stream"), config.features.stream.dedupe_window)
         })?;
         let runner = StreamRunner::new(
@@ -126,7 +128,12 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
         // would hold a worker, and every request queued behind it, for the length of an fsync.
         // A thread and runtime of its own, at a lower priority: under a burst that takes every
         // core, features lag and catch up after it, and acknowledgements do not wait.
-        Some(in_background("livora-stream", "the stream aggregator", runner.run(consumer, stream_stopped))?)
+        Some(in_background(
+            "livora-stream",
+            "the stream aggregator",
+            config.scheduling.stream,
+            runner.run(consumer, stream_stopped),
+        )?)
     } else {
         None
     };
@@ -288,7 +295,8 @@ impl Serving {
         );
         // The prediction log's bursts of encoding and compression would stall requests on the
         // serving runtime: the writer gets a thread and runtime of its own, at a lower priority.
-        let predictions = in_background("livora-predict", "the prediction writer", writer)?;
+        let predictions =
+            in_background("livora-predict", "the prediction writer", config.scheduling.predictions, writer)?;
         let predictor = Arc::new(
             livora_inference::Predictor::new(
                 models,
@@ -331,52 +339,40 @@ impl Serving {
     }
 }
 
-/// Runs `task` on a thread named `name` with a runtime of its own, at a lower CPU priority
-/// (nice 10): the background work of `livora serve` (lake writer, stream aggregator, prediction
-/// writer), which on the request runtime would hold a worker — and every request queued on it —
-/// through its CPU-bound stretches and fsyncs. The receiver gets `task`'s output, or an error if
-/// the thread panicked.
+/// Runs `task` on a thread named `name` with a runtime of its own, at `priority` (see
+/// [`crate::sched`]): the background work of `livora serve` (lake writer, stream aggregator,
+/// prediction writer), which on the request runtime would hold a worker — and every request
+/// queued on it — through its CPU-bound stretches and fsyncs. The receiver gets `task`'s output,
+/// or an error if the thread panicked.
 fn in_background<T: Send + 'static>(
     name: &str,
     what: &'static str,
+    priority: Priority,
     task: impl Future<Output = T> + Send + 'static,
 ) -> Result<oneshot::Receiver<T>> {
     let (done, ended) = oneshot::channel();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     std::thread::Builder::new().name(name.into()).spawn(move || {
-        lower_priority(what);
+        priority.apply(what);
         let _ = done.send(runtime.block_on(task));
     })?;
     Ok(ended)
 }
 
-/// Runs `open` on a short-lived thread at nice 10 and returns what it returns: the threads it
+/// Runs `open` on a short-lived thread at `priority` and returns what it returns: the threads it
 /// starts inherit the priority. For the LSM stores of the background work (fjall: the lake's
 /// dedupe store, the stream's checkpoints), whose compaction threads would otherwise compete
 /// with requests at full priority — 13 % of the server's CPU at 100,000 events/s.
-fn in_background_thread<T: Send>(what: &str, open: impl FnOnce() -> T + Send) -> T {
+fn in_background_thread<T: Send>(what: &str, priority: Priority, open: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
-                lower_priority(what);
+                priority.apply(what);
                 open()
             })
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
-}
-
-/// Lowers the calling thread's priority to nice 10 (threads it starts inherit it).
-fn lower_priority(what: &str) {
-    use thread_priority::{ThreadPriority, ThreadPriorityValue, set_current_thread_priority};
-    // The crate maps 0..=99 onto nice 19..=-20, truncating: 22 is nice 10 (24, used before,
-    // was nice 9).
-    let lowered = ThreadPriorityValue::try_from(22u8)
-        .map_err(|e| e.to_string())
-        .and_then(|p| set_current_thread_priority(ThreadPriority::Crossplatform(p)).map_err(|e| format!("{e:?}")));
-    if let Err(e) = lowered {
-        tracing::warn!(error = %e, "could not lower the priority of {what}; it competes with requests");
-    }
 }
 
 /// Registers the example shop feature repository for the `demo` client, so the demo's events
@@ -439,33 +435,24 @@ async fn feed_demo(url: &str, key: &str) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    /// The nice value of the calling thread, from `/proc/thread-self/stat` (field 19).
-    fn nice() -> i32 {
-        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-        // The command name, in parentheses, may hold spaces: count the fields after it.
-        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-        after_name.split(' ').nth(16).unwrap().parse().unwrap()
-    }
+    use crate::sched::Priority;
+    use crate::sched::tests::scheduling;
 
     #[test]
-    fn threads_started_by_a_store_opened_in_the_background_inherit_nice_10() {
-        let caller = nice();
-        let (opener, started) = super::in_background_thread("a test store", || {
-            let opener = nice();
-            (opener, std::thread::spawn(nice).join().unwrap())
+    fn threads_started_by_a_store_opened_in_the_background_inherit_its_priority() {
+        let caller = scheduling();
+        let (opener, started) = super::in_background_thread("a test store", Priority::Low, || {
+            (scheduling(), std::thread::spawn(scheduling).join().unwrap())
         });
-        assert_eq!((opener, started), (10, 10));
-        assert_eq!(nice(), caller, "the caller's own priority is left alone");
+        assert_eq!((opener, started), ((0, 10), (0, 10)));
+        assert_eq!(scheduling(), caller, "the caller's own priority is left alone");
     }
 
-    #[test]
-    fn background_work_runs_at_nice_10() {
-        let lowered = std::thread::spawn(|| {
-            super::lower_priority("a test thread");
-            nice()
-        })
-        .join()
-        .unwrap();
-        assert_eq!(lowered, 10);
+    #[tokio::test]
+    async fn background_work_runs_at_its_priority_on_its_own_thread() {
+        let caller = scheduling();
+        let ran = super::in_background("test", "a test task", Priority::Idle, async { scheduling() }).unwrap();
+        assert_eq!(ran.await.unwrap().0, 5, "SCHED_IDLE");
+        assert_eq!(scheduling(), caller, "the caller's own priority is left alone");
     }
 }

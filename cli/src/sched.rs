@@ -1,0 +1,128 @@
+//! How `livora serve`'s background work shares the CPU with requests (`[scheduling]`).
+//!
+//! Requests run on the async runtime's workers at normal priority. The background work runs on
+//! threads of its own ([`Priority::apply`]), below them:
+//!
+//! - `idle` (`SCHED_IDLE`): the thread runs only on CPU time no normal thread wants, and a
+//!   request woken on its core preempts it at once. For bulk work whose input is already durable
+//!   (the lake writer reads the event log; the prediction writer's queue holds requests back
+//!   when full): under a burst it falls behind and catches up afterwards.
+//! - `low` (nice 10): a small but certain share of a busy machine (about a tenth of a core
+//!   against a nice-0 thread). For work whose delay is a promise (stream features fresh within
+//!   a second).
+//! - `normal`: no change.
+//!
+//! A priority is the whole machine's, not the process's: an `idle` thread also waits for other
+//! programs' busy threads (a compiler, a database on the same host). Run the lake writer `low`
+//! where the machine is shared with CPU-bound work that never pauses.
+
+use serde::{Deserialize, Serialize};
+
+/// A background thread's CPU priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    /// `SCHED_IDLE`: only CPU time nothing else wants.
+    Idle,
+    /// Nice 10.
+    Low,
+    /// The caller's own priority.
+    Normal,
+}
+
+impl Priority {
+    /// Applies to the calling thread; threads it starts later inherit it. On failure (a
+    /// platform without these policies) the thread keeps its priority, with a warning naming
+    /// `what`.
+    pub fn apply(self, what: &str) {
+        use thread_priority::{
+            NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
+            set_current_thread_priority, set_thread_priority_and_policy, thread_native_id,
+        };
+        let applied = match self {
+            Self::Normal => return,
+            // `SCHED_IDLE` admits only priority 0.
+            Self::Idle => set_thread_priority_and_policy(
+                thread_native_id(),
+                ThreadPriority::Min,
+                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+            )
+            .map_err(|e| format!("{e:?}")),
+            // The crate maps 0..=99 onto nice 19..=-20, truncating: 22 is nice 10.
+            Self::Low => ThreadPriorityValue::try_from(22u8).map_err(|e| e.to_string()).and_then(|p| {
+                set_current_thread_priority(ThreadPriority::Crossplatform(p)).map_err(|e| format!("{e:?}"))
+            }),
+        };
+        if let Err(e) = applied {
+            tracing::warn!(error = %e, priority = ?self, "could not lower the priority of {what}; it competes with requests");
+        }
+    }
+}
+
+/// `[scheduling]`: the priority of each kind of background work of `livora serve`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulingConfig {
+    /// The lake writer and its dedupe store. Default `idle`.
+    pub lake: Priority,
+    /// The stream aggregator and its checkpoints. Default `low`.
+    pub stream: Priority,
+    /// The prediction writer (the prediction view online, the prediction log). Default `idle`.
+    pub predictions: Priority,
+}
+
+impl Default for SchedulingConfig {
+    fn default() -> Self {
+        Self { lake: Priority::Idle, stream: Priority::Low, predictions: Priority::Idle }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::Priority;
+
+    /// Field `n` (1-based, as in proc(5)) of the calling thread's `/proc/thread-self/stat`.
+    pub(crate) fn stat_field(n: usize) -> i64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // The command name, in parentheses, may hold spaces: count the fields after it (the
+        // state is field 3).
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        after_name.split(' ').nth(n - 3).unwrap().parse().unwrap()
+    }
+
+    /// The calling thread's (policy, nice).
+    pub(crate) fn scheduling() -> (i64, i64) {
+        (stat_field(41), stat_field(19))
+    }
+
+    const SCHED_OTHER: i64 = 0;
+    const SCHED_IDLE: i64 = 5;
+
+    /// (policy, nice) of a thread that applied `priority`, and of a thread it then started.
+    fn applied(priority: Priority) -> ((i64, i64), (i64, i64)) {
+        std::thread::spawn(move || {
+            priority.apply("a test thread");
+            (scheduling(), std::thread::spawn(scheduling).join().unwrap())
+        })
+        .join()
+        .unwrap()
+    }
+
+    #[test]
+    fn idle_is_sched_idle_and_threads_started_later_inherit_it() {
+        let (own, started) = applied(Priority::Idle);
+        assert_eq!(own.0, SCHED_IDLE);
+        assert_eq!(started.0, SCHED_IDLE);
+    }
+
+    #[test]
+    fn low_is_nice_10_and_threads_started_later_inherit_it() {
+        assert_eq!(applied(Priority::Low), ((SCHED_OTHER, 10), (SCHED_OTHER, 10)));
+    }
+
+    #[test]
+    fn normal_leaves_the_thread_as_it_was() {
+        let before = scheduling();
+        assert_eq!(applied(Priority::Normal), (before, before));
+    }
+}
