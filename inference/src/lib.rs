@@ -29,7 +29,7 @@ pub use config::{InferenceConfig, MissingPolicyConfig, OnnxConfig, SageMakerConf
 pub use error::{Error, Result};
 pub use grpc::GrpcInferenceService;
 pub use kserve::GrpcKserveService;
-pub use prediction_log::{PredictionRecord, PredictionSink, SinkConfig};
+pub use prediction_log::{LoggedFeatures, PredictionRecord, PredictionSink, SinkConfig};
 pub use predictor::{Loaded, MissingPolicy, Predictions, Predictor, Row, RowStatus, Serving, ServingCanary};
 pub use runtime::onnx::{OnnxMetadata, OnnxModel, ScoreKind, init_runtime};
 pub use runtime::sagemaker::SageMakerRuntime;

@@ -52,11 +52,80 @@ pub struct PredictionRecord {
     pub probability: f64,
     /// When it was scored (µs).
     pub at: i64,
-    /// The features it read, as a JSON object (`view__feature` → value or null).
-    pub features: String,
+    /// The features it read; logged as a JSON object (`view__feature` → value or null).
+    pub features: LoggedFeatures,
     /// A ranker's most probable offer (`probability` is its probability); `None` for a
     /// classifier. Written as `<model>_offer`.
     pub offer: Option<String>,
+}
+
+/// The features a prediction read. Requests hand the values over as they are; the writer
+/// renders them as a JSON object (`view__feature` → value, `null` when missing), off the
+/// request path (at 10,000 predictions/s, formatting the numbers took about 4 % of the server's
+/// CPU on the request workers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedFeatures {
+    /// The features' names, shared by every record of a model version.
+    pub names: Arc<[String]>,
+    /// Each feature's value in `names` order; `None` when it was missing or expired.
+    pub values: Vec<Option<Value>>,
+}
+
+impl LoggedFeatures {
+    /// The JSON object the log holds.
+    pub fn to_json(&self) -> String {
+        let mut out = String::with_capacity(32 * self.names.len() + 2);
+        out.push('{');
+        for (k, (name, value)) in self.names.iter().zip(&self.values).enumerate() {
+            if k > 0 {
+                out.push(',');
+            }
+            json_string(&mut out, name);
+            out.push(':');
+            match value {
+                Some(Value::Int64(x) | Value::Timestamp(x)) => {
+                    use std::fmt::Write as _;
+                    let _ = write!(out, "{x}");
+                }
+                Some(Value::Float64(x)) => json_number(&mut out, *x),
+                Some(Value::Bool(b)) => out.push_str(if *b { "true" } else { "false" }),
+                Some(Value::String(s)) => json_string(&mut out, s),
+                Some(Value::Null) | None => out.push_str("null"),
+            }
+        }
+        out.push('}');
+        out
+    }
+}
+
+/// Appends a number, or `null` when it is not finite (JSON has no NaN or infinity).
+fn json_number(out: &mut String, x: f64) {
+    use std::fmt::Write as _;
+    if x.is_finite() {
+        let _ = write!(out, "{x:?}");
+    } else {
+        out.push_str("null");
+    }
+}
+
+/// Appends `s` as a JSON string.
+fn json_string(out: &mut String, s: &str) {
+    use std::fmt::Write as _;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 /// How often the sink writes.
@@ -356,7 +425,8 @@ fn frame(records: &[PredictionRecord]) -> Result<DataFrame> {
         let offers: Vec<Option<&str>> = records.iter().map(|r| r.offer.as_deref()).collect();
         columns.push(Column::new(zoo::offer_feature(model).into(), offers));
     }
-    columns.push(Column::new("features".into(), records.iter().map(|r| r.features.as_str()).collect::<Vec<_>>()));
+    // Rendered here, on the writer's thread, not by the requests.
+    columns.push(Column::new("features".into(), records.iter().map(|r| r.features.to_json()).collect::<Vec<_>>()));
     DataFrame::new_infer_height(columns).map_err(|e| Error::Inference(format!("building the prediction log rows: {e}")))
 }
 
@@ -386,7 +456,10 @@ mod tests {
             entity_key: key.into(),
             probability,
             at: 1_700_000_000_000_000,
-            features: r#"{"user_activity__orders_30d":2}"#.into(),
+            features: LoggedFeatures {
+                names: Arc::from(["user_activity__orders_30d".to_owned()]),
+                values: vec![Some(Value::Int64(2))],
+            },
             offer: None,
         }
     }
@@ -425,6 +498,40 @@ mod tests {
     }
 
     /// Intervals no test reaches: only a flush or the end of the sinks writes.
+    #[test]
+    fn logged_strings_are_valid_json_whatever_they_hold() {
+        for text in ["plain", "quote \" and \\ backslash", "tab\tline\nreturn\r", "\u{1}\u{1f}", "é ✓ 😀", ""] {
+            let mut out = String::new();
+            super::json_string(&mut out, text);
+            assert_eq!(serde_json::from_str::<String>(&out).unwrap(), text, "{out}");
+        }
+    }
+
+    #[test]
+    fn logged_features_are_a_json_object_with_nulls_for_missing_and_non_finite_values() {
+        let names = ["v__i", "v__f", "v__nan", "v__b", "v__s", "v__missing", "v__null"].map(String::from);
+        let features = LoggedFeatures {
+            names: Arc::from(names),
+            values: vec![
+                Some(Value::Int64(-3)),
+                Some(Value::Float64(0.25)),
+                Some(Value::Float64(f64::NAN)),
+                Some(Value::Bool(true)),
+                Some(Value::String("a\"b".into())),
+                None,
+                Some(Value::Null),
+            ],
+        };
+        let parsed: serde_json::Value = serde_json::from_str(&features.to_json()).unwrap();
+        assert_eq!(
+            parsed,
+            serde_json::json!({
+                "v__i": -3, "v__f": 0.25, "v__nan": null, "v__b": true, "v__s": "a\"b",
+                "v__missing": null, "v__null": null
+            })
+        );
+    }
+
     fn never() -> SinkConfig {
         let hour = Duration::from_secs(3600);
         SinkConfig { online_interval: hour, log_interval: hour, batch_interval: hour, ..SinkConfig::default() }

@@ -29,7 +29,7 @@ use livora_models::{Algorithm, Classifier, Endpoint, Input, Manifest, ModelRegis
 
 use crate::config::OnnxConfig;
 use crate::error::{Error, Result};
-use crate::prediction_log::{PredictionRecord, PredictionSink};
+use crate::prediction_log::{LoggedFeatures, PredictionRecord, PredictionSink};
 use crate::runtime::onnx::OnnxModel;
 use crate::runtime::sagemaker::{SageMakerConfig, SageMakerRuntime};
 
@@ -109,6 +109,9 @@ pub struct Loaded {
     runtime: Runtime,
     /// Its features as the feature store names them (`view:feature`).
     refs: Vec<String>,
+    /// Its encoder's feature names (`view__feature`), as the prediction log names them: shared
+    /// by every record of this version.
+    names: Arc<[String]>,
 }
 
 impl Loaded {
@@ -128,7 +131,8 @@ impl Loaded {
             ),
         };
         let refs = manifest.features.iter().map(|f| format!("{}:{}", f.view, f.feature)).collect();
-        Ok(Self { manifest, runtime, refs })
+        let names = manifest.encoder.features.iter().map(|f| f.name.clone()).collect();
+        Ok(Self { manifest, runtime, refs, names })
     }
 
     /// How many values a row's prediction holds: 1 for a classifier (the probability of the
@@ -398,6 +402,7 @@ impl Predictor {
         let m = &loaded.manifest;
         let per_row = loaded.outputs();
         let at = chrono::Utc::now().timestamp_micros();
+        let names: Arc<[String]> = table.names.iter().cloned().collect();
         let records = outputs
             .chunks(per_row)
             .enumerate()
@@ -418,7 +423,7 @@ impl Predictor {
                     entity_key: entity_keys.and_then(|k| k.get(i)).cloned().unwrap_or_default(),
                     probability,
                     at,
-                    features: table_json(table, i),
+                    features: table_features(&names, table, i),
                     offer,
                 }
             })
@@ -515,7 +520,7 @@ impl Predictor {
                         entity_key: row.entity_key.clone(),
                         probability: row.score?,
                         at,
-                        features: features_json(&online, i),
+                        features: online_features(&primary.names, &online, i),
                         offer: row.offers.first().map(|o| o.0.clone()),
                     })
                 })
@@ -599,82 +604,28 @@ async fn score_rows(
     Ok(())
 }
 
-/// Row `i` of a caller's table as a JSON object of feature values, for the prediction log.
-fn table_json(table: &Table, i: usize) -> String {
-    json_object(table.names.iter().zip(&table.columns), |out, column| match column {
-        livora_models::Column::Numeric(v) => json_number(out, v[i]),
-        livora_models::Column::Categorical(v) => match &v[i] {
-            Some(s) => json_string(out, s),
-            None => out.push_str("null"),
-        },
-    })
+/// Row `i` of a caller's table, for the prediction log (`names` are the table's).
+fn table_features(names: &Arc<[String]>, table: &Table, i: usize) -> LoggedFeatures {
+    let values = table
+        .columns
+        .iter()
+        .map(|column| match column {
+            livora_models::Column::Numeric(v) => v[i].map(Value::Float64),
+            livora_models::Column::Categorical(v) => v[i].clone().map(Value::String),
+        })
+        .collect();
+    LoggedFeatures { names: names.clone(), values }
 }
 
-/// Row `i`'s feature values as a JSON object, for the prediction log.
-fn features_json(online: &OnlineFeatures, i: usize) -> String {
-    json_object(online.feature_names.iter().zip(&online.results), |out, column| {
-        match (&column.values[i], column.statuses[i]) {
-            (_, s) if s != FeatureStatus::Present => out.push_str("null"),
-            (Value::Int64(x) | Value::Timestamp(x), _) => {
-                use std::fmt::Write as _;
-                let _ = write!(out, "{x}");
-            }
-            (Value::Float64(x), _) => json_number(out, Some(*x)),
-            (Value::Bool(b), _) => out.push_str(if *b { "true" } else { "false" }),
-            (Value::String(s), _) => json_string(out, s),
-            (Value::Null, _) => out.push_str("null"),
-        }
-    })
-}
-
-/// A JSON object of `fields`, each name's value written by `value`.
-fn json_object<'a, T: 'a>(
-    fields: impl ExactSizeIterator<Item = (&'a String, &'a T)>,
-    mut value: impl FnMut(&mut String, &T),
-) -> String {
-    let mut out = String::with_capacity(32 * fields.len() + 2);
-    out.push('{');
-    for (k, (name, field)) in fields.enumerate() {
-        if k > 0 {
-            out.push(',');
-        }
-        json_string(&mut out, name);
-        out.push(':');
-        value(&mut out, field);
-    }
-    out.push('}');
-    out
-}
-
-/// Appends a number, or `null` when it is missing or not finite (JSON has no NaN or infinity).
-fn json_number(out: &mut String, x: Option<f64>) {
-    use std::fmt::Write as _;
-    match x {
-        Some(x) if x.is_finite() => {
-            let _ = write!(out, "{x:?}");
-        }
-        _ => out.push_str("null"),
-    }
-}
-
-/// Appends `s` as a JSON string.
-fn json_string(out: &mut String, s: &str) {
-    use std::fmt::Write as _;
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+/// Row `i`'s feature values, for the prediction log: a value that is not present is `None`
+/// (`names` are the answer's, which [`check_answer`] compared with the encoder's).
+fn online_features(names: &Arc<[String]>, online: &OnlineFeatures, i: usize) -> LoggedFeatures {
+    let values = online
+        .results
+        .iter()
+        .map(|column| (column.statuses[i] == FeatureStatus::Present).then(|| column.values[i].clone()))
+        .collect();
+    LoggedFeatures { names: names.clone(), values }
 }
 
 fn poisoned<T>(_: std::sync::PoisonError<T>) -> Error {
@@ -685,25 +636,19 @@ fn poisoned<T>(_: std::sync::PoisonError<T>) -> Error {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use super::{json_string, table_json};
-    use livora_models::{Column, Table};
+    use std::sync::Arc;
 
-    #[test]
-    fn logged_strings_are_valid_json_whatever_they_hold() {
-        for text in ["plain", "quote \" and \\ backslash", "tab\tline\nreturn\r", "\u{1}\u{1f}", "é ✓ 😀", ""] {
-            let mut out = String::new();
-            json_string(&mut out, text);
-            assert_eq!(serde_json::from_str::<String>(&out).unwrap(), text, "{out}");
-        }
-    }
+    use super::table_features;
+    use livora_models::{Column, Table};
 
     #[test]
     fn a_callers_row_is_logged_as_a_json_object_with_nulls_for_missing_values() {
         let mut table = Table::default();
         table.push("v__n", Column::Numeric(vec![Some(0.1), None, Some(f64::NAN)])).unwrap();
         table.push("v__c", Column::Categorical(vec![Some("a\"b".into()), None, Some(String::new())])).unwrap();
+        let names: Arc<[String]> = table.names.iter().cloned().collect();
         let rows: Vec<serde_json::Value> =
-            (0..3).map(|i| serde_json::from_str(&table_json(&table, i)).unwrap()).collect();
+            (0..3).map(|i| serde_json::from_str(&table_features(&names, &table, i).to_json()).unwrap()).collect();
         assert_eq!(
             rows,
             [
