@@ -618,7 +618,7 @@ fn table_features(names: &Arc<[String]>, table: &Table, i: usize) -> LoggedFeatu
 }
 
 /// Row `i`'s feature values, for the prediction log: a value that is not present is `None`
-/// (`names` are the answer's, which [`check_answer`] compared with the encoder's).
+/// (`names` are the encoder's, which [`check_answer`] found equal to the answer's).
 fn online_features(names: &Arc<[String]>, online: &OnlineFeatures, i: usize) -> LoggedFeatures {
     let values = online
         .results
