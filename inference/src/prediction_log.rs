@@ -73,59 +73,28 @@ pub struct LoggedFeatures {
 
 impl LoggedFeatures {
     /// The JSON object the log holds.
-    pub fn to_json(&self) -> String {
-        let mut out = String::with_capacity(32 * self.names.len() + 2);
-        out.push('{');
-        for (k, (name, value)) in self.names.iter().zip(&self.values).enumerate() {
-            if k > 0 {
-                out.push(',');
-            }
-            json_string(&mut out, name);
-            out.push(':');
+    pub fn to_json(&self) -> Result<String> {
+        serde_json::to_string(self).map_err(|e| Error::Inference(format!("rendering a prediction's features: {e}")))
+    }
+}
+
+/// A JSON object of each feature's plain value: `null` for a missing one, and for a number JSON
+/// cannot hold (NaN, infinity: serde_json writes those as `null`).
+impl serde::Serialize for LoggedFeatures {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.names.len()))?;
+        for (name, value) in self.names.iter().zip(&self.values) {
             match value {
-                Some(Value::Int64(x) | Value::Timestamp(x)) => {
-                    use std::fmt::Write as _;
-                    let _ = write!(out, "{x}");
-                }
-                Some(Value::Float64(x)) => json_number(&mut out, *x),
-                Some(Value::Bool(b)) => out.push_str(if *b { "true" } else { "false" }),
-                Some(Value::String(s)) => json_string(&mut out, s),
-                Some(Value::Null) | None => out.push_str("null"),
+                Some(Value::Int64(x) | Value::Timestamp(x)) => map.serialize_entry(name, x)?,
+                Some(Value::Float64(x)) => map.serialize_entry(name, x)?,
+                Some(Value::Bool(b)) => map.serialize_entry(name, b)?,
+                Some(Value::String(text)) => map.serialize_entry(name, text)?,
+                Some(Value::Null) | None => map.serialize_entry(name, &())?,
             }
         }
-        out.push('}');
-        out
+        map.end()
     }
-}
-
-/// Appends a number, or `null` when it is not finite (JSON has no NaN or infinity).
-fn json_number(out: &mut String, x: f64) {
-    use std::fmt::Write as _;
-    if x.is_finite() {
-        let _ = write!(out, "{x:?}");
-    } else {
-        out.push_str("null");
-    }
-}
-
-/// Appends `s` as a JSON string.
-fn json_string(out: &mut String, s: &str) {
-    use std::fmt::Write as _;
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 /// How often the sink writes.
@@ -426,7 +395,8 @@ fn frame(records: &[PredictionRecord]) -> Result<DataFrame> {
         columns.push(Column::new(zoo::offer_feature(model).into(), offers));
     }
     // Rendered here, on the writer's thread, not by the requests.
-    columns.push(Column::new("features".into(), records.iter().map(|r| r.features.to_json()).collect::<Vec<_>>()));
+    let features = records.iter().map(|r| r.features.to_json()).collect::<Result<Vec<_>>>()?;
+    columns.push(Column::new("features".into(), features));
     DataFrame::new_infer_height(columns).map_err(|e| Error::Inference(format!("building the prediction log rows: {e}")))
 }
 
@@ -501,9 +471,12 @@ mod tests {
     #[test]
     fn logged_strings_are_valid_json_whatever_they_hold() {
         for text in ["plain", "quote \" and \\ backslash", "tab\tline\nreturn\r", "\u{1}\u{1f}", "é ✓ 😀", ""] {
-            let mut out = String::new();
-            super::json_string(&mut out, text);
-            assert_eq!(serde_json::from_str::<String>(&out).unwrap(), text, "{out}");
+            // As a feature's name and as its value.
+            let features =
+                LoggedFeatures { names: Arc::from([text.to_owned()]), values: vec![Some(Value::String(text.into()))] };
+            let json = features.to_json().unwrap();
+            let parsed: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&json).unwrap();
+            assert_eq!(parsed.get(text), Some(&serde_json::Value::String(text.into())), "{json}");
         }
     }
 
@@ -522,7 +495,7 @@ mod tests {
                 Some(Value::Null),
             ],
         };
-        let parsed: serde_json::Value = serde_json::from_str(&features.to_json()).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&features.to_json().unwrap()).unwrap();
         assert_eq!(
             parsed,
             serde_json::json!({

@@ -647,8 +647,9 @@ mod tests {
         table.push("v__n", Column::Numeric(vec![Some(0.1), None, Some(f64::NAN)])).unwrap();
         table.push("v__c", Column::Categorical(vec![Some("a\"b".into()), None, Some(String::new())])).unwrap();
         let names: Arc<[String]> = table.names.iter().cloned().collect();
-        let rows: Vec<serde_json::Value> =
-            (0..3).map(|i| serde_json::from_str(&table_features(&names, &table, i).to_json()).unwrap()).collect();
+        let rows: Vec<serde_json::Value> = (0..3)
+            .map(|i| serde_json::from_str(&table_features(&names, &table, i).to_json().unwrap()).unwrap())
+            .collect();
         assert_eq!(
             rows,
             [
