@@ -59,7 +59,7 @@ use crate::data::Rows;
 use crate::load::{closed_loop, open_loop};
 use crate::report::{CpuMeter, Line, Machine, print_table, thousands};
 use crate::servers::{Livora, Server, apply, create_client, feast_script_run, free_port, start_feast};
-use crate::targets::{Grpc, Json, Kserve, Outcome, Predict, Target};
+use crate::targets::{Grpc, Health, Json, Kserve, Outcome, Predict, Target};
 
 /// The load generator allocates for every request and answer; mimalloc, as in `livora` itself,
 /// keeps its CPU (which the server shares) low.
@@ -109,6 +109,10 @@ enum Mode {
     /// KServe V2 `ModelInfer` of each `--models` version, the caller sending the features: 1 row
     /// at `--predict-rate`.
     Kserve,
+    /// The floor: gRPC `grpc.health.v1.Health/Check`, which the server does no work for, open
+    /// loop at `--rate` and at `--predict-rate` — the least any gRPC call takes here at those
+    /// rates, with this load generator on the same machine.
+    Floor,
 }
 
 /// A model algorithm of the prediction phases.
@@ -503,6 +507,19 @@ fn livora_phases(
         bench.measure(grpc, &one, Load::Closed(args.concurrency), args.max_seconds, pid);
         if name == "redb" {
             bench.measure(http, &json, Load::Closed(args.concurrency), args.max_seconds, pid);
+        }
+    }
+    if args.modes.contains(&Mode::Floor) {
+        let connect = Health::connect(server.grpc, args.connections, (CLIENT, key));
+        let health = Arc::new(Target::Health(bench.runtime.block_on(connect)?));
+        for rate in [args.rate, args.predict_rate] {
+            bench.measure(
+                ("Livora", name, "gRPC health check (no work)"),
+                &health,
+                Load::Open(rate),
+                args.seconds,
+                pid,
+            );
         }
     }
     if args.modes.contains(&Mode::Grpc) {

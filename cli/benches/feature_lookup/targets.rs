@@ -67,6 +67,8 @@ pub(crate) enum Target {
     Predict(Predict),
     /// KServe V2 `inference.GRPCInferenceService/ModelInfer`.
     Kserve(Kserve),
+    /// `grpc.health.v1.Health/Check`: a call the server does no work for.
+    Health(Health),
 }
 
 impl Target {
@@ -77,6 +79,7 @@ impl Target {
             Target::Json(j) => j.call(n).await,
             Target::Predict(p) => p.call(n).await,
             Target::Kserve(k) => k.call(n).await,
+            Target::Health(h) => h.call(n).await,
         }
     }
 
@@ -87,6 +90,7 @@ impl Target {
             Target::Json(j) => j.entities,
             Target::Predict(p) => p.entities,
             Target::Kserve(k) => k.entities,
+            Target::Health(_) => 0,
         }
     }
 }
@@ -125,6 +129,7 @@ struct Statuses {
 /// The methods' paths.
 const GET_ONLINE_FEATURES: &str = "/livora.v1.FeatureService/GetOnlineFeatures";
 const PREDICT: &str = "/livora.v1.InferenceService/Predict";
+const HEALTH_CHECK: &str = "/grpc.health.v1.Health/Check";
 const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
 
 /// Unary calls of one gRPC method, authenticated, round-robin over several HTTP/2 connections.
@@ -324,6 +329,55 @@ impl Grpc {
             return Outcome::Failed("not all PRESENT", format!("{:?}", answer.results.first()));
         }
         Outcome::Ok
+    }
+}
+
+/// `grpc.health.v1.HealthCheckRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckRequest {
+    #[prost(string, tag = "1")]
+    service: String,
+}
+
+/// `grpc.health.v1.HealthCheckResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct HealthCheckResponse {
+    #[prost(int32, tag = "1")]
+    status: i32,
+}
+
+/// `HealthCheckResponse.ServingStatus.SERVING`.
+const SERVING: i32 = 1;
+
+/// gRPC `grpc.health.v1.Health/Check` of the whole server: the same port, connections, HTTP/2
+/// and gRPC framing as a lookup, and no work behind it (the answer is a status held in memory).
+/// Its latency at a given rate is this machine's floor for any gRPC call, load generator
+/// included: what no request path can go below here.
+pub(crate) struct Health {
+    unary: Unary,
+}
+
+impl Health {
+    /// `connections` HTTP/2 connections to `addr` (the credentials are sent, as by every other
+    /// target, though the health service does not ask for them).
+    pub(crate) async fn connect(
+        addr: std::net::SocketAddr,
+        connections: usize,
+        (client, key): (&str, &str),
+    ) -> Result<Self> {
+        let health = Self { unary: Unary::connect(addr, connections, HEALTH_CHECK, client, key).await? };
+        if let Outcome::Failed(_, why) = health.call(0).await {
+            anyhow::bail!("the server's health check: {why}");
+        }
+        Ok(health)
+    }
+
+    async fn call(&self, n: u64) -> Outcome {
+        match self.unary.call::<HealthCheckResponse>(n, &HealthCheckRequest { service: String::new() }).await {
+            Ok(answer) if answer.status == SERVING => Outcome::Ok,
+            Ok(answer) => Outcome::Failed("bad answer", format!("health status {}, not SERVING", answer.status)),
+            Err(failed) => failed,
+        }
     }
 }
 
