@@ -83,6 +83,10 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
         ),
     };
 
+    if config.scheduling.any_idle() {
+        // Lifts the `SCHED_IDLE` threads that other work starves for seconds on end.
+        crate::sched::guard::start().context("cannot start the starvation guard")?;
+    }
     let lake_root = config.lake_root();
     let store = store::open(&lake_root, &config.lake)?;
     // Opened at background priority: the store's compaction thread inherits it.

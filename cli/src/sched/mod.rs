@@ -3,26 +3,32 @@
 //! Requests run on the async runtime's workers at normal priority. The background work runs on
 //! threads of its own ([`Priority::apply`]), below them:
 //!
-//! - `idle` (`SCHED_IDLE`): the thread runs only on CPU time no normal thread wants, and a
-//!   request woken on its core preempts it at once. For bulk work whose input is already durable
-//!   (the lake writer reads the event log; the prediction writer's queue holds requests back
-//!   when full): under a burst it falls behind and catches up afterwards.
+//! - `idle` (`SCHED_IDLE`, at nice 10): the thread runs only on CPU time no normal thread
+//!   wants, and a request woken on its core preempts it at once. For bulk work whose input is
+//!   already durable (the lake writer reads the event log; the prediction writer's queue holds
+//!   requests back when full): under a burst it falls behind and catches up afterwards. A
+//!   thread starved for seconds on end runs at nice 10 until it has caught up ([`guard`]).
 //! - `low` (nice 10): a small but certain share of a busy machine (about a tenth of a core
 //!   against a nice-0 thread). For work whose delay is a promise (stream features fresh within
 //!   a second).
 //! - `normal`: no change.
 //!
 //! A priority is the whole machine's, not the process's: an `idle` thread also waits for other
-//! programs' busy threads (a compiler, a database on the same host). Run the lake writer `low`
-//! where the machine is shared with CPU-bound work that never pauses.
+//! programs' busy threads (a compiler, a database on the same host). The starvation guard
+//! ([`guard`]) lifts it when that wait lasts; it needs `CAP_SYS_NICE` to, and says so when it
+//! does not have it — set the key `low` then, where the machine is shared with CPU-bound work
+//! that never pauses.
 
 use serde::{Deserialize, Serialize};
+
+pub(crate) mod guard;
 
 /// A background thread's CPU priority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
-    /// `SCHED_IDLE`: only CPU time nothing else wants.
+    /// `SCHED_IDLE` (at nice 10, what the starvation guard lifts it to): only CPU time nothing
+    /// else wants.
     Idle,
     /// Nice 10.
     Low,
@@ -35,28 +41,27 @@ impl Priority {
     /// platform without these policies) the thread keeps its priority, with a warning naming
     /// `what`.
     pub fn apply(self, what: &str) {
-        use thread_priority::{
-            NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
-            set_current_thread_priority, set_thread_priority_and_policy, thread_native_id,
-        };
         let applied = match self {
             Self::Normal => return,
-            // `SCHED_IDLE` admits only priority 0.
-            Self::Idle => set_thread_priority_and_policy(
-                thread_native_id(),
-                ThreadPriority::Min,
-                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
-            )
-            .map_err(|e| format!("{e:?}")),
-            // The crate maps 0..=99 onto nice 19..=-20, truncating: 22 is nice 10.
-            Self::Low => ThreadPriorityValue::try_from(22u8).map_err(|e| e.to_string()).and_then(|p| {
-                set_current_thread_priority(ThreadPriority::Crossplatform(p)).map_err(|e| format!("{e:?}"))
-            }),
+            // Nice 10 first, which the thread keeps under `SCHED_IDLE` and runs at if the
+            // starvation guard lifts it; `SCHED_IDLE` even if the nice value was refused (a
+            // thread already above 10 may not lower it unprivileged).
+            Self::Idle => {
+                let nice = nice_10();
+                guard::set_policy(0, guard::SCHED_IDLE).and(nice)
+            }
+            Self::Low => nice_10(),
         };
         if let Err(e) = applied {
             tracing::warn!(error = %e, priority = ?self, "could not lower the priority of {what}; it competes with requests");
         }
     }
+}
+
+/// Sets the calling thread's nice value to 10, keeping its policy (on Linux, `setpriority` of
+/// thread id 0 is the calling thread's).
+fn nice_10() -> std::io::Result<()> {
+    uapi::setpriority(uapi::c::PRIO_PROCESS.cast_signed(), 0, 10).map_err(|e| std::io::Error::from_raw_os_error(e.0))
 }
 
 /// `[scheduling]`: the priority of each kind of background work of `livora serve`.
@@ -69,6 +74,13 @@ pub struct SchedulingConfig {
     pub stream: Priority,
     /// The prediction writer (the prediction view online, the prediction log). Default `idle`.
     pub predictions: Priority,
+}
+
+impl SchedulingConfig {
+    /// Whether any background work runs at `SCHED_IDLE` (and so wants the starvation guard).
+    pub fn any_idle(&self) -> bool {
+        [self.lake, self.stream, self.predictions].contains(&Priority::Idle)
+    }
 }
 
 impl Default for SchedulingConfig {
@@ -95,8 +107,8 @@ pub(crate) mod tests {
         (stat_field(41), stat_field(19))
     }
 
-    const SCHED_OTHER: i64 = 0;
-    const SCHED_IDLE: i64 = 5;
+    const SCHED_OTHER: i64 = super::guard::SCHED_OTHER as i64;
+    const SCHED_IDLE: i64 = super::guard::SCHED_IDLE as i64;
 
     /// (policy, nice) of a thread that applied `priority`, and of a thread it then started.
     fn applied(priority: Priority) -> ((i64, i64), (i64, i64)) {
@@ -109,10 +121,8 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn idle_is_sched_idle_and_threads_started_later_inherit_it() {
-        let (own, started) = applied(Priority::Idle);
-        assert_eq!(own.0, SCHED_IDLE);
-        assert_eq!(started.0, SCHED_IDLE);
+    fn idle_is_sched_idle_at_nice_10_and_threads_started_later_inherit_it() {
+        assert_eq!(applied(Priority::Idle), ((SCHED_IDLE, 10), (SCHED_IDLE, 10)));
     }
 
     #[test]

@@ -1,0 +1,403 @@
+//! The starvation guard: `SCHED_IDLE` without starving.
+//!
+//! A thread at `SCHED_IDLE` runs only on CPU time no normal thread wants. When another program
+//! keeps every core busy (a compiler, `livora train` on the same host, a database's batch job),
+//! that is almost none — about 0.3 % of a core against one busy nice-0 thread — and the lake
+//! would stop advancing for as long as the other program runs. The guard, a thread at normal
+//! priority that wakes once a second, watches every `SCHED_IDLE` thread of the process through
+//! `/proc/self/task/<tid>/stat` (is it runnable) and `schedstat` (time on a CPU, time runnable
+//! but waiting for one):
+//!
+//! - a thread found runnable at each of 5 ticks in a row, having run less than a tenth of each
+//!   tick, is **lifted** to `SCHED_OTHER` at nice 10 — the `low` share, about a tenth of a core
+//!   against a busy nice-0 thread. (The kernel adds a wait to `schedstat` only once the wait
+//!   ends, so the wait itself cannot tell a thread that is still waiting.)
+//! - a lifted thread that used or waited for the CPU less than half of a second (it has caught
+//!   up and sleeps) is put back at `SCHED_IDLE`.
+//!
+//! Under a burst of the server's own requests the idle threads still get the CPU the requests
+//! leave; only a starvation of seconds lifts them. Lifting a thread out of `SCHED_IDLE` takes
+//! `CAP_SYS_NICE` (or an `RLIMIT_NICE` of at least 10): without it the guard says so once, and
+//! which setting to change.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// `SCHED_OTHER`, as `/proc/<pid>/task/<tid>/stat` and `sched_setscheduler(2)` number it.
+pub(crate) const SCHED_OTHER: i32 = 0;
+/// `SCHED_IDLE`.
+pub(crate) const SCHED_IDLE: i32 = 5;
+
+/// When the guard lifts a thread and puts it back.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Thresholds {
+    /// How often the threads are looked at.
+    pub(crate) tick: Duration,
+    /// A thread runnable at a tick that ran less than this share of it was starved in it.
+    pub(crate) starved_cpu_share: f64,
+    /// Starved ticks in a row that lift a thread.
+    pub(crate) starved_ticks: u32,
+    /// Below this share of a tick on or waiting for a CPU, a lifted thread has caught up.
+    pub(crate) caught_up_share: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Self { tick: Duration::from_secs(1), starved_cpu_share: 0.1, starved_ticks: 5, caught_up_share: 0.5 }
+    }
+}
+
+/// One thread's scheduling, read from `/proc`.
+#[derive(Debug, Clone)]
+struct Sample {
+    /// Its name (`livora-lake`, `tokio-runtime-w`).
+    name: String,
+    /// Its policy (`SCHED_OTHER`, `SCHED_IDLE`, ...).
+    policy: i32,
+    /// Its nice value.
+    nice: i32,
+    /// Running or waiting to run (state `R`).
+    runnable: bool,
+    /// Nanoseconds on a CPU so far.
+    on_cpu: u64,
+    /// Nanoseconds runnable but waiting for a CPU so far.
+    waiting: u64,
+}
+
+/// What the guard remembers of a thread between ticks.
+#[derive(Debug, Clone, Copy)]
+struct Watched {
+    at: Instant,
+    on_cpu: u64,
+    waiting: u64,
+    /// Starved ticks in a row.
+    starved: u32,
+    /// Lifted by the guard, not yet put back.
+    lifted: bool,
+}
+
+/// What a tick does to a thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Lift,
+    PutBack,
+    Keep,
+}
+
+/// What a thread did between two ticks.
+#[derive(Debug, Clone, Copy)]
+struct Spent {
+    elapsed: Duration,
+    on_cpu: Duration,
+    waiting: Duration,
+    /// Runnable at the second tick.
+    runnable: bool,
+}
+
+impl Watched {
+    /// The tick's verdict on a thread that `spent` what it did since the last.
+    fn judge(&mut self, thresholds: &Thresholds, spent: Spent) -> Action {
+        let share = |d: Duration| d.as_secs_f64() / spent.elapsed.as_secs_f64().max(f64::EPSILON);
+        if self.lifted {
+            if !spent.runnable && share(spent.on_cpu + spent.waiting) < thresholds.caught_up_share {
+                self.lifted = false;
+                self.starved = 0;
+                return Action::PutBack;
+            }
+            return Action::Keep;
+        }
+        if spent.runnable && share(spent.on_cpu) < thresholds.starved_cpu_share {
+            self.starved += 1;
+        } else {
+            self.starved = 0;
+        }
+        if self.starved >= thresholds.starved_ticks {
+            self.lifted = true;
+            return Action::Lift;
+        }
+        Action::Keep
+    }
+}
+
+/// Watches the process's `SCHED_IDLE` threads; [`Guard::tick`] once per [`Thresholds::tick`].
+pub(crate) struct Guard {
+    thresholds: Thresholds,
+    watched: HashMap<i32, Watched>,
+    /// Set once a lift was refused: the guard then only watches.
+    refused: bool,
+}
+
+impl Guard {
+    pub(crate) fn new(thresholds: Thresholds) -> Self {
+        Self { thresholds, watched: HashMap::new(), refused: false }
+    }
+
+    /// Looks at every thread of the process once: lifts the starved idle threads, puts back the
+    /// lifted ones that caught up.
+    pub(crate) fn tick(&mut self) {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return };
+        let now = Instant::now();
+        let mut seen = Vec::new();
+        for tid in tasks.filter_map(|t| t.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+            let Some(sample) = sample(tid) else { continue };
+            let lifted = self.watched.get(&tid).is_some_and(|w| w.lifted);
+            // Threads the guard did not lift and that are not idle are none of its business
+            // (the requests' workers, the `low` stream aggregator).
+            if sample.policy != SCHED_IDLE && !lifted {
+                continue;
+            }
+            seen.push(tid);
+            let fresh = Watched { at: now, on_cpu: sample.on_cpu, waiting: sample.waiting, starved: 0, lifted: false };
+            let watched = self.watched.entry(tid).or_insert(fresh);
+            let spent = Spent {
+                elapsed: now.saturating_duration_since(watched.at),
+                on_cpu: Duration::from_nanos(sample.on_cpu.saturating_sub(watched.on_cpu)),
+                waiting: Duration::from_nanos(sample.waiting.saturating_sub(watched.waiting)),
+                runnable: sample.runnable,
+            };
+            let action = watched.judge(&self.thresholds, spent);
+            (watched.at, watched.on_cpu, watched.waiting) = (now, sample.on_cpu, sample.waiting);
+            match action {
+                Action::Keep => {}
+                Action::Lift if self.refused => watched.lifted = false,
+                Action::Lift => match set_policy(tid, SCHED_OTHER) {
+                    Ok(()) => tracing::warn!(
+                        thread = %sample.name,
+                        tid,
+                        nice = sample.nice,
+                        starved_seconds = self.thresholds.tick.as_secs_f64() * f64::from(self.thresholds.starved_ticks),
+                        "a background thread at SCHED_IDLE waited for the CPU: running it at its nice value until \
+                         it catches up (other work keeps the cores busy)"
+                    ),
+                    Err(e) => {
+                        watched.lifted = false;
+                        self.refused = true;
+                        tracing::error!(
+                            thread = %sample.name,
+                            tid,
+                            error = %e,
+                            "a background thread at SCHED_IDLE is starved for CPU and cannot be lifted without \
+                             CAP_SYS_NICE (or RLIMIT_NICE >= 10): it waits for the other programs; set its \
+                             [scheduling] key to \"low\" on a machine whose cores stay busy"
+                        );
+                    }
+                },
+                Action::PutBack => {
+                    if let Err(e) = set_policy(tid, SCHED_IDLE) {
+                        tracing::warn!(thread = %sample.name, tid, error = %e, "could not put a lifted thread back at SCHED_IDLE");
+                    } else {
+                        tracing::info!(thread = %sample.name, tid, "a lifted background thread caught up: back at SCHED_IDLE");
+                    }
+                }
+            }
+        }
+        // Threads that ended, or left `SCHED_IDLE` by their own doing.
+        self.watched.retain(|tid, _| seen.contains(tid));
+    }
+}
+
+/// Starts the guard on a thread of its own (`livora-sched`), for the life of the process; once
+/// per process.
+pub(crate) fn start() -> std::io::Result<()> {
+    static STARTED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut started = STARTED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if *started {
+        return Ok(());
+    }
+    if sample(std::process::id().cast_signed()).is_none() {
+        tracing::warn!("no /proc/self/task/<tid>/schedstat: threads at SCHED_IDLE are not guarded against starvation");
+        return Ok(());
+    }
+    let thresholds = Thresholds::default();
+    std::thread::Builder::new().name("livora-sched".into()).spawn(move || {
+        let mut guard = Guard::new(thresholds);
+        loop {
+            std::thread::sleep(thresholds.tick);
+            guard.tick();
+        }
+    })?;
+    *started = true;
+    Ok(())
+}
+
+/// `tid`'s name, policy and CPU times, or `None` once it has ended.
+fn sample(tid: i32) -> Option<Sample> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    let schedstat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    // `pid (name) state ...`: the name may hold spaces and parentheses; the fields after the
+    // last `)` start with the state (field 3); the policy is field 41.
+    let close = stat.rfind(')')?;
+    let name = stat.get(stat.find('(')? + 1..close)?.to_owned();
+    let fields: Vec<&str> = stat.get(close + 2..)?.split(' ').collect();
+    let field = |n: usize| fields.get(n - 3)?.parse::<i32>().ok();
+    let (runnable, nice, policy) = (*fields.first()? == "R", field(19)?, field(41)?);
+    let mut times = schedstat.split_whitespace().map(str::parse::<u64>);
+    let on_cpu = times.next()?.ok()?;
+    let waiting = times.next()?.ok()?;
+    Some(Sample { name, policy, nice, runnable, on_cpu, waiting })
+}
+
+/// Sets `tid`'s policy (0: the calling thread's), keeping its nice value (10 for a thread
+/// [`super::Priority::Idle`] set).
+pub(crate) fn set_policy(tid: i32, policy: i32) -> std::io::Result<()> {
+    let param = uapi::c::sched_param { sched_priority: 0 };
+    uapi::sched_setscheduler(tid, policy, &param).map(drop).map_err(|e| std::io::Error::from_raw_os_error(e.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    fn watched() -> Watched {
+        Watched { at: Instant::now(), on_cpu: 0, waiting: 0, starved: 0, lifted: false }
+    }
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    /// A second of a thread's life: runnable at its end or not, `on_cpu` and `waiting` ms.
+    fn second(runnable: bool, on_cpu: u64, waiting: u64) -> Spent {
+        Spent { elapsed: MS(1000), on_cpu: MS(on_cpu), waiting: MS(waiting), runnable }
+    }
+
+    #[test]
+    fn only_seconds_of_starvation_in_a_row_lift_a_thread() {
+        let t = Thresholds::default();
+        let mut w = watched();
+        for _ in 0..4 {
+            assert_eq!(w.judge(&t, second(true, 2, 0)), Action::Keep);
+        }
+        // A second with a fair share of the CPU starts the count again.
+        assert_eq!(w.judge(&t, second(true, 300, 600)), Action::Keep);
+        for _ in 0..4 {
+            assert_eq!(w.judge(&t, second(true, 2, 3000)), Action::Keep);
+        }
+        assert_eq!(w.judge(&t, second(true, 2, 0)), Action::Lift);
+        assert!(w.lifted);
+    }
+
+    #[test]
+    fn a_lifted_thread_stays_lifted_while_it_is_busy_and_goes_back_once_it_sleeps() {
+        let t = Thresholds::default();
+        let mut w = Watched { lifted: true, ..watched() };
+        // Busy at its nice-10 share: it runs a tenth and waits the rest.
+        assert_eq!(w.judge(&t, second(true, 100, 880)), Action::Keep);
+        assert_eq!(w.judge(&t, second(false, 600, 0)), Action::Keep);
+        // Caught up: it sleeps most of the tick.
+        assert_eq!(w.judge(&t, second(false, 150, 40)), Action::PutBack);
+        assert!(!w.lifted);
+        assert_eq!(w.starved, 0);
+    }
+
+    #[test]
+    fn a_thread_that_sleeps_is_never_lifted() {
+        let t = Thresholds::default();
+        let mut w = watched();
+        for _ in 0..100 {
+            assert_eq!(w.judge(&t, second(false, 0, 0)), Action::Keep);
+        }
+    }
+
+    /// Spins until `stop`, or sleeps in short naps while `nap` is set.
+    fn spin(stop: &AtomicBool, nap: &AtomicBool) {
+        while !stop.load(Ordering::Relaxed) {
+            if nap.load(Ordering::Relaxed) {
+                std::thread::sleep(MS(20));
+            } else {
+                std::hint::black_box((0..1000u64).sum::<u64>());
+            }
+        }
+    }
+
+    fn own_tid() -> i32 {
+        let link = std::fs::read_link("/proc/thread-self").unwrap();
+        link.file_name().unwrap().to_str().unwrap().parse().unwrap()
+    }
+
+    /// Ticks `guard` until `tid`'s policy is `policy` (a bound, not a timing: fails after a
+    /// minute).
+    fn tick_until(guard: &mut Guard, tid: i32, policy: i32) -> bool {
+        (0..600).any(|_| {
+            std::thread::sleep(MS(100));
+            guard.tick();
+            sample(tid).is_some_and(|s| s.policy == policy)
+        })
+    }
+
+    #[test]
+    fn a_starved_idle_thread_is_lifted_at_nice_10_and_put_back_once_it_sleeps() {
+        let (stop, nap, hogs_stop) =
+            (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (tids, tid) = std::sync::mpsc::channel();
+        let idle = {
+            let (stop, nap) = (stop.clone(), nap.clone());
+            std::thread::spawn(move || {
+                crate::sched::Priority::Idle.apply("a test thread");
+                tids.send(own_tid()).unwrap();
+                spin(&stop, &nap);
+            })
+        };
+        let tid = tid.recv().unwrap();
+        assert_eq!(sample(tid).map(|s| (s.policy, s.nice)), Some((SCHED_IDLE, 10)));
+        // Every core kept busy at normal priority: the idle thread gets next to nothing.
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let hogs: Vec<_> = (0..cores)
+            .map(|_| {
+                let stop = hogs_stop.clone();
+                std::thread::spawn(move || spin(&stop, &AtomicBool::new(false)))
+            })
+            .collect();
+        let mut guard = Guard::new(Thresholds { tick: MS(100), starved_ticks: 3, ..Thresholds::default() });
+        let lifted = tick_until(&mut guard, tid, SCHED_OTHER);
+        hogs_stop.store(true, Ordering::Relaxed);
+        hogs.into_iter().for_each(|h| h.join().unwrap());
+        assert!(lifted, "the starved idle thread was never lifted (the test needs CAP_SYS_NICE, as root has)");
+        assert_eq!(sample(tid).map(|s| s.nice), Some(10));
+        // It has caught up: it sleeps, and goes back to SCHED_IDLE.
+        nap.store(true, Ordering::Relaxed);
+        let back = tick_until(&mut guard, tid, SCHED_IDLE);
+        stop.store(true, Ordering::Relaxed);
+        idle.join().unwrap();
+        assert!(back, "the lifted thread was never put back at SCHED_IDLE");
+    }
+
+    #[test]
+    fn an_idle_thread_that_gets_the_cpu_is_left_alone() {
+        let (stop, nap) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(true)));
+        let (tids, tid) = std::sync::mpsc::channel();
+        let idle = {
+            let (stop, nap) = (stop.clone(), nap.clone());
+            std::thread::spawn(move || {
+                crate::sched::Priority::Idle.apply("a test thread");
+                tids.send(own_tid()).unwrap();
+                spin(&stop, &nap);
+            })
+        };
+        let tid = tid.recv().unwrap();
+        let mut guard = Guard::new(Thresholds { tick: MS(100), starved_ticks: 3, ..Thresholds::default() });
+        for _ in 0..10 {
+            std::thread::sleep(MS(100));
+            guard.tick();
+        }
+        let policy = sample(tid).map(|s| s.policy);
+        stop.store(true, Ordering::Relaxed);
+        idle.join().unwrap();
+        assert_eq!(policy, Some(SCHED_IDLE));
+    }
+
+    #[test]
+    fn the_calling_threads_sample_names_it_and_counts_its_cpu() {
+        let tid = own_tid();
+        let before = sample(tid).unwrap();
+        let spin = Instant::now();
+        while spin.elapsed() < MS(20) {
+            std::hint::black_box(spin.elapsed());
+        }
+        let after = sample(tid).unwrap();
+        assert_eq!(after.policy, SCHED_OTHER);
+        assert!(after.on_cpu > before.on_cpu);
+        assert_eq!(after.name, std::thread::current().name().unwrap().chars().take(15).collect::<String>());
+    }
+}
