@@ -65,7 +65,17 @@ async fn load(
                 let body = Value::Array(batch.clone()).to_string();
                 match post(&http, &url, "shop", &key, body).await {
                     Ok((200, _)) => ledger.lock().expect("ledger").acked.extend(ids(&batch)),
-                    _ => ledger.lock().expect("ledger").unacked.push(batch),
+                    Ok(_) => ledger.lock().expect("ledger").unacked.push(batch),
+                    Err(e) => {
+                        ledger.lock().expect("ledger").unacked.push(batch);
+                        // The server is gone (killed): stop sending, as a client waits for its
+                        // server to come back. Without this the workers ran through the whole
+                        // queue, every batch refused, in the moment before `stop` was set — on a
+                        // busy machine, all of it, and no traffic was left for the next crash.
+                        if e.downcast_ref::<reqwest::Error>().is_some_and(reqwest::Error::is_connect) {
+                            break;
+                        }
+                    }
                 }
             }
         }));
