@@ -12,8 +12,8 @@
 //!   tick, is **lifted** to `SCHED_OTHER` at nice 10 — the `low` share, about a tenth of a core
 //!   against a busy nice-0 thread. (The kernel adds a wait to `schedstat` only once the wait
 //!   ends, so the wait itself cannot tell a thread that is still waiting.)
-//! - a lifted thread that used or waited for the CPU less than half of a second (it has caught
-//!   up and sleeps) is put back at `SCHED_IDLE`.
+//! - a lifted thread found asleep at a tick, having used or waited for the CPU less than half
+//!   of it (it has caught up), is put back at `SCHED_IDLE`.
 //!
 //! Under a burst of the server's own requests the idle threads still get the CPU the requests
 //! leave; only a starvation of seconds lifts them. Lifting a thread out of `SCHED_IDLE` takes
@@ -52,12 +52,13 @@ impl Default for Thresholds {
 struct Sample {
     /// Its name (`livora-lake`, `tokio-runtime-w`).
     name: String,
-    /// Its policy (`SCHED_OTHER`, `SCHED_IDLE`, ...).
-    policy: i32,
     /// Its nice value.
     nice: i32,
     /// Running or waiting to run (state `R`).
     runnable: bool,
+    /// When it started, in clock ticks after boot: with the thread id, who it is (ids are
+    /// reused).
+    started: u64,
     /// Nanoseconds on a CPU so far.
     on_cpu: u64,
     /// Nanoseconds runnable but waiting for a CPU so far.
@@ -67,6 +68,8 @@ struct Sample {
 /// What the guard remembers of a thread between ticks.
 #[derive(Debug, Clone, Copy)]
 struct Watched {
+    /// [`Sample::started`].
+    started: u64,
     at: Instant,
     on_cpu: u64,
     waiting: u64,
@@ -139,16 +142,27 @@ impl Guard {
         let now = Instant::now();
         let mut seen = Vec::new();
         for tid in tasks.filter_map(|t| t.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
-            let Some(sample) = sample(tid) else { continue };
-            let lifted = self.watched.get(&tid).is_some_and(|w| w.lifted);
             // Threads the guard did not lift and that are not idle are none of its business
-            // (the requests' workers, the `low` stream aggregator).
-            if sample.policy != SCHED_IDLE && !lifted {
+            // (the requests' workers, the `low` stream aggregator): their `schedstat` is not read.
+            let Some(sample) = sample(tid, |policy, started| {
+                policy == SCHED_IDLE || self.watched.get(&tid).is_some_and(|w| w.lifted && w.started == started)
+            }) else {
                 continue;
-            }
+            };
             seen.push(tid);
-            let fresh = Watched { at: now, on_cpu: sample.on_cpu, waiting: sample.waiting, starved: 0, lifted: false };
+            let fresh = Watched {
+                started: sample.started,
+                at: now,
+                on_cpu: sample.on_cpu,
+                waiting: sample.waiting,
+                starved: 0,
+                lifted: false,
+            };
             let watched = self.watched.entry(tid).or_insert(fresh);
+            if watched.started != sample.started {
+                // The id of an ended thread, given to a new one.
+                *watched = fresh;
+            }
             let spent = Spent {
                 elapsed: now.saturating_duration_since(watched.at),
                 on_cpu: Duration::from_nanos(sample.on_cpu.saturating_sub(watched.on_cpu)),
@@ -204,7 +218,7 @@ pub(crate) fn start() -> std::io::Result<()> {
     if *started {
         return Ok(());
     }
-    if sample(std::process::id().cast_signed()).is_none() {
+    if sample(std::process::id().cast_signed(), |_, _| true).is_none() {
         tracing::warn!("no /proc/self/task/<tid>/schedstat: threads at SCHED_IDLE are not guarded against starvation");
         return Ok(());
     }
@@ -220,21 +234,28 @@ pub(crate) fn start() -> std::io::Result<()> {
     Ok(())
 }
 
-/// `tid`'s name, policy and CPU times, or `None` once it has ended.
-fn sample(tid: i32) -> Option<Sample> {
+/// `tid`'s name, scheduling and CPU times, when `wanted(policy, started)`; `None` when not wanted
+/// or once it has ended.
+fn sample(tid: i32, wanted: impl FnOnce(i32, u64) -> bool) -> Option<Sample> {
     let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
-    let schedstat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
     // `pid (name) state ...`: the name may hold spaces and parentheses; the fields after the
-    // last `)` start with the state (field 3); the policy is field 41.
+    // last `)` start with the state (field 3); nice is field 19, the start time 22, the
+    // policy 41.
     let close = stat.rfind(')')?;
-    let name = stat.get(stat.find('(')? + 1..close)?.to_owned();
     let fields: Vec<&str> = stat.get(close + 2..)?.split(' ').collect();
-    let field = |n: usize| fields.get(n - 3)?.parse::<i32>().ok();
-    let (runnable, nice, policy) = (*fields.first()? == "R", field(19)?, field(41)?);
+    let field = |n: usize| fields.get(n - 3)?.parse::<i64>().ok();
+    let policy = i32::try_from(field(41)?).ok()?;
+    let started = u64::try_from(field(22)?).ok()?;
+    if !wanted(policy, started) {
+        return None;
+    }
+    let (runnable, nice) = (*fields.first()? == "R", i32::try_from(field(19)?).ok()?);
+    let name = stat.get(stat.find('(')? + 1..close)?.to_owned();
+    let schedstat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
     let mut times = schedstat.split_whitespace().map(str::parse::<u64>);
     let on_cpu = times.next()?.ok()?;
     let waiting = times.next()?.ok()?;
-    Some(Sample { name, policy, nice, runnable, on_cpu, waiting })
+    Some(Sample { name, nice, runnable, started, on_cpu, waiting })
 }
 
 /// Sets `tid`'s policy (0: the calling thread's), keeping its nice value (10 for a thread
@@ -252,7 +273,7 @@ mod tests {
     use super::*;
 
     fn watched() -> Watched {
-        Watched { at: Instant::now(), on_cpu: 0, waiting: 0, starved: 0, lifted: false }
+        Watched { started: 0, at: Instant::now(), on_cpu: 0, waiting: 0, starved: 0, lifted: false }
     }
 
     const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -322,7 +343,7 @@ mod tests {
         (0..600).any(|_| {
             std::thread::sleep(MS(100));
             guard.tick();
-            sample(tid).is_some_and(|s| s.policy == policy)
+            sample(tid, |p, _| p == policy).is_some()
         })
     }
 
@@ -340,7 +361,7 @@ mod tests {
             })
         };
         let tid = tid.recv().unwrap();
-        assert_eq!(sample(tid).map(|s| (s.policy, s.nice)), Some((SCHED_IDLE, 10)));
+        assert_eq!(sample(tid, |p, _| p == SCHED_IDLE).map(|s| s.nice), Some(10));
         // Every core kept busy at normal priority: the idle thread gets next to nothing.
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let hogs: Vec<_> = (0..cores)
@@ -354,7 +375,7 @@ mod tests {
         hogs_stop.store(true, Ordering::Relaxed);
         hogs.into_iter().for_each(|h| h.join().unwrap());
         assert!(lifted, "the starved idle thread was never lifted (the test needs CAP_SYS_NICE, as root has)");
-        assert_eq!(sample(tid).map(|s| s.nice), Some(10));
+        assert_eq!(sample(tid, |p, _| p == SCHED_OTHER).map(|s| s.nice), Some(10));
         // It has caught up: it sleeps, and goes back to SCHED_IDLE.
         nap.store(true, Ordering::Relaxed);
         let back = tick_until(&mut guard, tid, SCHED_IDLE);
@@ -381,22 +402,21 @@ mod tests {
             std::thread::sleep(MS(100));
             guard.tick();
         }
-        let policy = sample(tid).map(|s| s.policy);
+        let still_idle = sample(tid, |p, _| p == SCHED_IDLE).is_some();
         stop.store(true, Ordering::Relaxed);
         idle.join().unwrap();
-        assert_eq!(policy, Some(SCHED_IDLE));
+        assert!(still_idle, "an idle thread that sleeps was lifted");
     }
 
     #[test]
     fn the_calling_threads_sample_names_it_and_counts_its_cpu() {
         let tid = own_tid();
-        let before = sample(tid).unwrap();
+        let before = sample(tid, |_, _| true).unwrap();
         let spin = Instant::now();
         while spin.elapsed() < MS(20) {
             std::hint::black_box(spin.elapsed());
         }
-        let after = sample(tid).unwrap();
-        assert_eq!(after.policy, SCHED_OTHER);
+        let after = sample(tid, |p, _| p == SCHED_OTHER).unwrap();
         assert!(after.on_cpu > before.on_cpu);
         assert_eq!(after.name, std::thread::current().name().unwrap().chars().take(15).collect::<String>());
     }
