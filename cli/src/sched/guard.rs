@@ -347,20 +347,23 @@ mod tests {
         })
     }
 
+    /// A thread at [`crate::sched::Priority::Idle`] that [`spin`]s, and its id.
+    fn idle_thread(stop: &Arc<AtomicBool>, nap: &Arc<AtomicBool>) -> (std::thread::JoinHandle<()>, i32) {
+        let (tids, tid) = std::sync::mpsc::channel();
+        let (stop, nap) = (stop.clone(), nap.clone());
+        let thread = std::thread::spawn(move || {
+            crate::sched::Priority::Idle.apply("a test thread");
+            tids.send(own_tid()).unwrap();
+            spin(&stop, &nap);
+        });
+        (thread, tid.recv().unwrap())
+    }
+
     #[test]
     fn a_starved_idle_thread_is_lifted_at_nice_10_and_put_back_once_it_sleeps() {
         let (stop, nap, hogs_stop) =
             (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-        let (tids, tid) = std::sync::mpsc::channel();
-        let idle = {
-            let (stop, nap) = (stop.clone(), nap.clone());
-            std::thread::spawn(move || {
-                crate::sched::Priority::Idle.apply("a test thread");
-                tids.send(own_tid()).unwrap();
-                spin(&stop, &nap);
-            })
-        };
-        let tid = tid.recv().unwrap();
+        let (idle, tid) = idle_thread(&stop, &nap);
         assert_eq!(sample(tid, |p, _| p == SCHED_IDLE).map(|s| s.nice), Some(10));
         // Every core kept busy at normal priority: the idle thread gets next to nothing.
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -387,16 +390,7 @@ mod tests {
     #[test]
     fn an_idle_thread_that_gets_the_cpu_is_left_alone() {
         let (stop, nap) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(true)));
-        let (tids, tid) = std::sync::mpsc::channel();
-        let idle = {
-            let (stop, nap) = (stop.clone(), nap.clone());
-            std::thread::spawn(move || {
-                crate::sched::Priority::Idle.apply("a test thread");
-                tids.send(own_tid()).unwrap();
-                spin(&stop, &nap);
-            })
-        };
-        let tid = tid.recv().unwrap();
+        let (idle, tid) = idle_thread(&stop, &nap);
         let mut guard = Guard::new(Thresholds { tick: MS(100), starved_ticks: 3, ..Thresholds::default() });
         for _ in 0..10 {
             std::thread::sleep(MS(100));
