@@ -58,10 +58,16 @@ impl Priority {
     }
 }
 
-/// Sets the calling thread's nice value to 10, keeping its policy (on Linux, `setpriority` of
-/// thread id 0 is the calling thread's).
+/// Sets the calling thread's nice value to 10, keeping its policy; a thread already nicer (a
+/// server started with `nice -n 15`) keeps its own. On Linux, `setpriority` of thread id 0 is the
+/// calling thread's.
 fn nice_10() -> std::io::Result<()> {
-    uapi::setpriority(uapi::c::PRIO_PROCESS.cast_signed(), 0, 10).map_err(|e| std::io::Error::from_raw_os_error(e.0))
+    let os = |e: uapi::Errno| std::io::Error::from_raw_os_error(e.0);
+    let which = uapi::c::PRIO_PROCESS.cast_signed();
+    if uapi::getpriority(which, 0).map_err(os)? >= 10 {
+        return Ok(());
+    }
+    uapi::setpriority(which, 0, 10).map_err(os)
 }
 
 /// `[scheduling]`: the priority of each kind of background work of `livora serve`.
@@ -128,6 +134,20 @@ pub(crate) mod tests {
     #[test]
     fn low_is_nice_10_and_threads_started_later_inherit_it() {
         assert_eq!(applied(Priority::Low), ((SCHED_OTHER, 10), (SCHED_OTHER, 10)));
+    }
+
+    #[test]
+    fn a_thread_already_nicer_than_10_keeps_its_nice_value() {
+        let applied = std::thread::spawn(|| {
+            uapi::setpriority(uapi::c::PRIO_PROCESS.cast_signed(), 0, 15).unwrap();
+            Priority::Low.apply("a test thread");
+            let low = scheduling();
+            Priority::Idle.apply("a test thread");
+            (low, scheduling())
+        })
+        .join()
+        .unwrap();
+        assert_eq!(applied, ((SCHED_OTHER, 15), (SCHED_IDLE, 15)));
     }
 
     #[test]
