@@ -9,6 +9,7 @@ mod dataset;
 mod events;
 mod features;
 mod materialize;
+mod metrics;
 mod models;
 mod sched;
 mod score;

@@ -70,6 +70,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     let mut metrics = Metrics::new();
     let feature_metrics = livora_feature_store::metrics::Metrics::new(metrics.registry_mut());
+    let sched_metrics = crate::metrics::SchedMetrics::new(metrics.registry_mut());
     let metrics = Arc::new(metrics);
     let clients = Arc::new(crate::clients::open(&config).await?);
 
@@ -85,7 +86,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> Result<()> {
 
     if config.scheduling.any_idle() {
         // Lifts the `SCHED_IDLE` threads that other work starves for seconds on end.
-        crate::sched::guard::start().context("cannot start the starvation guard")?;
+        crate::sched::guard::start(sched_metrics).context("cannot start the starvation guard")?;
     }
     let lake_root = config.lake_root();
     let store = store::open(&lake_root, &config.lake)?;

@@ -23,6 +23,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::metrics::SchedMetrics;
+
 /// `SCHED_OTHER`, as `/proc/<pid>/task/<tid>/stat` and `sched_setscheduler(2)` number it.
 pub(crate) const SCHED_OTHER: i32 = 0;
 /// `SCHED_IDLE`.
@@ -125,14 +127,15 @@ impl Watched {
 /// Watches the process's `SCHED_IDLE` threads; [`Guard::tick`] once per [`Thresholds::tick`].
 pub(crate) struct Guard {
     thresholds: Thresholds,
+    metrics: SchedMetrics,
     watched: HashMap<i32, Watched>,
     /// Set once a lift was refused: the guard then only watches.
     refused: bool,
 }
 
 impl Guard {
-    pub(crate) fn new(thresholds: Thresholds) -> Self {
-        Self { thresholds, watched: HashMap::new(), refused: false }
+    pub(crate) fn new(thresholds: Thresholds, metrics: SchedMetrics) -> Self {
+        Self { thresholds, metrics, watched: HashMap::new(), refused: false }
     }
 
     /// Looks at every thread of the process once: lifts the starved idle threads, puts back the
@@ -173,19 +176,26 @@ impl Guard {
             (watched.at, watched.on_cpu, watched.waiting) = (now, sample.on_cpu, sample.waiting);
             match action {
                 Action::Keep => {}
-                Action::Lift if self.refused => watched.lifted = false,
+                Action::Lift if self.refused => {
+                    watched.lifted = false;
+                    self.metrics.refused_lifts.inc();
+                }
                 Action::Lift => match set_policy(tid, SCHED_OTHER) {
-                    Ok(()) => tracing::warn!(
+                    Ok(()) => {
+                        self.metrics.lifts.inc();
+                        tracing::warn!(
                         thread = %sample.name,
                         tid,
                         nice = sample.nice,
                         starved_seconds = self.thresholds.tick.as_secs_f64() * f64::from(self.thresholds.starved_ticks),
-                        "a background thread at SCHED_IDLE waited for the CPU: running it at its nice value until \
-                         it catches up (other work keeps the cores busy)"
-                    ),
+                            "a background thread at SCHED_IDLE waited for the CPU: running it at its nice value \
+                             until it catches up (other work keeps the cores busy)"
+                        );
+                    }
                     Err(e) => {
                         watched.lifted = false;
                         self.refused = true;
+                        self.metrics.refused_lifts.inc();
                         tracing::error!(
                             thread = %sample.name,
                             tid,
@@ -207,12 +217,14 @@ impl Guard {
         }
         // Threads that ended, or left `SCHED_IDLE` by their own doing.
         self.watched.retain(|tid, _| seen.contains(tid));
+        let lifted = self.watched.values().filter(|w| w.lifted).count();
+        self.metrics.lifted_threads.set(i64::try_from(lifted).unwrap_or(i64::MAX));
     }
 }
 
 /// Starts the guard on a thread of its own (`livora-sched`), for the life of the process; once
-/// per process.
-pub(crate) fn start() -> std::io::Result<()> {
+/// per process (a second call keeps the first one's metrics).
+pub(crate) fn start(metrics: SchedMetrics) -> std::io::Result<()> {
     static STARTED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
     let mut started = STARTED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if *started {
@@ -224,7 +236,7 @@ pub(crate) fn start() -> std::io::Result<()> {
     }
     let thresholds = Thresholds::default();
     std::thread::Builder::new().name("livora-sched".into()).spawn(move || {
-        let mut guard = Guard::new(thresholds);
+        let mut guard = Guard::new(thresholds, metrics);
         loop {
             std::thread::sleep(thresholds.tick);
             guard.tick();
@@ -373,12 +385,17 @@ mod tests {
                 std::thread::spawn(move || spin(&stop, &AtomicBool::new(false)))
             })
             .collect();
-        let mut guard = Guard::new(Thresholds { tick: MS(100), starved_ticks: 3, ..Thresholds::default() });
+        let metrics = SchedMetrics::default();
+        let thresholds = Thresholds { tick: MS(100), starved_ticks: 3, ..Thresholds::default() };
+        let mut guard = Guard::new(thresholds, metrics.clone());
         let lifted = tick_until(&mut guard, tid, SCHED_OTHER);
         hogs_stop.store(true, Ordering::Relaxed);
         hogs.into_iter().for_each(|h| h.join().unwrap());
         assert!(lifted, "the starved idle thread was never lifted (the test needs CAP_SYS_NICE, as root has)");
         assert_eq!(sample(tid, |p, _| p == SCHED_OTHER).map(|s| s.nice), Some(10));
+        // Other tests' idle threads may have been lifted too: at least this one was.
+        assert!(metrics.lifts.get() >= 1);
+        assert_eq!(metrics.refused_lifts.get(), 0);
         // It has caught up: it sleeps, and goes back to SCHED_IDLE.
         nap.store(true, Ordering::Relaxed);
         let back = tick_until(&mut guard, tid, SCHED_IDLE);
@@ -391,7 +408,10 @@ mod tests {
     fn an_idle_thread_that_gets_the_cpu_is_left_alone() {
         let (stop, nap) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(true)));
         let (idle, tid) = idle_thread(&stop, &nap);
-        let mut guard = Guard::new(Thresholds { tick: MS(100), starved_ticks: 3, ..Thresholds::default() });
+        let mut guard = Guard::new(
+            Thresholds { tick: MS(100), starved_ticks: 3, ..Thresholds::default() },
+            SchedMetrics::default(),
+        );
         for _ in 0..10 {
             std::thread::sleep(MS(100));
             guard.tick();
