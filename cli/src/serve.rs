@@ -449,7 +449,8 @@ mod tests {
         let (opener, started) = super::in_background_thread("a test store", Priority::Low, || {
             (scheduling(), std::thread::spawn(scheduling).join().unwrap())
         });
-        assert_eq!((opener, started), ((0, 10), (0, 10)));
+        let other = i64::from(crate::sched::guard::SCHED_OTHER);
+        assert_eq!((opener, started), ((other, 10), (other, 10)));
         assert_eq!(scheduling(), caller, "the caller's own priority is left alone");
     }
 
@@ -457,7 +458,7 @@ mod tests {
     async fn background_work_runs_at_its_priority_on_its_own_thread() {
         let caller = scheduling();
         let ran = super::in_background("test", "a test task", Priority::Idle, async { scheduling() }).unwrap();
-        assert_eq!(ran.await.unwrap().0, 5, "SCHED_IDLE");
+        assert_eq!(ran.await.unwrap().0, i64::from(crate::sched::guard::SCHED_IDLE));
         assert_eq!(scheduling(), caller, "the caller's own priority is left alone");
     }
 }

@@ -467,7 +467,6 @@ mod tests {
         rows
     }
 
-    /// Intervals no test reaches: only a flush or the end of the sinks writes.
     #[test]
     fn logged_strings_are_valid_json_whatever_they_hold() {
         for text in ["plain", "quote \" and \\ backslash", "tab\tline\nreturn\r", "\u{1}\u{1f}", "é ✓ 😀", ""] {
@@ -505,6 +504,7 @@ mod tests {
         );
     }
 
+    /// Intervals no test reaches: only a flush or the end of the sinks writes.
     fn never() -> SinkConfig {
         let hour = Duration::from_secs(3600);
         SinkConfig { online_interval: hour, log_interval: hour, batch_interval: hour, ..SinkConfig::default() }

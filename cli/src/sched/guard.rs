@@ -250,24 +250,27 @@ pub(crate) fn start(metrics: SchedMetrics) -> std::io::Result<()> {
 /// or once it has ended.
 fn sample(tid: i32, wanted: impl FnOnce(i32, u64) -> bool) -> Option<Sample> {
     let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
-    // `pid (name) state ...`: the name may hold spaces and parentheses; the fields after the
-    // last `)` start with the state (field 3); nice is field 19, the start time 22, the
-    // policy 41.
-    let close = stat.rfind(')')?;
-    let fields: Vec<&str> = stat.get(close + 2..)?.split(' ').collect();
-    let field = |n: usize| fields.get(n - 3)?.parse::<i64>().ok();
+    // Nice is field 19, the start time 22, the policy 41.
+    let field = |n: usize| stat_field(&stat, n)?.parse::<i64>().ok();
     let policy = i32::try_from(field(41)?).ok()?;
     let started = u64::try_from(field(22)?).ok()?;
     if !wanted(policy, started) {
         return None;
     }
-    let (runnable, nice) = (*fields.first()? == "R", i32::try_from(field(19)?).ok()?);
-    let name = stat.get(stat.find('(')? + 1..close)?.to_owned();
+    let (runnable, nice) = (stat_field(&stat, 3)? == "R", i32::try_from(field(19)?).ok()?);
+    let name = stat.get(stat.find('(')? + 1..stat.rfind(')')?)?.to_owned();
     let schedstat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
     let mut times = schedstat.split_whitespace().map(str::parse::<u64>);
     let on_cpu = times.next()?.ok()?;
     let waiting = times.next()?.ok()?;
     Some(Sample { name, nice, runnable, started, on_cpu, waiting })
+}
+
+/// Field `n` (1-based, as in proc(5)) of a thread's `stat`: `pid (name) state ...`, where the
+/// name may hold spaces and parentheses, so the fields are counted after the last `)` (the
+/// state is field 3).
+pub(crate) fn stat_field(stat: &str, n: usize) -> Option<&str> {
+    stat.get(stat.rfind(')')? + 2..)?.split(' ').nth(n.checked_sub(3)?)
 }
 
 /// Sets `tid`'s policy (0: the calling thread's), keeping its nice value (10 for a thread

@@ -99,18 +99,11 @@ impl Default for SchedulingConfig {
 pub(crate) mod tests {
     use super::Priority;
 
-    /// Field `n` (1-based, as in proc(5)) of the calling thread's `/proc/thread-self/stat`.
-    pub(crate) fn stat_field(n: usize) -> i64 {
-        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-        // The command name, in parentheses, may hold spaces: count the fields after it (the
-        // state is field 3).
-        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-        after_name.split(' ').nth(n - 3).unwrap().parse().unwrap()
-    }
-
-    /// The calling thread's (policy, nice).
+    /// The calling thread's (policy, nice), from `/proc/thread-self/stat`.
     pub(crate) fn scheduling() -> (i64, i64) {
-        (stat_field(41), stat_field(19))
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let field = |n| super::guard::stat_field(&stat, n).unwrap().parse().unwrap();
+        (field(41), field(19))
     }
 
     const SCHED_OTHER: i64 = super::guard::SCHED_OTHER as i64;
