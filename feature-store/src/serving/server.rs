@@ -1,6 +1,5 @@
 //! [`FeatureServer`]: resolve, key, read once, answer.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -167,12 +166,12 @@ impl FeatureServer {
                 "client `{client}` has no feature definitions; apply a feature repository with `livora apply`"
             ))
         })?;
-        let plan: PlanRef<'_> = match selection {
+        let plan: PlanRef = match selection {
             Selection::Service("") => {
                 return Err(Error::InvalidArgument("feature_service: the name is empty".into()));
             }
-            Selection::Service(name) => Cow::Borrowed(catalog.service(name)?),
-            Selection::Features(refs) => Cow::Owned(catalog.plan_refs(refs)?),
+            Selection::Service(name) => catalog.service(name)?,
+            Selection::Features(refs) => catalog.plan_refs(refs)?,
         };
         if !full_feature_names && let Some(name) = &plan.clash {
             return Err(Error::InvalidArgument(format!(
