@@ -36,7 +36,7 @@ pub use offline::{
     LocalOfflineStore, ObjectOfflineStore, OfflineStore, PitOptions, SpineOptions, TimeRange, ViewHistory,
     entity_spine, get_historical_features, write_dataset,
 };
-pub use online::{OnlineConfig, OnlineRow, OnlineStore, RowKey, WriteDurability};
+pub use online::{OnlineConfig, OnlineRow, OnlineStore, RowKey};
 pub use registry::{Plan, Registry};
 pub use serving::{FeatureServer, ServingConfig};
 pub use value::{Value, ValueType};

@@ -14,10 +14,6 @@
 //! scores themselves). A request waits only when the queue is full (backpressure, never silent
 //! loss). [`PredictionSink::flush`] writes everything now.
 //!
-//! The online writes are [lazy](WriteDurability::Lazy): a crash may lose the last scores of the
-//! prediction view (the embedded store fsyncs them at least once a second), as it loses the
-//! log's buffer; the next prediction of an entity writes its score again.
-//!
 //! The writer's work is CPU-bound in bursts (a log file of 50,000 rows is encoded and compressed
 //! at once), so a server runs it where it cannot stall requests: [`PredictionSink::new`] hands
 //! the writer back as a future, which `livora serve` drives on a thread of its own at a lower
@@ -30,7 +26,7 @@ use std::time::Duration;
 
 use livora_common::ClientId;
 use livora_feature_store::offline::{CREATED_TIMESTAMP, EVENT_TIMESTAMP, write_part};
-use livora_feature_store::{OnlineRow, OnlineStore, RowKey, Value, WriteDurability};
+use livora_feature_store::{OnlineRow, OnlineStore, RowKey, Value};
 use livora_models::zoo;
 use polars::prelude::*;
 use tokio::sync::{mpsc, oneshot};
@@ -333,9 +329,7 @@ impl Writer {
             by_client.entry(client.clone()).or_default().push((key, row));
         }
         for (client, rows) in by_client {
-            // Lazy: a lost score is written again by the entity's next prediction, and the log
-            // keeps every one (the embedded store fsyncs these at least once a second).
-            self.online.write_with(&client, &rows, WriteDurability::Lazy).await?;
+            self.online.write(&client, &rows).await?;
             self.latest.retain(|(c, _, _), _| c != &client);
         }
         Ok(())

@@ -79,19 +79,6 @@ impl OnlineRow {
     }
 }
 
-/// How soon a write is on disk when it returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum WriteDurability {
-    /// As the backend is configured (redb: `fsync`): streaming features, materialization.
-    #[default]
-    Configured,
-    /// Possibly not yet: a crash may lose the write. For rows that are written again anyway, such
-    /// as a model's prediction view (the next `Predict` of an entity writes its score again; the
-    /// prediction log keeps the history). The embedded backend puts such writes on disk at least
-    /// every [`redb::LAZY_FSYNC_INTERVAL`], and with any write made as configured.
-    Lazy,
-}
-
 /// A backend of the online store: embedded (redb), Redis or DynamoDB.
 #[async_trait]
 pub trait OnlineStore: Send + Sync + 'static {
@@ -103,18 +90,6 @@ pub trait OnlineStore: Send + Sync + 'static {
     /// not newer are skipped without error. When the same key appears twice in `rows`, the newer
     /// row wins, as if they had been written one after the other.
     async fn write(&self, client: &ClientId, rows: &[(RowKey, OnlineRow)]) -> Result<usize>;
-
-    /// [`OnlineStore::write`], on disk as soon as `durability` asks. Backends without a choice
-    /// per write (Redis and DynamoDB: the server decides) write as [`OnlineStore::write`] does.
-    async fn write_with(
-        &self,
-        client: &ClientId,
-        rows: &[(RowKey, OnlineRow)],
-        durability: WriteDurability,
-    ) -> Result<usize> {
-        let _ = durability;
-        self.write(client, rows).await
-    }
 
     /// Reads the rows of `keys` for `client`, in the order of `keys`; `None` where there is none.
     async fn read(&self, client: &ClientId, keys: &[RowKey]) -> Result<Vec<Option<OnlineRow>>>;

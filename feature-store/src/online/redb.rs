@@ -22,12 +22,6 @@
 //! `fsync = true` (the default) a write returns once the batch is on disk. A read is one read
 //! transaction: a consistent snapshot of every key it asks for.
 //!
-//! A [lazy](WriteDurability::Lazy) write (the prediction view's) commits without fsync unless
-//! the last fsync'd commit is [`LAZY_FSYNC_INTERVAL`] old or older; any fsync'd commit also puts
-//! every earlier lazy one on disk, and so does closing the store. At 10,000 predictions/s the
-//! prediction view's writes fsync'd every 200 ms cost a quarter of a core and 50 MB/s of disk
-//! writes; most of a batch's pages are written again within the second.
-//!
 //! # Threads
 //!
 //! Writes run on tokio's blocking pool (they wait for the write lock and for fsync). A read of at
@@ -38,15 +32,14 @@
 //! `inline_read_keys`, down to `0` for every read.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use livora_common::ClientId;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::config::RedbConfig;
-use super::{OnlineRow, OnlineStore, RowKey, WriteDurability, codec};
+use super::{OnlineRow, OnlineStore, RowKey, codec};
 use crate::error::{Error, Result};
 
 const BACKEND: &str = "redb";
@@ -54,32 +47,11 @@ const BACKEND: &str = "redb";
 /// The table of rows: [`encode_key`] → [`codec`] bytes.
 const ROWS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("online_rows");
 
-/// How long a [lazy](WriteDurability::Lazy) write may stay off disk, with `fsync = true`.
-pub const LAZY_FSYNC_INTERVAL: Duration = Duration::from_secs(1);
-
 /// The online store in an embedded redb file. Cheap to share: clone the `Arc` it lives in.
 pub struct RedbStore {
     db: Arc<Database>,
     fsync: bool,
     inline_read_keys: usize,
-    /// Whether the last commit is off disk, and when the last fsync'd commit was.
-    synced: Arc<Mutex<Synced>>,
-}
-
-/// The state of the file against its commits.
-#[derive(Debug, Clone, Copy)]
-struct Synced {
-    /// When a commit was last fsync'd (or the store opened).
-    at: Instant,
-    /// Whether a commit since then was not.
-    pending: bool,
-}
-
-impl Synced {
-    /// Whether a write of `durability` should be fsync'd, for a store configured with `fsync`.
-    fn wants_fsync(&self, fsync: bool, durability: WriteDurability) -> bool {
-        fsync && (durability == WriteDurability::Configured || self.at.elapsed() >= LAZY_FSYNC_INTERVAL)
-    }
 }
 
 impl RedbStore {
@@ -90,12 +62,7 @@ impl RedbStore {
         let db = tokio::task::spawn_blocking(move || open_database(&path, cache_size))
             .await
             .map_err(|e| Error::online(BACKEND, format!("opening the database failed: {e}")))??;
-        Ok(Self {
-            db: Arc::new(db),
-            fsync: config.fsync,
-            inline_read_keys: config.inline_read_keys,
-            synced: Arc::new(Mutex::new(Synced { at: Instant::now(), pending: false })),
-        })
+        Ok(Self { db: Arc::new(db), fsync: config.fsync, inline_read_keys: config.inline_read_keys })
     }
 }
 
@@ -154,19 +121,10 @@ fn read_rows(db: &Database, client: &ClientId, keys: &[RowKey]) -> Result<Vec<Op
     Ok(out)
 }
 
-/// Writes encoded `(key, row)` pairs in one write transaction, fsync'd when `fsync` and
-/// `durability` ask (see [`Synced`]); returns how many were applied.
-fn write_rows(
-    db: &Database,
-    synced: &Mutex<Synced>,
-    (fsync, durability): (bool, WriteDurability),
-    rows: &[(Vec<u8>, Vec<u8>)],
-) -> Result<usize> {
+/// Writes encoded `(key, row)` pairs in one write transaction; returns how many were applied.
+fn write_rows(db: &Database, fsync: bool, rows: &[(Vec<u8>, Vec<u8>)]) -> Result<usize> {
     let mut txn = db.begin_write().map_err(db_error)?;
-    // redb admits one write transaction at a time: no other commit runs until this one ends. A
-    // poisoned lock means only that a panic elsewhere held it; the state is two plain values.
-    let durable = synced.lock().unwrap_or_else(|p| p.into_inner()).wants_fsync(fsync, durability);
-    if !durable {
+    if !fsync {
         txn.set_durability(Durability::None).map_err(db_error)?;
     }
     let mut applied = 0;
@@ -188,14 +146,8 @@ fn write_rows(
     // A batch that changed nothing need not wait for fsync.
     if applied == 0 {
         txn.abort().map_err(db_error)?;
-        return Ok(0);
-    }
-    txn.commit().map_err(db_error)?;
-    let mut synced = synced.lock().unwrap_or_else(|p| p.into_inner());
-    if durable {
-        *synced = Synced { at: Instant::now(), pending: false };
     } else {
-        synced.pending = true;
+        txn.commit().map_err(db_error)?;
     }
     Ok(applied)
 }
@@ -207,15 +159,6 @@ impl OnlineStore for RedbStore {
     }
 
     async fn write(&self, client: &ClientId, rows: &[(RowKey, OnlineRow)]) -> Result<usize> {
-        self.write_with(client, rows, WriteDurability::Configured).await
-    }
-
-    async fn write_with(
-        &self,
-        client: &ClientId,
-        rows: &[(RowKey, OnlineRow)],
-        durability: WriteDurability,
-    ) -> Result<usize> {
         if rows.is_empty() {
             return Ok(0);
         }
@@ -227,9 +170,9 @@ impl OnlineStore for RedbStore {
             encode_key(&mut k, client, key)?;
             encoded.push((k, codec::encode(row)?));
         }
-        let (db, synced) = (Arc::clone(&self.db), Arc::clone(&self.synced));
+        let db = Arc::clone(&self.db);
         let fsync = self.fsync;
-        tokio::task::spawn_blocking(move || write_rows(&db, &synced, (fsync, durability), &encoded))
+        tokio::task::spawn_blocking(move || write_rows(&db, fsync, &encoded))
             .await
             .map_err(|e| Error::online(BACKEND, format!("a write task failed: {e}")))?
     }
@@ -253,10 +196,10 @@ impl OnlineStore for RedbStore {
 }
 
 impl Drop for RedbStore {
-    /// Without fsync, or after lazy writes, the last batches may live in memory only: one
-    /// durable (empty) commit puts them on disk before the file is closed.
+    /// Without fsync, the last batches may live in memory only: one durable (empty) commit
+    /// puts them on disk before the file is closed.
     fn drop(&mut self) {
-        if self.fsync && !self.synced.lock().unwrap_or_else(|p| p.into_inner()).pending {
+        if self.fsync {
             return;
         }
         let flushed = self.db.begin_write().map_err(db_error).and_then(|txn| txn.commit().map_err(db_error));
@@ -318,43 +261,5 @@ mod tests {
         let mut out = Vec::new();
         let err = encode_key(&mut out, &ClientId::new("c").unwrap(), &RowKey::new("u", "k".repeat(70_000), "v"));
         assert!(err.unwrap_err().to_string().contains("entity key of 70000 bytes"));
-    }
-
-    #[test]
-    fn lazy_writes_are_fsynced_at_least_every_interval_and_configured_ones_always() {
-        let fresh = Synced { at: Instant::now(), pending: false };
-        assert!(fresh.wants_fsync(true, WriteDurability::Configured));
-        assert!(!fresh.wants_fsync(true, WriteDurability::Lazy));
-        let old = Synced { at: Instant::now() - LAZY_FSYNC_INTERVAL, pending: true };
-        assert!(old.wants_fsync(true, WriteDurability::Lazy));
-        // `fsync = false`: never, whatever the write asks.
-        assert!(!old.wants_fsync(false, WriteDurability::Configured));
-        assert!(!old.wants_fsync(false, WriteDurability::Lazy));
-    }
-
-    fn row(event_time: i64, value: f64) -> OnlineRow {
-        OnlineRow { event_time, created: event_time, values: vec![("p".into(), crate::Value::Float64(value))] }
-    }
-
-    #[tokio::test]
-    async fn a_lazy_write_is_read_at_once_and_kept_across_a_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = RedbConfig::default();
-        let client = ClientId::new("shop").unwrap();
-        let key = RowKey::new("user", "u-1", "churn_prediction");
-        let store = RedbStore::open(&config, dir.path()).await.unwrap();
-        store.write(&client, &[(key.clone(), row(1, 0.1))]).await.unwrap();
-        // The last fsync in the future: no lazy write is due for one, however slow the machine.
-        store.synced.lock().unwrap().at = Instant::now() + Duration::from_secs(3600);
-        assert_eq!(store.write_with(&client, &[(key.clone(), row(2, 0.2))], WriteDurability::Lazy).await.unwrap(), 1);
-        assert!(store.synced.lock().unwrap().pending, "the lazy write was fsync'd");
-        assert_eq!(store.read(&client, std::slice::from_ref(&key)).await.unwrap(), vec![Some(row(2, 0.2))]);
-        drop(store);
-        let store = RedbStore::open(&config, dir.path()).await.unwrap();
-        assert_eq!(store.read(&client, std::slice::from_ref(&key)).await.unwrap(), vec![Some(row(2, 0.2))]);
-        // A write as configured puts the lazy ones before it on disk: nothing is pending after.
-        store.write_with(&client, &[(key.clone(), row(3, 0.3))], WriteDurability::Lazy).await.unwrap();
-        store.write(&client, &[(key.clone(), row(4, 0.4))]).await.unwrap();
-        assert!(!store.synced.lock().unwrap().pending);
     }
 }
