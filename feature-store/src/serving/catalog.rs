@@ -219,7 +219,8 @@ impl Catalog {
     }
 
     /// How many lists of references [`Catalog::plan_refs`] keeps the plans of.
-    pub fn cached_plans(&self) -> usize {
+    #[cfg(test)]
+    fn cached_plans(&self) -> usize {
         self.plans.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
@@ -378,9 +379,6 @@ async fn fetch(registry: &Registry, client: &ClientId, old: Option<&Arc<Catalog>
     tracing::info!(client = %client, version = catalog.version, "feature definitions loaded for serving");
     Ok(Some(Arc::new(catalog)))
 }
-
-/// A plan kept by the catalog: a feature service's, or a list of references'.
-pub type PlanRef = Arc<Plan>;
 
 #[cfg(test)]
 mod tests {

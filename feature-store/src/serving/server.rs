@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use livora_common::ClientId;
 
-use super::catalog::{Catalog, Catalogs, FeatureSource, Plan, PlanRef};
+use super::catalog::{Catalog, Catalogs, FeatureSource, Plan};
 use super::config::ServingConfig;
 use super::keys::{COMPOSITE_SEPARATOR, KeyValue};
 use crate::error::{Error, Result};
@@ -166,7 +166,7 @@ impl FeatureServer {
                 "client `{client}` has no feature definitions; apply a feature repository with `livora apply`"
             ))
         })?;
-        let plan: PlanRef = match selection {
+        let plan: Arc<Plan> = match selection {
             Selection::Service("") => {
                 return Err(Error::InvalidArgument("feature_service: the name is empty".into()));
             }
