@@ -2,7 +2,7 @@
 # checkout reuses one build cache.
 export CARGO_TARGET_DIR ?= /var/tmp/livora-target
 
-.PHONY: run demo test lint services bench-ingest bench-features bench-train bench-flight
+.PHONY: run demo test lint services bench-ingest bench-features bench-pit bench-train bench-flight
 
 ## Runs the platform on embedded defaults (data in ./livora-data).
 run:
@@ -33,6 +33,12 @@ bench-ingest: services
 bench-features: services
 	python3 -c 'import feast, redis' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check "feast[redis]"
 	cargo bench -p livora --bench feature_lookup
+
+## The point-in-time retrieval benchmark of BENCHMARKS.md: 1,000,000 entity rows × 3 views, beside
+## DuckDB and Feast's local offline store on the same Parquet files.
+bench-pit:
+	python3 -c 'import feast, duckdb' 2>/dev/null || python3 -m pip install --quiet --disable-pip-version-check feast duckdb
+	cargo bench -p livora -p livora-feature-store --bench pit
 
 ## The training benchmark of BENCHMARKS.md: Livora's logistic regression and boosted trees
 ## against scikit-learn on the same matrices.

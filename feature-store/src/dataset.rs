@@ -8,11 +8,19 @@
 //! hand-built entity dataframe is needed. `days_since` features are computed at each entity row's
 //! time, exactly as online they are computed at the time of the read.
 //!
+//! Each view's history is read only over the times the entity rows can match: from the earliest
+//! row's time less the view's ttl (unbounded without one) to the latest row's time. The offline
+//! store skips the day partitions outside that range and the bound reaches the Parquet reader,
+//! so a training set over last month does not read last year. A spine's own entities come from
+//! its view's history up to the spine's end (an entity first seen before the spine's start
+//! appears from the start).
+//!
 //! Batch tables live at `<offline root>/<source path>/client_id=<client>/**/*.parquet`, Hive
 //! style like the lake, with the source's timestamp (and optional created) columns.
 
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, Utc};
 use livora_common::ClientId;
 use polars::prelude::*;
 
@@ -21,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::offline::store::range_filter;
 use crate::offline::{
     CREATED_TIMESTAMP, EVENT_TIMESTAMP, OfflineStore, PitOptions, SpineOptions, TimeRange, ViewHistory, entity_spine,
-    get_historical_features,
+    get_historical_features, is_timestamp, timestamp_dtype,
 };
 
 /// Which features.
@@ -95,6 +103,38 @@ pub fn resolve(repo: &Repo, selection: &Selection) -> Result<Vec<(String, String
     };
     let mut seen = std::collections::HashSet::new();
     Ok(refs.into_iter().filter(|r| seen.insert(r.clone())).collect())
+}
+
+/// The earliest and latest time of the entity rows, in microseconds; `None` when no row has a
+/// time, or when the column is missing or not a datetime (the point-in-time join reports that).
+fn time_bounds(frame: &LazyFrame, timestamp_column: &str) -> Result<Option<(i64, i64)>> {
+    let mut frame = frame.clone();
+    let schema = frame.collect_schema().map_err(Error::offline("resolving the schema of the entity rows"))?;
+    if !schema.get(timestamp_column).is_some_and(is_timestamp) {
+        return Ok(None);
+    }
+    let micros = || col(timestamp_column).cast(timestamp_dtype()).to_physical();
+    let bounds = frame
+        .select([micros().min().alias("earliest"), micros().max().alias("latest")])
+        .collect()
+        .map_err(Error::offline("reading the time range of the entity rows"))?;
+    let at = |name: &str| -> Result<Option<i64>> {
+        let column = bounds.column(name).map_err(Error::offline("reading the time range of the entity rows"))?;
+        Ok(column.cast(&DataType::Int64).ok().and_then(|c| c.i64().ok().and_then(|c| c.get(0))))
+    };
+    Ok(at("earliest")?.zip(at("latest")?))
+}
+
+/// The event times of a view's history that entity rows within `bounds` can match: from the
+/// earliest row's time less the ttl (no lower bound without a ttl) to the latest row's time.
+/// Every time when the bounds are unknown.
+fn usable_range(bounds: Option<(i64, i64)>, ttl: Option<std::time::Duration>) -> TimeRange {
+    let Some((earliest, latest)) = bounds else { return TimeRange::all() };
+    let at = DateTime::<Utc>::from_timestamp_micros;
+    let start = ttl
+        .and_then(|ttl| chrono::Duration::from_std(ttl).ok())
+        .and_then(|ttl| at(earliest).and_then(|t| t.checked_sub_signed(ttl)));
+    TimeRange { start, end: at(latest) }
 }
 
 /// The history of `view` for `client`, with `event_timestamp` and, when known,
@@ -212,6 +252,23 @@ pub fn build(
     let out_name = |view: &str, feature: &str| {
         if request.full_feature_names { format!("{view}__{feature}") } else { feature.to_owned() }
     };
+    // The entity rows first: their time range bounds what each view's history must give.
+    let (frame, timestamp_column) = match request.entities {
+        Entities::Rows { frame, timestamp_column } => (*frame, timestamp_column),
+        Entities::Spine { view, options } => {
+            let fv = repo
+                .views
+                .get(&view)
+                .ok_or_else(|| Error::NotFound(format!("spine: feature view `{view}` is not registered")))?;
+            let keys = repo.entities.get(&fv.entity).map(|e| e.join_keys.clone()).unwrap_or_default();
+            // Every entity seen up to the spine's end; one first seen before its start appears
+            // from the start, so the history is not bounded below.
+            let source = history_in(repo, store, root, client, fv, TimeRange { start: None, end: Some(options.end) })?;
+            let column = options.timestamp_column.clone();
+            (entity_spine(source, &keys, EVENT_TIMESTAMP, &options)?.lazy(), column)
+        }
+    };
+    let bounds = time_bounds(&frame, &timestamp_column)?;
     let mut views = Vec::with_capacity(order.len());
     // (output name, timestamp column output name) of each days_since feature.
     let mut days_since: Vec<(String, String, bool)> = Vec::new();
@@ -243,27 +300,9 @@ pub fn build(
             join_keys: entity.join_keys.clone(),
             features,
             ttl: view.ttl,
-            history: history(repo, store, root, client, view)?,
+            history: history_in(repo, store, root, client, view, usable_range(bounds, view.ttl))?,
         });
     }
-    let (frame, timestamp_column) = match request.entities {
-        Entities::Rows { frame, timestamp_column } => (*frame, timestamp_column),
-        Entities::Spine { view, options } => {
-            let v =
-                views.iter().find(|v| v.name == view).map(|v| (v.history.clone(), v.join_keys.clone())).map_or_else(
-                    || {
-                        let fv = repo.views.get(&view).ok_or_else(|| {
-                            Error::NotFound(format!("spine: feature view `{view}` is not registered"))
-                        })?;
-                        let keys = repo.entities.get(&fv.entity).map(|e| e.join_keys.clone()).unwrap_or_default();
-                        Ok::<_, Error>((history(repo, store, root, client, fv)?, keys))
-                    },
-                    Ok,
-                )?;
-            let column = options.timestamp_column.clone();
-            (entity_spine(v.0, &v.1, EVENT_TIMESTAMP, &options)?.lazy(), column)
-        }
-    };
     let joined = get_historical_features(
         frame,
         &timestamp_column,

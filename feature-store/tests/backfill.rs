@@ -13,7 +13,7 @@ use livora_common::{ClientId, Event};
 use livora_feature_store::backfill::{self, BackfillOptions};
 use livora_feature_store::dataset::{self, DatasetRequest, Entities, Selection};
 use livora_feature_store::definitions::{EXAMPLE_REPO, parse_files};
-use livora_feature_store::offline::EVENT_TIMESTAMP;
+use livora_feature_store::offline::{EVENT_TIMESTAMP, timestamp_dtype};
 use livora_feature_store::stream::feature_log::frame;
 use livora_feature_store::stream::{CompiledView, FeatureRow, StateKey};
 use livora_feature_store::{
@@ -72,15 +72,27 @@ fn run(store: &LocalOfflineStore, repo: &Repo, events: &[Event], options: &Backf
 
 /// Every feature of `user_activity` over a spine of `options`' grid.
 fn dataset(store: &LocalOfflineStore, root: &std::path::Path, repo: &Repo, options: &BackfillOptions) -> DataFrame {
+    let spine = Entities::Spine {
+        view: "user_activity".into(),
+        options: SpineOptions::new(options.start, options.end, options.cadence),
+    };
+    try_dataset(store, root, repo, spine).unwrap()
+}
+
+/// Every feature of `user_activity` at `entities`, or the error of the build or of the query.
+fn try_dataset(
+    store: &LocalOfflineStore,
+    root: &std::path::Path,
+    repo: &Repo,
+    entities: Entities,
+) -> Result<DataFrame, String> {
     let request = DatasetRequest {
         selection: Selection::Refs(vec!["user_activity:*".into()]),
-        entities: Entities::Spine {
-            view: "user_activity".into(),
-            options: SpineOptions::new(options.start, options.end, options.cadence),
-        },
+        entities,
         full_feature_names: false,
     };
-    dataset::build(repo, store, root, &shop(), request).unwrap().collect().unwrap()
+    let query = dataset::build(repo, store, root, &shop(), request).map_err(|e| e.to_string())?;
+    query.collect().map_err(|e| e.to_string())
 }
 
 /// The (user, time µs) of every dataset row, in order.
@@ -218,4 +230,88 @@ fn only_registered_streaming_views_are_backfilled_and_the_grid_is_checked() {
     assert_eq!(seen.first(), Some(&(0, done.entities)));
     assert_eq!(seen.last(), Some(&(done.entities, done.entities)));
     assert!(seen.windows(2).all(|w| w[0].0 < w[1].0), "{seen:?}");
+}
+
+/// A dataset reads only the days of history its entity rows can match: up to the latest row's
+/// time, and from the earliest row's time less the view's ttl (90 days for `user_activity`). A
+/// file that cannot be read, put in a day outside that range, is never opened; inside it, it
+/// fails the build — which shows the pruning is what keeps it out.
+#[test]
+fn a_dataset_reads_only_the_days_of_history_its_entity_rows_can_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalOfflineStore::new(dir.path());
+    let repo = repo();
+    let events = simulated();
+    let options = grid();
+    run(&store, &repo, &events, &options, 1_000);
+    let full = dataset(&store, dir.path(), &repo, &options);
+    let partitions = dir.path().join("features/client_id=shop/view=user_activity");
+    let day = |d: u32| Utc.with_ymd_and_hms(2026, 3, d, 0, 0, 0).unwrap();
+    let spine = |start: DateTime<Utc>, end: DateTime<Utc>| Entities::Spine {
+        view: "user_activity".into(),
+        options: SpineOptions::new(start, end, DAY),
+    };
+
+    // A spine over 8–14 March does not read 20 March; the same dataset is every row of the full
+    // grid's dataset in that window.
+    let corrupt = partitions.join("dt=2026-03-20/part-zzzz.parquet");
+    std::fs::write(&corrupt, b"not a parquet file").unwrap();
+    let window = try_dataset(&store, dir.path(), &repo, spine(day(8), day(14))).unwrap();
+    let in_window = full
+        .clone()
+        .lazy()
+        .filter(
+            col(EVENT_TIMESTAMP)
+                .gt_eq(lit(day(8).timestamp_micros()).cast(timestamp_dtype()))
+                .and(col(EVENT_TIMESTAMP).lt_eq(lit(day(14).timestamp_micros()).cast(timestamp_dtype()))),
+        )
+        .collect()
+        .unwrap();
+    assert!(window.height() > 500, "{} rows", window.height());
+    assert!(window.equals_missing(&in_window), "the window's dataset differs from the full one's rows");
+    let err = try_dataset(&store, dir.path(), &repo, spine(day(8), day(20))).unwrap_err();
+    assert!(err.contains("parquet") || err.contains("Parquet"), "{err}");
+    std::fs::remove_file(&corrupt).unwrap();
+
+    // Entity rows on 10 June read from 12 March on (90 days before), so 5 March is never read,
+    // and each user gets their last row (23 March), still within the ttl.
+    std::fs::write(partitions.join("dt=2026-03-05/part-zzzz.parquet"), b"not a parquet file").unwrap();
+    let last = full
+        .clone()
+        .lazy()
+        .filter(col(EVENT_TIMESTAMP).eq(lit(day(23).timestamp_micros()).cast(timestamp_dtype())))
+        .sort(["user_id"], SortMultipleOptions::default())
+        .limit(25)
+        .collect()
+        .unwrap();
+    assert_eq!(last.height(), 25);
+    let at = |t: DateTime<Utc>| {
+        let users = last.column("user_id").unwrap().clone();
+        let times = Int64Chunked::full(EVENT_TIMESTAMP.into(), t.timestamp_micros(), users.len())
+            .into_series()
+            .cast(&timestamp_dtype())
+            .unwrap()
+            .into_column();
+        let rows = DataFrame::new_infer_height(vec![users, times]).unwrap().lazy();
+        Entities::Rows { frame: Box::new(rows), timestamp_column: EVENT_TIMESTAMP.into() }
+    };
+    let june = Utc.with_ymd_and_hms(2026, 6, 10, 0, 0, 0).unwrap();
+    let later = try_dataset(&store, dir.path(), &repo, at(june)).unwrap();
+    // All but the time and the `days_since_*` features, which are computed at the row's time.
+    let unchanged = |f: &DataFrame| {
+        let names: Vec<String> = f.get_column_names().into_iter().map(|n| n.to_string()).collect();
+        f.drop_many(names.into_iter().filter(|n| n == EVENT_TIMESTAMP || n.starts_with("days_since_")))
+    };
+    let (later, last) = (unchanged(&later), unchanged(&last));
+    let differ: Vec<String> = later
+        .columns()
+        .iter()
+        .zip(last.columns())
+        .filter(|(a, b)| a.name() != b.name() || !a.as_materialized_series().equals_missing(b.as_materialized_series()))
+        .map(|(a, b)| format!("{}: {:?} vs {:?}", a.name(), a.get(0), b.get(0)))
+        .collect();
+    assert!(differ.is_empty(), "{differ:?}");
+    let earlier = Utc.with_ymd_and_hms(2026, 6, 1, 0, 0, 0).unwrap();
+    let err = try_dataset(&store, dir.path(), &repo, at(earlier)).unwrap_err();
+    assert!(err.contains("parquet") || err.contains("Parquet"), "{err}");
 }

@@ -39,6 +39,6 @@ pub fn timestamp_dtype() -> DataType {
 }
 
 /// Whether `dtype` is a timestamp the offline store accepts (any unit, any or no time zone).
-fn is_timestamp(dtype: &DataType) -> bool {
+pub(crate) fn is_timestamp(dtype: &DataType) -> bool {
     matches!(dtype, DataType::Datetime(_, _))
 }

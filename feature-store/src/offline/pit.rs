@@ -42,8 +42,9 @@
 //! that fans out rows, so memory stays proportional to the inputs and output.
 //!
 //! Two choices carry the speed (BENCHMARKS.md, "Point-in-time retrieval"). The sort is of one
-//! 128-bit word per row, compared natively, where polars' sort by several columns compares
-//! column by column through dynamic dispatch; and the gather takes indices without nulls, where
+//! 64-bit word per row (128 bits when the groups and the time span need more), compared
+//! natively, where polars' sort by several columns compares column by column through dynamic
+//! dispatch; and the gather takes indices without nulls, where
 //! polars builds each gathered value as an `Option` when any index is null (about a quarter of
 //! the time before), then sets the rows without a match to null in one vectorised pass.
 //!
@@ -231,7 +232,7 @@ fn matches(narrow: LazyFrame, history: LazyFrame, view: &CheckedView<'_>) -> Res
 /// order, as [`matches`] returns it.
 ///
 /// The keys become group numbers (a hash group-by, for keys of any type and number; a null key
-/// is a group of entity rows only), and the rows are sorted by one 128-bit word: group, time,
+/// is a group of entity rows only), and the rows are sorted by one word: group, time,
 /// then side (history first at an equal time). Among history rows of one group and time, the
 /// pass keeps the one of greatest (created, row index), a null created first.
 fn merge(stacked: &DataFrame, keys: &[String], has_created: bool, ttl: Option<i64>) -> PolarsResult<DataFrame> {
