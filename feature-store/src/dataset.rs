@@ -11,7 +11,9 @@
 //! Each view's history is read only over the times the entity rows can match: from the earliest
 //! row's time less the view's ttl (unbounded without one) to the latest row's time. The offline
 //! store skips the day partitions outside that range and the bound reaches the Parquet reader,
-//! so a training set over last month does not read last year. A spine's own entities come from
+//! so a training set over last month does not read last year. The range costs one more read of
+//! the entity rows' time column (their plan runs once for it, once for the join). A spine's own
+//! entities come from
 //! its view's history up to the spine's end (an entity first seen before the spine's start
 //! appears from the start).
 //!
