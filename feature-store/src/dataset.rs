@@ -13,9 +13,8 @@
 //! store skips the day partitions outside that range and the bound reaches the Parquet reader,
 //! so a training set over last month does not read last year. The range costs one more read of
 //! the entity rows' time column (their plan runs once for it, once for the join). A spine's own
-//! entities come from
-//! its view's history up to the spine's end (an entity first seen before the spine's start
-//! appears from the start).
+//! entities come from its view's history up to the spine's end (an entity first seen before the
+//! spine's start appears from the start).
 //!
 //! Batch tables live at `<offline root>/<source path>/client_id=<client>/**/*.parquet`, Hive
 //! style like the lake, with the source's timestamp (and optional created) columns.

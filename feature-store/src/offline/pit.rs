@@ -44,9 +44,9 @@
 //! Two choices carry the speed (BENCHMARKS.md, "Point-in-time retrieval"). The sort is of one
 //! 64-bit word per row (128 bits when the groups and the time span need more), compared
 //! natively, where polars' sort by several columns compares column by column through dynamic
-//! dispatch; and the gather takes indices without nulls, where
-//! polars builds each gathered value as an `Option` when any index is null (about a quarter of
-//! the time before), then sets the rows without a match to null in one vectorised pass.
+//! dispatch; and the gather takes indices without nulls, where polars builds each gathered value
+//! as an `Option` when any index is null (about a quarter of the time before), then sets the
+//! rows without a match to null in one vectorised pass.
 //!
 //! The sorts and the gather (a random access per feature value) are the largest costs. The
 //! gather is about three times faster from contiguous columns: scan histories with `rechunk`
