@@ -118,12 +118,9 @@ fn time_bounds(frame: &LazyFrame, timestamp_column: &str) -> Result<Option<(i64,
     let bounds = frame
         .select([micros().min().alias("earliest"), micros().max().alias("latest")])
         .collect()
+        .and_then(|b| Ok((b.column("earliest")?.i64()?.get(0), b.column("latest")?.i64()?.get(0))))
         .map_err(Error::offline("reading the time range of the entity rows"))?;
-    let at = |name: &str| -> Result<Option<i64>> {
-        let column = bounds.column(name).map_err(Error::offline("reading the time range of the entity rows"))?;
-        Ok(column.cast(&DataType::Int64).ok().and_then(|c| c.i64().ok().and_then(|c| c.get(0))))
-    };
-    Ok(at("earliest")?.zip(at("latest")?))
+    Ok(bounds.0.zip(bounds.1))
 }
 
 /// The event times of a view's history that entity rows within `bounds` can match: from the
