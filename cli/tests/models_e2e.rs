@@ -12,10 +12,16 @@ use std::time::Duration;
 use anyhow::{Context, Result, ensure};
 use chrono::{DurationRound, SecondsFormat, Utc};
 use livora_common::{ClientId, Event};
+use livora_feature_store::dataset::{self, DatasetRequest, Entities, Selection};
+use livora_feature_store::offline::{EVENT_TIMESTAMP, timestamp_dtype};
+use livora_feature_store::{LocalOfflineStore, load_repo};
+use livora_models::ModelRegistry;
 use livora_proto::livora::v1 as pb;
 use livora_simulator::{SimConfig, Simulator};
 use livora_tests::{Livora, create_client, eventually, post, write_customer_profiles};
+use livora_training::table_of;
 use pb::get_online_features_request::Kind;
+use polars::prelude::{ChunkFull, Column, DataFrame, Int64Chunked, IntoColumn, IntoLazy, IntoSeries};
 use serde_json::Value as Json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_livora");
@@ -61,6 +67,43 @@ async fn online_values(
 async fn profile_statuses(channel: tonic::transport::Channel, key: &str, users: &[String]) -> Result<Vec<i32>> {
     let features = pb::feature_service_client::FeatureServiceClient::new(channel);
     Ok(online_values(features, key, "customer_profile:newsletter_opt_in", users).await?.statuses)
+}
+
+/// The churn scores of production's version for `users`, computed as training computes them:
+/// the point-in-time dataset of the model's feature service with every row at `at`
+/// ([`dataset::build`]), made a table by the training code ([`table_of`]), encoded and scored by
+/// the artifact's encoder and classifier.
+async fn training_scores(data: &Path, offline_root: &Path, users: &[String], at: i64) -> Result<Vec<f64>> {
+    let shop = ClientId::new("shop").map_err(anyhow::Error::msg)?;
+    let registry = format!("sqlite://{}?mode=rwc", data.join("registry.db").display());
+    let models = ModelRegistry::connect(&registry, data.join("models")).await?;
+    let artifact = models.load(&models.resolve(&shop, "churn@production").await?)?;
+    let m = &artifact.manifest;
+    let repo = load_repo(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../feature-store/example-repo"))
+        .map_err(|e| anyhow::anyhow!("the example repository: {e:?}"))?;
+    let keys = Column::new(m.join_key.as_str().into(), users);
+    let times = Int64Chunked::full(EVENT_TIMESTAMP.into(), at, users.len())
+        .into_series()
+        .cast(&timestamp_dtype())?
+        .into_column();
+    let rows = DataFrame::new_infer_height(vec![keys, times])?.lazy();
+    let frame = dataset::build(
+        &repo,
+        &LocalOfflineStore::new(offline_root),
+        offline_root,
+        &shop,
+        DatasetRequest {
+            selection: Selection::Service(m.feature_service.clone()),
+            entities: Entities::Rows { frame: Box::new(rows), timestamp_column: EVENT_TIMESTAMP.into() },
+            full_feature_names: true,
+        },
+    )?
+    .collect()?;
+    let (keys, _, table, _, _) = table_of(&frame, &m.join_key, EVENT_TIMESTAMP, &m.features)?;
+    ensure!(keys.iter().flatten().eq(users.iter()), "the dataset keeps the entity rows in order: {keys:?}");
+    let x = m.encoder.encode_table(&table)?;
+    let classifier = artifact.classifier().context("churn is a classifier")?;
+    Ok(classifier.predict(&x, m.encoder.width()))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -154,8 +197,17 @@ async fn events_features_train_promote_predict_and_the_prediction_comes_back() -
         top_contributions: 3,
         missing_policy: 0,
     };
+    let asked = Utc::now().timestamp_micros();
     let answer = inference.predict(authorized(request, &key)?).await?.into_inner();
+    let answered = Utc::now().timestamp_micros();
     ensure!(answer.version == 1 && answer.algorithm == "gbdt", "{answer:?}");
+    let features_at = answer
+        .features_at
+        .as_ref()
+        .and_then(livora_proto::timestamp_to_micros)
+        .context("the answer says when its features were read")?;
+    ensure!((asked..=answered).contains(&features_at), "features_at {features_at} outside [{asked}, {answered}]");
+    let churn = answer.clone();
     ensure!(answer.predictions.len() == users.len());
     for p in &answer.predictions {
         let score = p.score.context("every user is scored")?;
@@ -235,6 +287,15 @@ async fn events_features_train_promote_predict_and_the_prediction_comes_back() -
     let files = std::fs::read_dir(&log_dir).with_context(|| format!("reading {}", log_dir.display()))?.count();
     ensure!(files > 0, "the prediction log is empty");
     drop(features);
+
+    // Train/serve consistency: each served score is the one the training code computes from a
+    // point-in-time dataset of the churn service at the moment the server read the features
+    // (the stream's feature log is complete now that the server has stopped).
+    let expected = training_scores(data.path(), &offline_root, &users, features_at).await?;
+    for (p, want) in churn.predictions.iter().zip(&expected) {
+        let got = p.score.context("scored")?;
+        ensure!((got - want).abs() < 1e-12, "{}: served {got}, the training code {want}", p.entity_key);
+    }
 
     // `livora score --all` scores every user of the spine view the same way, offline of the
     // server, and appends to the same log.

@@ -123,6 +123,7 @@ impl InferenceService for GrpcInferenceService {
             algorithm: predictions.algorithm.name().to_owned(),
             feature_names: predictions.feature_names,
             predictions: rows,
+            features_at: Some(livora_proto::timestamp_from_micros(predictions.features_at)),
         }))
     }
 }

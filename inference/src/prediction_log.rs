@@ -50,7 +50,8 @@ pub struct PredictionRecord {
     pub entity_key: String,
     /// The score.
     pub probability: f64,
-    /// When it was scored (µs).
+    /// When it was scored (µs): for a prediction from the online store, the moment its
+    /// features were read ([`Predictions::features_at`](crate::Predictions::features_at)).
     pub at: i64,
     /// The features it read; logged as a JSON object (`view__feature` → value or null).
     pub features: LoggedFeatures,

@@ -89,6 +89,10 @@ pub struct Predictions {
     pub algorithm: Algorithm,
     /// The features read, in input order (`view__feature`).
     pub feature_names: Vec<String>,
+    /// The moment the features were read (µs since the epoch): values older than their view's
+    /// ttl and `days_since` features are taken at it, and the prediction log records it. A
+    /// point-in-time dataset with entity rows at this moment gives the features scored.
+    pub features_at: i64,
     /// One per entity key, in request order.
     pub rows: Vec<Row>,
 }
@@ -460,8 +464,16 @@ impl Predictor {
         let mut online = OnlineFeatures::default();
         let column =
             EntityColumn { join_key: &m.join_key, values: entity_keys.iter().map(|k| KeyValue::String(k)).collect() };
+        let features_at = chrono::Utc::now().timestamp_micros();
         self.features
-            .get_online_features(client, Selection::Features(&primary.refs), &[column], true, &mut online)
+            .get_online_features_at(
+                client,
+                Selection::Features(&primary.refs),
+                &[column],
+                true,
+                features_at,
+                &mut online,
+            )
             .await?;
         check_answer(primary, &online)?;
         if let Some(c) = canary {
@@ -506,7 +518,6 @@ impl Predictor {
             }
         }
         if let Some(sink) = &self.sink {
-            let at = chrono::Utc::now().timestamp_micros();
             let records = rows
                 .iter()
                 .enumerate()
@@ -519,7 +530,7 @@ impl Predictor {
                         join_key: m.join_key.clone(),
                         entity_key: row.entity_key.clone(),
                         probability: row.score?,
-                        at,
+                        at: features_at,
                         features: online_features(&primary.names, &online, i),
                         offer: row.offers.first().map(|o| o.0.clone()),
                     })
@@ -532,6 +543,7 @@ impl Predictor {
             version: m.version,
             algorithm: m.algorithm,
             feature_names: online.feature_names,
+            features_at,
             rows,
         })
     }

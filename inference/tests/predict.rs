@@ -30,17 +30,19 @@ async fn scores_equal_the_training_code_on_the_same_features() {
         ["user_activity__orders_30d", "user_activity__days_since_last_seen", "user_activity__last_touch_channel"]
     );
 
-    // The same artifact, scored by the zoo's code on the values the store holds: the served
-    // score must be the one training would compute (days_since moves by the test's runtime).
+    // The same artifact, scored by the zoo's code on the values the store holds, with
+    // days_since taken at the moment the answer says the features were read: the served score
+    // must be the one training computes. (cli/tests/models_e2e.rs checks the same against a
+    // point-in-time dataset built by the training code at that moment.)
     let trained = artifact(1, 0.0);
-    let days = |ago: i64| (Utc::now().timestamp_micros() - (s.now - ago * DAY)) as f64 / DAY as f64;
+    let days = |ago: i64| (p.features_at - (s.now - ago * DAY)) as f64 / DAY as f64;
     let expected = |orders: f64, seen: i64, channel: &str| {
         trained.score(&[Input::Number(orders), Input::Number(days(seen)), Input::Text(channel)], 2).unwrap()
     };
     let u1 = expected(0.0, 30, "email");
     let u2 = expected(4.0, 1, "web");
-    assert!((p.rows[0].score.unwrap() - u1.probability).abs() < 1e-6, "{:?} vs {u1:?}", p.rows[0]);
-    assert!((p.rows[1].score.unwrap() - u2.probability).abs() < 1e-6, "{:?} vs {u2:?}", p.rows[1]);
+    assert!((p.rows[0].score.unwrap() - u1.probability).abs() < 1e-12, "{:?} vs {u1:?}", p.rows[0]);
+    assert!((p.rows[1].score.unwrap() - u2.probability).abs() < 1e-12, "{:?} vs {u2:?}", p.rows[1]);
     assert_eq!(
         p.rows[0].contributions.iter().map(|c| &c.0).collect::<Vec<_>>(),
         u1.contributions.iter().map(|c| &c.0).collect::<Vec<_>>()
@@ -66,6 +68,25 @@ async fn scores_equal_the_training_code_on_the_same_features() {
     assert_eq!((p.rows[0].status, p.rows[0].score), (RowStatus::Refused, None));
     assert_eq!(p.rows[1].status, RowStatus::Scored);
     assert!(p.rows[1].contributions.is_empty(), "none asked for");
+}
+
+#[tokio::test]
+async fn the_prediction_log_records_the_moment_the_features_were_read() {
+    let s = setup().await;
+    let before = Utc::now().timestamp_micros();
+    let p = predict(&s, "churn", &keys(&["u-1", "u-2"])).await;
+    let after = Utc::now().timestamp_micros();
+    assert!((before..=after).contains(&p.features_at), "{} outside [{before}, {after}]", p.features_at);
+    s.sink.flush().await.unwrap();
+    let mut logged = Vec::new();
+    for day in std::fs::read_dir(s.lake.join("predictions/churn/client_id=shop")).unwrap() {
+        for file in std::fs::read_dir(day.unwrap().path()).unwrap() {
+            let frame = ParquetReader::new(std::fs::File::open(file.unwrap().path()).unwrap()).finish().unwrap();
+            let times = frame.column("event_timestamp").unwrap().cast(&polars::prelude::DataType::Int64).unwrap();
+            logged.extend(times.i64().unwrap().into_no_null_iter());
+        }
+    }
+    assert_eq!(logged, [p.features_at; 2]);
 }
 
 #[tokio::test]
@@ -287,6 +308,7 @@ async fn grpc_predictions_carry_the_version_that_scored_each_entity() {
     let names: Vec<&str> = users.iter().map(String::as_str).collect();
     let answer = grpc.predict(request("churn", &names, &s.keys.0, "shop")).await.unwrap().into_inner();
     assert_eq!(answer.version, 1);
+    assert!(answer.features_at.is_some_and(|t| t.seconds > 0), "the answer says when its features were read");
     let at50 = canary_keys(&users, 50);
     assert!(!at50.is_empty() && at50.len() < users.len());
     for p in &answer.predictions {

@@ -149,7 +149,8 @@ impl FeatureServer {
         self.registry.ping().await
     }
 
-    /// Reads `selection` for every entity row of `entities`, as `client`, into `sink`.
+    /// Reads `selection` for every entity row of `entities`, as `client`, into `sink`, as of
+    /// now.
     ///
     /// Everything is checked before anything is read, and everything is read (in one call to
     /// the online store) before `sink` hears of it: on error, `sink` is untouched.
@@ -159,6 +160,23 @@ impl FeatureServer {
         selection: Selection<'_>,
         entities: &[EntityColumn<'_>],
         full_feature_names: bool,
+        sink: &mut impl FeatureSink,
+    ) -> Result<()> {
+        self.get_online_features_at(client, selection, entities, full_feature_names, now_micros(), sink).await
+    }
+
+    /// [`get_online_features`](Self::get_online_features) as of `at` (µs since the epoch): each
+    /// value's age against its view's ttl, and every `days_since` feature, are taken at `at`.
+    /// A point-in-time dataset with entity rows at `at` gives the same values, as long as the
+    /// store holds no row newer than `at` (a caller that records the moment it scored passes it
+    /// here, so the record says exactly which features it read).
+    pub async fn get_online_features_at(
+        &self,
+        client: &ClientId,
+        selection: Selection<'_>,
+        entities: &[EntityColumn<'_>],
+        full_feature_names: bool,
+        at: i64,
         sink: &mut impl FeatureSink,
     ) -> Result<()> {
         let catalog = self.catalogs.get(&self.registry, client).await?.ok_or_else(|| {
@@ -188,7 +206,7 @@ impl FeatureServer {
                 format!("answered {} rows for {} keys", read.len(), keys.len()),
             ));
         }
-        answer(&catalog, &plan, &mut read, rows, now_micros(), full_feature_names, sink);
+        answer(&catalog, &plan, &mut read, rows, at, full_feature_names, sink);
         Ok(())
     }
 
