@@ -362,6 +362,15 @@ mod tests {
         })
     }
 
+    /// Held by each test that ticks a [`Guard`]: a guard watches every thread of the process,
+    /// so two at once would lift each other's test threads (and count the lift in the other's
+    /// metrics).
+    static GUARDS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn one_guard_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+        GUARDS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// A thread at [`crate::sched::Priority::Idle`] that [`spin`]s, and its id.
     fn idle_thread(stop: &Arc<AtomicBool>, nap: &Arc<AtomicBool>) -> (std::thread::JoinHandle<()>, i32) {
         let (tids, tid) = std::sync::mpsc::channel();
@@ -376,6 +385,7 @@ mod tests {
 
     #[test]
     fn a_starved_idle_thread_is_lifted_at_nice_10_and_put_back_once_it_sleeps() {
+        let _one = one_guard_at_a_time();
         let (stop, nap, hogs_stop) =
             (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
         let (idle, tid) = idle_thread(&stop, &nap);
@@ -396,7 +406,8 @@ mod tests {
         hogs.into_iter().for_each(|h| h.join().unwrap());
         assert!(lifted, "the starved idle thread was never lifted (the test needs CAP_SYS_NICE, as root has)");
         assert_eq!(sample(tid, |p, _| p == SCHED_OTHER).map(|s| s.nice), Some(10));
-        // Other tests' idle threads may have been lifted too: at least this one was.
+        // Other tests' idle threads (not guard tests) may have been lifted too: at least this
+        // one was.
         assert!(metrics.lifts.get() >= 1);
         assert_eq!(metrics.refused_lifts.get(), 0);
         // It has caught up: it sleeps, and goes back to SCHED_IDLE.
@@ -409,6 +420,7 @@ mod tests {
 
     #[test]
     fn an_idle_thread_that_gets_the_cpu_is_left_alone() {
+        let _one = one_guard_at_a_time();
         let (stop, nap) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(true)));
         let (idle, tid) = idle_thread(&stop, &nap);
         let mut guard = Guard::new(
