@@ -79,12 +79,9 @@ async fn the_prediction_log_records_the_moment_the_features_were_read() {
     assert!((before..=after).contains(&p.features_at), "{} outside [{before}, {after}]", p.features_at);
     s.sink.flush().await.unwrap();
     let mut logged = Vec::new();
-    for day in std::fs::read_dir(s.lake.join("predictions/churn/client_id=shop")).unwrap() {
-        for file in std::fs::read_dir(day.unwrap().path()).unwrap() {
-            let frame = ParquetReader::new(std::fs::File::open(file.unwrap().path()).unwrap()).finish().unwrap();
-            let times = frame.column("event_timestamp").unwrap().cast(&polars::prelude::DataType::Int64).unwrap();
-            logged.extend(times.i64().unwrap().into_no_null_iter());
-        }
+    for frame in logged_frames(&s) {
+        let times = frame.column("event_timestamp").unwrap().cast(&polars::prelude::DataType::Int64).unwrap();
+        logged.extend(times.i64().unwrap().into_no_null_iter());
     }
     assert_eq!(logged, [p.features_at; 2]);
 }
@@ -220,17 +217,25 @@ async fn predict(s: &Setup, reference: &str, keys: &[String]) -> Predictions {
     s.predictor.predict(&shop(), reference, keys, 0, MissingPolicy::Impute).await.unwrap()
 }
 
+/// Every file of `shop`'s churn prediction log, read.
+fn logged_frames(s: &Setup) -> Vec<polars::prelude::DataFrame> {
+    let mut frames = Vec::new();
+    for day in std::fs::read_dir(s.lake.join("predictions/churn/client_id=shop")).unwrap() {
+        for file in std::fs::read_dir(day.unwrap().path()).unwrap() {
+            frames.push(ParquetReader::new(std::fs::File::open(file.unwrap().path()).unwrap()).finish().unwrap());
+        }
+    }
+    frames
+}
+
 /// Every (entity key, model version) in the churn prediction log.
 fn logged_versions(s: &Setup) -> Vec<(String, i64)> {
     let mut logged = Vec::new();
-    for day in std::fs::read_dir(s.lake.join("predictions/churn/client_id=shop")).unwrap() {
-        for file in std::fs::read_dir(day.unwrap().path()).unwrap() {
-            let frame = ParquetReader::new(std::fs::File::open(file.unwrap().path()).unwrap()).finish().unwrap();
-            let keys = frame.column("user_id").unwrap().str().unwrap().clone();
-            let versions = frame.column("churn_model_version").unwrap().i64().unwrap().clone();
-            for i in 0..frame.height() {
-                logged.push((keys.get(i).unwrap().to_owned(), versions.get(i).unwrap()));
-            }
+    for frame in logged_frames(s) {
+        let keys = frame.column("user_id").unwrap().str().unwrap().clone();
+        let versions = frame.column("churn_model_version").unwrap().i64().unwrap().clone();
+        for i in 0..frame.height() {
+            logged.push((keys.get(i).unwrap().to_owned(), versions.get(i).unwrap()));
         }
     }
     logged.sort();
