@@ -35,12 +35,17 @@
 //! Open loops send each request at its scheduled time whatever the server does and count the
 //! latency from that time (see `load.rs`), so there is no coordinated omission. The load
 //! generator shares the machine's cores with the server; the report gives the CPU each used.
+//! The gRPC open loops are sent by `raw.rs` unless `--generators` says otherwise: HTTP/2 frames
+//! on one thread that wakes on a clock, every request encoded before the clock starts; it takes
+//! a quarter to a half less CPU than the `h2` client on tokio (`load.rs`), which the closed loops
+//! and the HTTP/1.1 loops use.
 //! The results are printed as a Markdown table. Traffic only goes to loopback addresses, and
 //! every loop is bounded in time and count.
 
 mod data;
 mod load;
 mod model;
+mod raw;
 mod report;
 mod servers;
 mod targets;
@@ -48,6 +53,7 @@ mod targets;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, ValueEnum};
@@ -56,7 +62,7 @@ use reqwest::header::HeaderMap;
 use uuid::Uuid;
 
 use crate::data::Rows;
-use crate::load::{closed_loop, open_loop};
+use crate::load::{Tally, closed_loop, open_loop};
 use crate::report::{CpuMeter, Line, Machine, print_table, thousands};
 use crate::servers::{Livora, Server, apply, create_client, feast_script_run, free_port, start_feast};
 use crate::targets::{Grpc, Health, Json, Kserve, Outcome, Predict, Target};
@@ -185,6 +191,16 @@ struct Args {
     /// HTTP/2 connections of the gRPC client (requests go round-robin).
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// The load generators of the gRPC open loops, each measured in turn: `raw` writes and
+    /// reads HTTP/2 frames on one thread that wakes on a clock (`raw.rs`), `h2` runs the `h2`
+    /// client on the bench's tokio runtime (`load.rs`). The closed loops and HTTP/1.1 use the
+    /// tokio runtime.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "raw")]
+    generators: Vec<Generator>,
+    /// The `raw` generator wakes at most once per this many µs, and sends every request due by
+    /// then (each one's latency still counts from its own scheduled time).
+    #[arg(long, default_value_t = 50)]
+    pace_us: u64,
     /// Feast: worker processes of `feast serve`.
     #[arg(long, default_value_t = 2)]
     feast_workers: usize,
@@ -234,6 +250,8 @@ impl Args {
         ensure!(self.contributions <= 25, "--contributions must be 0 to 25 (the model has 25 inputs)");
         ensure!(!self.models.is_empty(), "--models needs at least one algorithm");
         ensure!((1..=64).contains(&self.connections), "--connections must be 1 to 64");
+        ensure!(!self.generators.is_empty(), "--generators needs at least one of raw, h2");
+        ensure!((1..=10_000).contains(&self.pace_us), "--pace-us must be 1 to 10000");
         ensure!((1..=16).contains(&self.feast_workers), "--feast-workers must be 1 to 16");
         ensure!(self.feast_fraction > 0.0 && self.feast_fraction <= 1.0, "--feast-fraction must be in (0, 1]");
         redis_hostport(&self.redis_url)?;
@@ -269,7 +287,36 @@ fn main() -> ExitCode {
     }
 }
 
+/// A load generator of the gRPC open loops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Generator {
+    /// HTTP/2 frames written and read by one thread that wakes on a clock, every request
+    /// encoded up front.
+    Raw,
+    /// The `h2` client on a single-threaded tokio runtime, a task per request.
+    H2,
+}
+
+impl Generator {
+    /// What a line's description says of it when several are measured.
+    fn suffix(self) -> &'static str {
+        match self {
+            Generator::Raw => " (raw frames)",
+            Generator::H2 => " (h2 client)",
+        }
+    }
+
+    /// The generator in the report's header.
+    fn describe(self) -> &'static str {
+        match self {
+            Generator::Raw => "raw HTTP/2 frames on one clock-paced thread (raw.rs)",
+            Generator::H2 => "the h2 client on tokio (load.rs)",
+        }
+    }
+}
+
 /// One phase: a load against a target.
+#[derive(Clone, Copy)]
 enum Load {
     /// A fixed schedule of this many requests/s.
     Open(f64),
@@ -287,8 +334,9 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
-    /// Warms up, then measures `load` on `target` for `seconds`, and adds the line; returns the
-    /// answered requests/s.
+    /// Warms up, then measures `load` on `target` for `seconds`, and adds the line; an open
+    /// loop of a gRPC target once with each load generator of `--generators`. Returns the
+    /// answered requests/s (of the last).
     fn measure(
         &mut self,
         label: (&'static str, &'static str, &'static str),
@@ -297,16 +345,46 @@ impl Bench<'_> {
         seconds: f64,
         server: u32,
     ) -> f64 {
+        let generators = match (load, target.grpc()) {
+            (Load::Open(_), Some(_)) => self.args.generators.clone(),
+            // HTTP/1.1 and the closed loops have one load generator.
+            _ => vec![Generator::H2],
+        };
+        let mut achieved = 0.0;
+        for generator in generators {
+            achieved = self.measure_with(generator, label, target, load, seconds, server);
+        }
+        achieved
+    }
+
+    fn measure_with(
+        &mut self,
+        generator: Generator,
+        label: (&'static str, &'static str, &'static str),
+        target: &Arc<Target>,
+        load: Load,
+        seconds: f64,
+        server: u32,
+    ) -> f64 {
         self.phase += 1;
         let seed = self.phase * 1_000_000_000;
-        let go = |seconds: f64, seed: u64| match load {
-            Load::Open(rate) => self.runtime.block_on(open_loop(target, rate, seconds, seed)),
-            Load::Closed(n) => self.runtime.block_on(closed_loop(target, n, seconds, seed)),
+        let (connections, pace) = (self.args.connections, Duration::from_micros(self.args.pace_us));
+        let go = |seconds: f64, seed: u64| match (load, generator, target.grpc()) {
+            (Load::Open(rate), Generator::Raw, Some(call)) => {
+                let count = ((rate * seconds).ceil() as usize).max(1);
+                raw::open_loop(call, (connections, pace), rate, seconds, seed)
+                    .unwrap_or_else(|e| Tally::not_started(count, format!("{e:#}")))
+            }
+            (Load::Open(rate), ..) => self.runtime.block_on(open_loop(target, rate, seconds, seed)),
+            (Load::Closed(n), ..) => self.runtime.block_on(closed_loop(target, n, seconds, seed)),
         };
-        let description = match load {
+        let mut description = match load {
             Load::Open(rate) => format!("open loop {}/s", thousands(rate)),
             Load::Closed(n) => format!("closed loop, {n} in flight"),
         };
+        if self.args.generators.len() > 1 && matches!(load, Load::Open(_)) && target.grpc().is_some() {
+            description.push_str(generator.suffix());
+        }
         eprintln!("feature_lookup: {} {} {}, {} entities: {description}", label.0, label.1, label.2, target.entities());
         if self.args.warmup_seconds > 0.0 {
             go(self.args.warmup_seconds, seed + 500_000_000);
@@ -349,6 +427,10 @@ fn run(args: &Args) -> Result<()> {
         ensure!(machine.cores >= 2, "--pin needs 2 CPUs");
         servers::pin_self(CLIENT_CPU)?;
     }
+    // The open loops pace with this thread's own sleeps; a sleep should end when asked.
+    if let Err(e) = load::fine_timer_slack() {
+        eprintln!("feature_lookup: the sleeps keep the kernel's default timer slack (50 µs): {e:#}");
+    }
     // One thread: the open loop paces with the thread's own sleeps (see load.rs), and requests
     // and connections never hop between threads.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -375,7 +457,7 @@ fn run(args: &Args) -> Result<()> {
         }
     }
     println!(
-        "\nMachine: {} cores, {}; load average at start {}. {} users; {}.\n",
+        "\nMachine: {} cores, {}; load average at start {}. {} users; {}; gRPC open loops by {}.\n",
         machine.cores,
         machine.cpu,
         machine.loadavg,
@@ -384,7 +466,8 @@ fn run(args: &Args) -> Result<()> {
             "servers pinned to CPU 1, the load generator to CPU 0"
         } else {
             "the load generator and the servers share the cores"
-        }
+        },
+        args.generators.iter().map(|g| g.describe()).collect::<Vec<_>>().join(" and ")
     );
     print_table(&bench.lines);
     verdicts(args, &bench.lines);
@@ -558,7 +641,7 @@ fn livora_phases(
     // The connections close once the runtime runs again after their last handle is gone; the
     // server's graceful shutdown waits for them.
     drop((one, json));
-    bench.runtime.block_on(async { tokio::time::sleep(std::time::Duration::from_millis(200)).await });
+    bench.runtime.block_on(async { tokio::time::sleep(Duration::from_millis(200)).await });
     server.server.stop()
 }
 
@@ -651,6 +734,6 @@ fn feast_phases(bench: &mut Bench<'_>, repo: &Path, log: &Path, name: &'static s
         }
         bench.measure(label, &target, Load::Open(rate), args.seconds, pid);
     }
-    bench.runtime.block_on(async { tokio::time::sleep(std::time::Duration::from_millis(200)).await });
+    bench.runtime.block_on(async { tokio::time::sleep(Duration::from_millis(200)).await });
     server.stop()
 }

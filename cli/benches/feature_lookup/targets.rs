@@ -74,12 +74,24 @@ pub(crate) enum Target {
 impl Target {
     /// Sends request `n` (its users are drawn from a generator seeded with `n`).
     pub(crate) async fn call(&self, n: u64) -> Outcome {
+        match (self, self.grpc()) {
+            (Target::Json(j), _) => j.call(n).await,
+            (_, Some(grpc)) => match grpc.unary().call(n, grpc.message(n)).await {
+                Ok(answer) => grpc.verify(&answer),
+                Err(failed) => failed,
+            },
+            (_, None) => Outcome::Failed("bad answer", "a target that is neither gRPC nor JSON".into()),
+        }
+    }
+
+    /// The target's gRPC calls, if it is a gRPC method (every target but the JSON twin).
+    pub(crate) fn grpc(&self) -> Option<&dyn GrpcCall> {
         match self {
-            Target::Grpc(g) => g.call(n).await,
-            Target::Json(j) => j.call(n).await,
-            Target::Predict(p) => p.call(n).await,
-            Target::Kserve(k) => k.call(n).await,
-            Target::Health(h) => h.call(n).await,
+            Target::Grpc(g) => Some(g),
+            Target::Json(_) => None,
+            Target::Predict(p) => Some(p),
+            Target::Kserve(k) => Some(k),
+            Target::Health(h) => Some(h),
         }
     }
 
@@ -126,6 +138,23 @@ struct Statuses {
     statuses: Vec<i32>,
 }
 
+/// A unary gRPC method as the load generators call it: where, what request `n` is, and whether
+/// an answer is right. The request and the answer are the bare protobuf messages (no gRPC
+/// length prefix).
+pub(crate) trait GrpcCall: Sync {
+    /// The connections, method and credentials.
+    fn unary(&self) -> &Unary;
+    /// Request `n`, encoded.
+    fn message(&self, n: u64) -> Vec<u8>;
+    /// Whether `answer` (a message of the method's response type) is a full, right answer.
+    fn verify(&self, answer: &[u8]) -> Outcome;
+}
+
+/// `answer` decoded as `A`, or a failed outcome.
+fn decoded<A: prost::Message + Default>(answer: &[u8]) -> Result<A, Outcome> {
+    A::decode(answer).map_err(|e| Outcome::Failed("bad answer", e.to_string()))
+}
+
 /// The methods' paths.
 const GET_ONLINE_FEATURES: &str = "/livora.v1.FeatureService/GetOnlineFeatures";
 const PREDICT: &str = "/livora.v1.InferenceService/Predict";
@@ -142,13 +171,17 @@ const MODEL_INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
 /// per request, as `h2load` does, measures the server rather than itself. The generated clients
 /// (over a tonic channel) check one answer in full before any timing.
 pub(crate) struct Unary {
+    /// The server.
+    pub(crate) addr: std::net::SocketAddr,
+    /// `/<service>/<method>`.
+    pub(crate) path: &'static str,
     connections: Vec<h2::client::SendRequest<Bytes>>,
     /// For the generated clients.
     channel: Channel,
     /// `http://ADDR/<service>/<method>`.
     uri: http::Uri,
-    auth: MetadataValue<Ascii>,
-    client_id: MetadataValue<Ascii>,
+    pub(crate) auth: MetadataValue<Ascii>,
+    pub(crate) client_id: MetadataValue<Ascii>,
 }
 
 /// The flow-control windows of the load generator's connections: hyper's client defaults (what
@@ -162,7 +195,7 @@ impl Unary {
     pub(crate) async fn connect(
         addr: std::net::SocketAddr,
         connections: usize,
-        path: &str,
+        path: &'static str,
         client: &str,
         key: &str,
     ) -> Result<Self> {
@@ -194,6 +227,8 @@ impl Unary {
             .await
             .with_context(|| format!("cannot connect to the gRPC server at {addr}"))?;
         Ok(Self {
+            addr,
+            path,
             connections: senders,
             channel,
             uri: format!("http://{addr}{path}").parse().context("bad uri")?,
@@ -215,18 +250,16 @@ impl Unary {
         self.channel.clone()
     }
 
-    /// Sends `message` as request `n` (HEADERS, then one DATA frame that ends the stream, as a
-    /// client that has its whole message up front sends it) and returns the answer decoded as
-    /// `A`. A failure of the call, a status other than 200 or a `grpc-status` other than 0 is a
-    /// failed outcome.
-    async fn call<A: prost::Message + Default>(&self, n: u64, message: &impl prost::Message) -> Result<A, Outcome> {
+    /// Sends `message` (encoded) as request `n` (HEADERS, then one DATA frame that ends the
+    /// stream, as a client that has its whole message up front sends it) and returns the
+    /// answer's message. A failure of the call, a status other than 200 or a `grpc-status`
+    /// other than 0 is a failed outcome.
+    async fn call(&self, n: u64, message: Vec<u8>) -> Result<Bytes, Outcome> {
         let transport = |e: h2::Error| Outcome::Failed("transport", e.to_string());
-        let mut body = BytesMut::with_capacity(5 + message.encoded_len());
+        let mut body = BytesMut::with_capacity(5 + message.len());
         body.put_u8(0);
-        body.put_u32(u32::try_from(message.encoded_len()).unwrap_or(u32::MAX));
-        message
-            .encode(&mut body)
-            .map_err(|e| Outcome::Failed("bad answer", format!("cannot encode the request: {e}")))?;
+        body.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
+        body.put_slice(&message);
         let request = http::Request::builder()
             .method(http::Method::POST)
             .uri(&self.uri)
@@ -257,7 +290,7 @@ impl Unary {
         if bytes.len() < 5 {
             return Err(Outcome::Failed("bad answer", format!("{} bytes answered", bytes.len())));
         }
-        A::decode(bytes.freeze().slice(5..)).map_err(|e| Outcome::Failed("bad answer", e.to_string()))
+        Ok(bytes.freeze().slice(5..))
     }
 }
 
@@ -286,7 +319,7 @@ impl Grpc {
     }
 
     /// The request `n`.
-    fn message(&self, n: u64) -> pb::GetOnlineFeaturesRequest {
+    fn request(&self, n: u64) -> pb::GetOnlineFeaturesRequest {
         let values = users_of(n, self.users, self.entities).map(|u| pb::Value { val: Some(Val::StringVal(u)) });
         pb::GetOnlineFeaturesRequest {
             kind: Some(Kind::Features(self.features.clone())),
@@ -299,7 +332,7 @@ impl Grpc {
     /// `PRESENT` for every one.
     async fn check_in_full(&self) -> Result<()> {
         let mut client = FeatureServiceClient::new(self.unary.channel());
-        let answer = client.get_online_features(self.unary.request(self.message(7))).await?.into_inner();
+        let answer = client.get_online_features(self.unary.request(self.request(7))).await?.into_inner();
         let names: Vec<String> =
             feature_refs().iter().map(|r| r.split_once(':').map_or(r.clone(), |(_, f)| f.into())).collect();
         anyhow::ensure!(answer.feature_names == names, "answered the features {:?}", answer.feature_names);
@@ -314,10 +347,20 @@ impl Grpc {
         }
         Ok(())
     }
+}
 
-    /// Sends request `n` and reads back the statuses.
-    async fn call(&self, n: u64) -> Outcome {
-        let answer: StatusesOnly = match self.unary.call(n, &self.message(n)).await {
+impl GrpcCall for Grpc {
+    fn unary(&self) -> &Unary {
+        &self.unary
+    }
+
+    fn message(&self, n: u64) -> Vec<u8> {
+        prost::Message::encode_to_vec(&self.request(n))
+    }
+
+    /// The statuses only: 25 features, each `PRESENT` for every entity.
+    fn verify(&self, answer: &[u8]) -> Outcome {
+        let answer: StatusesOnly = match decoded(answer) {
             Ok(answer) => answer,
             Err(failed) => return failed,
         };
@@ -366,14 +409,25 @@ impl Health {
         (client, key): (&str, &str),
     ) -> Result<Self> {
         let health = Self { unary: Unary::connect(addr, connections, HEALTH_CHECK, client, key).await? };
-        if let Outcome::Failed(_, why) = health.call(0).await {
+        let answer = health.unary.call(0, health.message(0)).await;
+        if let Outcome::Failed(_, why) = answer.map_or_else(|failed| failed, |answer| health.verify(&answer)) {
             anyhow::bail!("the server's health check: {why}");
         }
         Ok(health)
     }
+}
 
-    async fn call(&self, n: u64) -> Outcome {
-        match self.unary.call::<HealthCheckResponse>(n, &HealthCheckRequest { service: String::new() }).await {
+impl GrpcCall for Health {
+    fn unary(&self) -> &Unary {
+        &self.unary
+    }
+
+    fn message(&self, _: u64) -> Vec<u8> {
+        prost::Message::encode_to_vec(&HealthCheckRequest { service: String::new() })
+    }
+
+    fn verify(&self, answer: &[u8]) -> Outcome {
+        match decoded::<HealthCheckResponse>(answer) {
             Ok(answer) if answer.status == SERVING => Outcome::Ok,
             Ok(answer) => Outcome::Failed("bad answer", format!("health status {}, not SERVING", answer.status)),
             Err(failed) => failed,
@@ -426,7 +480,7 @@ impl Predict {
         Ok(predict)
     }
 
-    fn message(&self, n: u64) -> pb::PredictRequest {
+    fn request(&self, n: u64) -> pb::PredictRequest {
         pb::PredictRequest {
             model: self.model.clone(),
             entity_keys: users_of(n, self.users, self.entities).collect(),
@@ -439,7 +493,7 @@ impl Predict {
     /// scored with every feature present, and the contributions asked for.
     async fn check_in_full(&self) -> Result<()> {
         let mut client = pb::inference_service_client::InferenceServiceClient::new(self.unary.channel());
-        let answer = client.predict(self.unary.request(self.message(7))).await?.into_inner();
+        let answer = client.predict(self.unary.request(self.request(7))).await?.into_inner();
         anyhow::ensure!(answer.predictions.len() == self.entities, "{} predictions", answer.predictions.len());
         anyhow::ensure!(answer.feature_names.len() == FEATURE_COUNT, "the model read {:?}", answer.feature_names);
         for p in &answer.predictions {
@@ -452,9 +506,20 @@ impl Predict {
         }
         Ok(())
     }
+}
 
-    async fn call(&self, n: u64) -> Outcome {
-        let answer: ScoresOnly = match self.unary.call(n, &self.message(n)).await {
+impl GrpcCall for Predict {
+    fn unary(&self) -> &Unary {
+        &self.unary
+    }
+
+    fn message(&self, n: u64) -> Vec<u8> {
+        prost::Message::encode_to_vec(&self.request(n))
+    }
+
+    /// A score and `SCORED` for every entity.
+    fn verify(&self, answer: &[u8]) -> Outcome {
+        let answer: ScoresOnly = match decoded(answer) {
             Ok(answer) => answer,
             Err(failed) => return failed,
         };
@@ -493,7 +558,7 @@ impl Kserve {
         let unary = Unary::connect(addr, connections, MODEL_INFER, client, key).await?;
         let kserve = Self { unary, model: model.to_owned(), version: version.to_owned(), inputs, entities };
         let mut client = GrpcInferenceServiceClient::new(kserve.unary.channel());
-        let answer = client.model_infer(kserve.unary.request(kserve.message(7))).await?.into_inner();
+        let answer = client.model_infer(kserve.unary.request(kserve.request(7))).await?.into_inner();
         let probabilities = answer.outputs.first().and_then(|o| o.contents.as_ref()).map(|c| &c.fp64_contents);
         anyhow::ensure!(
             probabilities.is_some_and(|p| p.len() == entities && p.iter().all(|&s| s > 0.0 && s < 1.0)),
@@ -502,7 +567,7 @@ impl Kserve {
         Ok(kserve)
     }
 
-    fn message(&self, n: u64) -> ModelInferRequest {
+    fn request(&self, n: u64) -> ModelInferRequest {
         let rows: Vec<usize> = user_indices(n, self.inputs.table.rows(), self.entities).collect();
         let shape = vec![rows.len() as i64];
         let mut inputs: Vec<InferInputTensor> = self
@@ -560,9 +625,20 @@ impl Kserve {
             raw_input_contents: Vec::new(),
         }
     }
+}
 
-    async fn call(&self, n: u64) -> Outcome {
-        let answer: ModelInferResponse = match self.unary.call(n, &self.message(n)).await {
+impl GrpcCall for Kserve {
+    fn unary(&self) -> &Unary {
+        &self.unary
+    }
+
+    fn message(&self, n: u64) -> Vec<u8> {
+        prost::Message::encode_to_vec(&self.request(n))
+    }
+
+    /// A probability for every row.
+    fn verify(&self, answer: &[u8]) -> Outcome {
+        let answer: ModelInferResponse = match decoded(answer) {
             Ok(answer) => answer,
             Err(failed) => return failed,
         };
