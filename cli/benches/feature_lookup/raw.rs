@@ -134,18 +134,18 @@ fn header_block(call: &dyn GrpcCall) -> Vec<u8> {
     // `:method: POST` and `:scheme: http` are entries 3 and 6 of the static table.
     let mut block = vec![0x80 | 3, 0x80 | 6];
     // Names from the static table: `:path` 4, `:authority` 1, `content-type` 31, `authorization` 23.
-    literal(&mut block, Some(4), unary.path.as_bytes());
-    literal(&mut block, Some(1), authority.as_bytes());
-    literal(&mut block, Some(31), b"application/grpc");
+    literal(&mut block, 4, unary.path.as_bytes());
+    literal(&mut block, 1, authority.as_bytes());
+    literal(&mut block, 31, b"application/grpc");
     new_name(&mut block, b"te", b"trailers");
-    literal(&mut block, Some(23), unary.auth.as_encoded_bytes());
+    literal(&mut block, 23, unary.auth.as_encoded_bytes());
     new_name(&mut block, b"x-client-id", unary.client_id.as_encoded_bytes());
     block
 }
 
 /// A literal header field without indexing whose name is entry `index` of the static table.
-fn literal(block: &mut Vec<u8>, index: Option<usize>, value: &[u8]) {
-    integer(block, 0x00, 4, index.unwrap_or(0));
+fn literal(block: &mut Vec<u8>, index: usize, value: &[u8]) {
+    integer(block, 0x00, 4, index);
     string(block, value);
 }
 
