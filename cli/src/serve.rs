@@ -319,15 +319,17 @@ impl Serving {
                 livora_inference::GrpcInferenceService::new(predictor.clone(), clients.clone(), policy).into_server(),
             )
             .add_service(livora_inference::GrpcKserveService::new(predictor, clients).into_server());
+        let mut descriptors = Vec::new();
         if let Some(flight) = flight {
             println!("serving Arrow Flight datasets (arrow.flight.protocol.FlightService) on the same port");
             routes = routes.add_service(flight.into_server());
+            descriptors.push(livora_proto::FLIGHT_FILE_DESCRIPTOR_SET);
         }
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stop_requested.wait_for(|&s| s).await;
             };
-            let served = serving::grpc::serve(listener, service, routes, shutdown).await;
+            let served = serving::grpc::serve(listener, service, routes, &descriptors, shutdown).await;
             let _ = ended.send(true);
             served
         });

@@ -2,7 +2,9 @@
 //! no one here wrote (`.ci/services` installs them). pyarrow.flight lists the client's datasets,
 //! pulls events, uploads entity rows with DoPut and pulls the point-in-time dataset they drive
 //! (`tests/python/flight_pyarrow.py`); another client sees none of it. The ADBC Flight SQL driver
-//! runs SQL and reads the catalog (`tests/python/flight_sql_adbc.py`).
+//! runs SQL and reads the catalog (`tests/python/flight_sql_adbc.py`). grpcio, knowing the
+//! service from gRPC reflection alone, lists the flights and reads one's info
+//! (`tests/python/flight_grpcio_reflection.py`).
 
 use std::path::Path;
 use std::process::Command;
@@ -105,6 +107,24 @@ fn pyarrow_flight_and_adbc_flight_sql_read_the_clients_data() -> Result<()> {
     ensure!(out["no_credentials"]["type"] == "FlightUnauthenticatedError", "{out}");
     ensure!(out["other_listed"] == json!([["events"]]), "{out}");
     ensure!(out["other_with_my_ticket"]["type"] == "FlightUnauthorizedError", "{out}");
+
+    // The same service through gRPC reflection alone (what `grpcurl` sees).
+    let reflected = python(&server, "flight_grpcio_reflection.py", &[&addr, "shop", &shop_key], "grpcio-reflection")?;
+    let services = reflected["services"].as_array().context("services")?;
+    ensure!(services.contains(&json!("arrow.flight.protocol.FlightService")), "{reflected}");
+    ensure!(services.contains(&json!("livora.v1.FeatureService")), "{reflected}");
+    ensure!(reflected["methods"].as_array().is_some_and(|m| m.len() == 10), "{reflected}");
+    ensure!(
+        reflected["get_flight_info"]
+            == json!(["arrow.flight.protocol.FlightDescriptor", "arrow.flight.protocol.FlightInfo"]),
+        "{reflected}"
+    );
+    ensure!(reflected["listed"] == out["listed"], "{reflected}");
+    ensure!(reflected["descriptor"] == json!({"type": "PATH", "path": ["events"]}), "{reflected}");
+    // The events are not counted before they are read: -1, "unknown" in Flight's terms.
+    ensure!(reflected["total_records"] == -1 && reflected["endpoints"] == 1, "{reflected}");
+    ensure!(reflected["ticket_bytes"].as_u64().is_some_and(|n| n > 0), "{reflected}");
+    ensure!(reflected["schema_bytes"].as_u64().is_some_and(|n| n > 0), "{reflected}");
 
     // ADBC's Flight SQL driver, with basic credentials.
     let out = python(&server, "flight_sql_adbc.py", &[&addr, "shop", &shop_key], "adbc-driver-flightsql")?;

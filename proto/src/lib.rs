@@ -8,7 +8,8 @@
 //!   standard API for scoring features the caller brings, as the specification defines it.
 //!
 //! [`FILE_DESCRIPTOR_SET`] is the encoded descriptor set of every file (with imports and
-//! comments), for gRPC reflection. [`status`] turns an error class into a `tonic::Status`: every
+//! comments), for gRPC reflection; [`FLIGHT_FILE_DESCRIPTOR_SET`] that of Arrow Flight's service,
+//! for a port that serves it. [`status`] turns an error class into a `tonic::Status`: every
 //! gRPC service answers errors through it, so that gRPC codes follow from [`ErrorCode`] in one
 //! place, as HTTP statuses do.
 
@@ -34,6 +35,11 @@ pub mod inference {
 /// The encoded `FileDescriptorSet` of every Livora `.proto` (with the well-known types they
 /// import), for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/livora_descriptor.bin"));
+
+/// The encoded `FileDescriptorSet` of Arrow Flight's service (`arrow.flight.protocol`,
+/// `proto/arrow/flight.proto`), for reflection on a port that serves Flight. Only the descriptors:
+/// the `arrow-flight` crate has the service's code.
+pub const FLIGHT_FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/flight_descriptor.bin"));
 
 /// The gRPC code of an error class.
 pub fn code(code: ErrorCode) -> tonic::Code {

@@ -163,19 +163,25 @@ fn proto_status(status: FeatureStatus) -> pb::FeatureStatus {
 /// that only speak it, such as grpcio's reflection database and older grpcurl). Connections get TCP_NODELAY:
 /// answers are small and must not wait for Nagle's algorithm.
 ///
-/// `routes` holds the other rooms' services served on the same port (model inference); pass
-/// `Routes::default()` for none.
+/// `routes` holds the other rooms' services served on the same port (model inference, Arrow
+/// Flight); pass `Routes::default()` for none. `descriptors` are the encoded descriptor sets
+/// reflection describes them with, beyond Livora's own `.proto`s (always registered): for Flight,
+/// [`livora_proto::FLIGHT_FILE_DESCRIPTOR_SET`].
 pub async fn serve(
     listener: TcpListener,
     service: GrpcFeatureService,
     routes: Routes,
+    descriptors: &[&'static [u8]],
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(livora_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        descriptors.iter().fold(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(livora_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET),
+            |builder, set| builder.register_encoded_file_descriptor_set(set),
+        )
     };
     let reflection_v1 = reflection().build_v1().map_err(std::io::Error::other)?;
     let reflection_v1alpha = reflection().build_v1alpha().map_err(std::io::Error::other)?;

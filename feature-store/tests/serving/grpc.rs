@@ -48,9 +48,15 @@ async fn start() -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel();
-    tokio::spawn(grpc::serve(listener, GrpcFeatureService::new(server, clients), Default::default(), async move {
-        let _ = stopped.await;
-    }));
+    tokio::spawn(grpc::serve(
+        listener,
+        GrpcFeatureService::new(server, clients),
+        Default::default(),
+        &[],
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     Running { addr, stop: Some(stop), keys, fixture }
 }
 
