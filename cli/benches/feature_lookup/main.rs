@@ -350,16 +350,19 @@ impl Bench<'_> {
             // HTTP/1.1 and the closed loops have one load generator.
             _ => vec![Generator::H2],
         };
+        // The line names its generator when there are several.
+        let named = generators.len() > 1;
         let mut achieved = 0.0;
         for generator in generators {
-            achieved = self.measure_with(generator, label, target, load, seconds, server);
+            let suffix = if named { generator.suffix() } else { "" };
+            achieved = self.measure_with((generator, suffix), label, target, load, seconds, server);
         }
         achieved
     }
 
     fn measure_with(
         &mut self,
-        generator: Generator,
+        (generator, suffix): (Generator, &str),
         label: (&'static str, &'static str, &'static str),
         target: &Arc<Target>,
         load: Load,
@@ -378,13 +381,10 @@ impl Bench<'_> {
             (Load::Open(rate), ..) => self.runtime.block_on(open_loop(target, rate, seconds, seed)),
             (Load::Closed(n), ..) => self.runtime.block_on(closed_loop(target, n, seconds, seed)),
         };
-        let mut description = match load {
-            Load::Open(rate) => format!("open loop {}/s", thousands(rate)),
-            Load::Closed(n) => format!("closed loop, {n} in flight"),
+        let description = match load {
+            Load::Open(rate) => format!("open loop {}/s{suffix}", thousands(rate)),
+            Load::Closed(n) => format!("closed loop, {n} in flight{suffix}"),
         };
-        if self.args.generators.len() > 1 && matches!(load, Load::Open(_)) && target.grpc().is_some() {
-            description.push_str(generator.suffix());
-        }
         eprintln!("feature_lookup: {} {} {}, {} entities: {description}", label.0, label.1, label.2, target.entities());
         if self.args.warmup_seconds > 0.0 {
             go(self.args.warmup_seconds, seed + 500_000_000);
